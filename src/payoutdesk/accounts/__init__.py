@@ -1,0 +1,1 @@
+"""Accounts (tenants), their API credentials, and users."""

@@ -1,0 +1,144 @@
+"""The ASGI application: error mapping, authentication, rate limits, routers."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from payoutdesk import __version__
+from payoutdesk.accounts.service import AccountRef, authenticate_token
+from payoutdesk.api.ratelimit import TokenBuckets, Verdict
+from payoutdesk.config import Settings
+from payoutdesk.errors import PayoutdeskError, RateLimited, Unauthorized
+from payoutdesk.kit import db
+from payoutdesk.kit.crypto import SecretBox, load_secret_key
+
+log = logging.getLogger("payoutdesk.api")
+
+
+def problem(status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None,
+            **extra: Any) -> JSONResponse:
+    body = {"type": f"/problems/{code}", "title": title, "status": status, "detail": detail, "code": code, **extra}
+    return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
+
+
+def rate_headers(v: Verdict) -> dict[str, str]:
+    if v.limit <= 0:
+        return {}
+    return {
+        "X-RateLimit-Limit": str(v.limit),
+        "X-RateLimit-Remaining": str(v.remaining),
+        "X-RateLimit-Reset": str(v.reset_seconds),
+    }
+
+
+def _human_validation(exc: RequestValidationError) -> tuple[int, str, str]:
+    parts = []
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            ctx = err.get("ctx") or {}
+            return 400, "malformed_json", f"The request body is not valid JSON ({ctx.get('error', 'parse error')})."
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        where = ".".join(loc) or "request"
+        msg = str(err.get("msg", "is invalid"))
+        if err.get("type") == "missing":
+            msg = "is required"
+        elif err.get("type") == "extra_forbidden":
+            msg = "is not a field of this request"
+        parts.append(f"{where}: {msg}")
+    return 422, "validation_error", "; ".join(parts) or "The request is invalid."
+
+
+def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
+    app = FastAPI(
+        title="payoutdesk",
+        version=__version__,
+        description="Control partner payouts before they lock. Native API; see docs/API.md.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.engine = engine or db.make_engine(settings.database_url)
+    app.state.box = SecretBox(load_secret_key(settings.secret_key, settings.data_dir))
+    app.state.api_buckets = TokenBuckets(settings.api_rate_limit)
+    app.state.login_buckets = TokenBuckets(settings.login_rate_limit, per=60.0)
+
+    @app.exception_handler(PayoutdeskError)
+    def _domain_error(request: Request, exc: PayoutdeskError) -> JSONResponse:
+        headers = dict(getattr(request.state, "rate_headers", {}))
+        if isinstance(exc, RateLimited):
+            headers["Retry-After"] = str(exc.retry_after)
+            headers.setdefault("X-RateLimit-Limit", str(exc.limit))
+            headers["X-RateLimit-Remaining"] = "0"
+            headers.setdefault("X-RateLimit-Reset", str(exc.retry_after))
+        if isinstance(exc, Unauthorized):
+            headers["WWW-Authenticate"] = 'Basic realm="payoutdesk"'
+        return problem(exc.status, exc.code, exc.title, exc.detail, headers, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        status, code, detail = _human_validation(exc)
+        return problem(status, code, "Invalid request", detail, dict(getattr(request.state, "rate_headers", {})))
+
+    @app.exception_handler(StarletteHTTPException)
+    def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return problem(exc.status_code, code, str(exc.detail), str(exc.detail))
+
+    @app.exception_handler(Exception)
+    def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return problem(500, "internal_error", "Internal error", "Something went wrong on our side; it is logged.")
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> Response:
+        return Response("ok", media_type="text/plain")
+
+    from payoutdesk.api import native
+
+    app.include_router(native.router, prefix="/api/v1")
+    return app
+
+
+def authenticate(request: Request) -> AccountRef:
+    """HTTP Basic with Account SID and auth token, then the account's API rate limit."""
+    app = request.app
+    client = request.client.host if request.client else "unknown"
+    logins: TokenBuckets = app.state.login_buckets
+    blocked = logins.peek_blocked(client)
+    if blocked is not None:
+        raise RateLimited(
+            "Too many failed sign-ins from this address; wait before trying again.",
+            retry_after=blocked.retry_after, limit=blocked.limit,
+        )
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic" or not value:
+        raise Unauthorized("Sign in with HTTP Basic: your Account SID as user name and auth token as password.")
+    try:
+        sid, _, token = base64.b64decode(value, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise Unauthorized("The Authorization header is not valid HTTP Basic.") from None
+    try:
+        with db.read(app.state.engine) as conn:
+            account = authenticate_token(conn, sid, token)
+    except Unauthorized:
+        logins.take(client)
+        raise
+    verdict = app.state.api_buckets.take(f"api:{account.id}")
+    request.state.rate_headers = rate_headers(verdict)
+    if not verdict.allowed:
+        raise RateLimited(
+            f"More than {verdict.limit} requests per second for this account; slow down.",
+            retry_after=verdict.retry_after, limit=verdict.limit,
+        )
+    return account

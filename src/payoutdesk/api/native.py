@@ -1,0 +1,462 @@
+"""Native REST API under /api/v1 (DESIGN §4 and the appendix)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Connection, Engine
+
+from payoutdesk.accounts.service import AccountRef
+from payoutdesk.api import idempotency
+from payoutdesk.api.app import authenticate
+from payoutdesk.catalog import repository as catalog_repo
+from payoutdesk.catalog import service as catalog
+from payoutdesk.context import Actor
+from payoutdesk.errors import ValidationFailed
+from payoutdesk.kit import db
+from payoutdesk.kit.money import parse_amount
+from payoutdesk.ledger import repository as ledger_repo
+from payoutdesk.ledger import service as ledger
+from payoutdesk.ledger import workflow as wf
+from payoutdesk.models import campaigns, contracts, event_types, partners
+
+router = APIRouter()
+Account = Annotated[AccountRef, Depends(authenticate)]
+IdemKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+Money = Annotated[Any, Field(description="A decimal string such as \"12.50\".", examples=["12.50"])]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def _respond(request: Request, status: int, body: bytes, replayed: bool = False,
+             extra: dict[str, str] | None = None) -> Response:
+    headers = dict(getattr(request.state, "rate_headers", {}))
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    headers.update(extra or {})
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def _json(request: Request, payload: Any, status: int = 200) -> Response:
+    return _respond(request, status, idempotency.dumps(payload))
+
+
+def _read(request: Request, fn: Callable[[Connection], Any]) -> Response:
+    with db.read(_engine(request)) as conn:
+        return _json(request, fn(conn))
+
+
+def _write(
+    request: Request, account: AccountRef, key: str | None, body: Any,
+    handler: Callable[[Connection, Actor], tuple[int, Any]],
+) -> Response:
+    actor = Actor(account.id, f"api:{account.sid}", wf.Channel.API)
+    request_hash = idempotency.fingerprint(request.method, request.url.path, body)
+    status, out, replayed = idempotency.run(
+        _engine(request), account.id, key, request_hash, lambda conn: handler(conn, actor)
+    )
+    return _respond(request, status, out, replayed)
+
+
+def _mail_domain(request: Request) -> str:
+    return str(request.app.state.settings.mail_domain)
+
+
+# --- campaigns -------------------------------------------------------------------------------
+
+
+class CampaignIn(Body):
+    name: str
+    currency: str
+    ftp_password: str | None = None
+
+
+@router.post("/campaigns", status_code=201, tags=["campaigns"])
+def create_campaign(request: Request, body: CampaignIn, account: Account, key: IdemKey = None) -> Response:
+    def handler(conn: Connection, actor: Actor) -> tuple[int, Any]:
+        return 201, catalog.create_campaign(
+            conn, actor, body.name, body.currency, body.ftp_password, _mail_domain(request)
+        )
+
+    return _write(request, account, key, body.model_dump(), handler)
+
+
+@router.get("/campaigns", tags=["campaigns"])
+def list_campaigns(request: Request, account: Account) -> Response:
+    return _read(request, lambda conn: {"items": [
+        catalog.campaign_dict(r, _mail_domain(request)) for r in catalog_repo.list_rows(conn, campaigns, account.id)
+    ]})
+
+
+@router.get("/campaigns/{campaign_id}", tags=["campaigns"])
+def get_campaign(request: Request, campaign_id: int, account: Account) -> Response:
+    return _read(request, lambda conn: catalog.campaign_dict(
+        catalog.get_owned(conn, campaigns, account.id, campaign_id, "campaign"), _mail_domain(request)))
+
+
+# --- partners --------------------------------------------------------------------------------
+
+
+class PartnerIn(Body):
+    name: str
+
+
+@router.post("/partners", status_code=201, tags=["partners"])
+def create_partner(request: Request, body: PartnerIn, account: Account, key: IdemKey = None) -> Response:
+    return _write(request, account, key, body.model_dump(),
+                  lambda conn, actor: (201, catalog.create_partner(conn, actor, body.name)))
+
+
+@router.get("/partners", tags=["partners"])
+def list_partners(request: Request, account: Account) -> Response:
+    return _read(request, lambda conn: {"items": [
+        catalog.partner_dict(r) for r in catalog_repo.list_rows(conn, partners, account.id)]})
+
+
+@router.get("/partners/{partner_id}", tags=["partners"])
+def get_partner(request: Request, partner_id: int, account: Account) -> Response:
+    return _read(request, lambda conn: catalog.partner_dict(
+        catalog.get_owned(conn, partners, account.id, partner_id, "partner")))
+
+
+# --- event types -----------------------------------------------------------------------------
+
+
+class DispositionCodeIn(Body):
+    code: str
+    name: str | None = None
+    operation: Literal["approve", "reverse", "modify"]
+
+
+class EventTypeIn(Body):
+    campaign_id: int
+    name: str
+    locking: Literal["contract", "open_ended"] = "contract"
+    disposition_codes: list[DispositionCodeIn] | None = None
+    returns_processing: dict[str, Any] | None = None
+
+
+class EventTypePatch(Body):
+    name: str | None = None
+    locking: Literal["contract", "open_ended"] | None = None
+    disposition_codes: list[DispositionCodeIn] | None = None
+    returns_processing: dict[str, Any] | None = None
+
+
+def _event_type_out(request: Request, conn: Connection, account_id: int, et_id: int) -> dict[str, Any]:
+    row = catalog.get_owned(conn, event_types, account_id, et_id, "event type")
+    return catalog.event_type_dict(conn, row, _mail_domain(request))
+
+
+@router.post("/event-types", status_code=201, tags=["event types"])
+def create_event_type(request: Request, body: EventTypeIn, account: Account, key: IdemKey = None) -> Response:
+    data = body.model_dump(exclude_none=True)
+
+    def handler(conn: Connection, actor: Actor) -> tuple[int, Any]:
+        et_id = catalog.create_event_type(conn, actor, data, request.app.state.box)
+        return 201, _event_type_out(request, conn, actor.account_id, et_id)
+
+    return _write(request, account, key, data, handler)
+
+
+@router.get("/event-types", tags=["event types"])
+def list_event_types(request: Request, account: Account, campaign_id: int | None = None) -> Response:
+    return _read(request, lambda conn: {"items": [
+        catalog.event_type_dict(conn, r, _mail_domain(request))
+        for r in catalog_repo.list_rows(conn, event_types, account.id, campaign_id=campaign_id)
+    ]})
+
+
+@router.get("/event-types/{event_type_id}", tags=["event types"])
+def get_event_type(request: Request, event_type_id: int, account: Account) -> Response:
+    return _read(request, lambda conn: _event_type_out(request, conn, account.id, event_type_id))
+
+
+@router.patch("/event-types/{event_type_id}", tags=["event types"])
+def patch_event_type(request: Request, event_type_id: int, body: EventTypePatch, account: Account) -> Response:
+    data = body.model_dump(exclude_unset=True)
+
+    def handler(conn: Connection, actor: Actor) -> tuple[int, Any]:
+        catalog.patch_event_type(conn, actor, event_type_id, data, request.app.state.box)
+        return 200, _event_type_out(request, conn, actor.account_id, event_type_id)
+
+    return _write(request, account, None, data, handler)
+
+
+# --- contracts -------------------------------------------------------------------------------
+
+
+class PeriodIn(Body):
+    months: int = 0
+    days: int = 0
+
+
+class PayoutIn(Body):
+    event_type_id: int
+    percent: Money = None
+    fixed: Money = None
+
+
+class ContractIn(Body):
+    campaign_id: int
+    partner_id: int
+    starts_on: date
+    payout: list[PayoutIn]
+    category_percent: dict[str, Money] | None = None
+    lock_after: PeriodIn = PeriodIn()
+    pay_after: PeriodIn = PeriodIn()
+    referral_window_days: int = 30
+
+
+def _contract_out(conn: Connection, account_id: int, contract_id: int) -> dict[str, Any]:
+    row = catalog.get_owned(conn, contracts, account_id, contract_id, "contract")
+    currency = conn.execute(campaigns.select().where(campaigns.c.id == row.campaign_id)).one().currency
+    return catalog.contract_dict(conn, row, currency)
+
+
+@router.post("/contracts", status_code=201, tags=["contracts"])
+def create_contract(request: Request, body: ContractIn, account: Account, key: IdemKey = None) -> Response:
+    data = body.model_dump(mode="json")
+    data["starts_on"] = body.starts_on
+    data["payout"] = [p.model_dump(exclude_none=True) for p in body.payout]
+
+    def handler(conn: Connection, actor: Actor) -> tuple[int, Any]:
+        contract_id = catalog.create_contract(conn, actor, data)
+        return 201, _contract_out(conn, actor.account_id, contract_id)
+
+    return _write(request, account, key, body.model_dump(mode="json"), handler)
+
+
+@router.get("/contracts", tags=["contracts"])
+def list_contracts(request: Request, account: Account, campaign_id: int | None = None,
+                   partner_id: int | None = None) -> Response:
+    return _read(request, lambda conn: {"items": [
+        _contract_out(conn, account.id, r.id)
+        for r in catalog_repo.list_rows(conn, contracts, account.id, campaign_id=campaign_id, partner_id=partner_id)
+    ]})
+
+
+@router.get("/contracts/{contract_id}", tags=["contracts"])
+def get_contract(request: Request, contract_id: int, account: Account) -> Response:
+    return _read(request, lambda conn: _contract_out(conn, account.id, contract_id))
+
+
+# --- clicks and conversions ------------------------------------------------------------------
+
+
+class ClickIn(Body):
+    campaign_id: int
+    partner_id: int
+    customer_id: str
+    clicked_at: str | None = None
+
+
+@router.post("/clicks", status_code=201, tags=["conversions"])
+def record_click(request: Request, body: ClickIn, account: Account, key: IdemKey = None) -> Response:
+    data = body.model_dump()
+    return _write(request, account, key, data, lambda conn, actor: (201, catalog.record_click(conn, actor, data)))
+
+
+class ItemIn(Body):
+    sku: str
+    name: str | None = None
+    category: str | None = None
+    quantity: int = 1
+    amount: Money = None
+
+
+class ConversionIn(Body):
+    event_type_id: int
+    order_id: str
+    event_date: str
+    customer_id: str | None = None
+    partner_id: int | None = None
+    promo_code: str | None = None
+    currency: str | None = None
+    amount: Money = None
+    items: list[ItemIn] | None = None
+
+
+@router.post("/conversions", status_code=201, tags=["conversions"])
+def record_conversion(request: Request, body: ConversionIn, account: Account, key: IdemKey = None) -> Response:
+    data = body.model_dump()
+    if body.items is not None:
+        data["items"] = [i.model_dump() for i in body.items]
+
+    def handler(conn: Connection, actor: Actor) -> tuple[int, Any]:
+        action_id = ledger.record_conversion(conn, actor, data)
+        return 201, ledger.get_action(conn, actor.account_id, action_id)
+
+    return _write(request, account, key, data, handler)
+
+
+# --- actions ---------------------------------------------------------------------------------
+
+StateParam = Literal["PENDING", "APPROVED", "REVERSED"]
+
+
+def _day_bound(value: str | None, what: str, *, end: bool) -> datetime | None:
+    """A date (whole day; ``end`` makes it inclusive) or a time, as an aware UTC bound."""
+    if value is None:
+        return None
+    try:
+        if len(value) == 10:
+            d = date.fromisoformat(value)
+            start = datetime.combine(d, time(), tzinfo=UTC)
+            return start + timedelta(days=1) if end else start
+        return catalog.parse_time(value, what)
+    except ValueError:
+        raise ValidationFailed(f"{what} must be a date like 2026-01-15 or a time like 2026-01-15T10:00:00Z.") from None
+
+
+def action_filters(
+    state: StateParam | None = None,
+    campaign_id: int | None = None,
+    partner_id: int | None = None,
+    event_type_id: int | None = None,
+    order_id: str | None = None,
+    action_id: int | None = None,
+    event_date_from: str | None = Query(None, description="date or time, inclusive"),
+    event_date_to: str | None = Query(None, description="date (inclusive) or time (exclusive)"),
+    locking_date_from: date | None = None,
+    locking_date_to: date | None = None,
+) -> ledger_repo.Filters:
+    return ledger_repo.Filters(
+        state=state, campaign_id=campaign_id, partner_id=partner_id, event_type_id=event_type_id,
+        order_id=order_id, action_id=action_id,
+        event_date_from=_day_bound(event_date_from, "event_date_from", end=False),
+        event_date_to=_day_bound(event_date_to, "event_date_to", end=True),
+        locking_date_from=locking_date_from, locking_date_to=locking_date_to,
+    )
+
+
+Filters = Annotated[ledger_repo.Filters, Depends(action_filters)]
+
+
+@router.get("/actions", tags=["actions"])
+def list_actions(request: Request, account: Account, filters: Filters, limit: int = 50,
+                 cursor: str | None = None) -> Response:
+    return _read(request, lambda conn: ledger.list_actions(conn, account.id, filters, limit, cursor))
+
+
+@router.get("/actions/export", tags=["actions"], response_class=StreamingResponse)
+def export_actions(request: Request, account: Account, filters: Filters) -> StreamingResponse:
+    engine = _engine(request)
+
+    def body() -> Iterator[str]:
+        with db.read(engine) as conn:
+            yield from ledger.export_rows(conn, account.id, filters)
+
+    headers = dict(getattr(request.state, "rate_headers", {}))
+    headers["Content-Disposition"] = 'attachment; filename="actions.csv"'
+    return StreamingResponse(body(), media_type="text/csv; charset=utf-8", headers=headers)
+
+
+@router.get("/actions/{action_id}", tags=["actions"])
+def get_action(request: Request, action_id: int, account: Account) -> Response:
+    return _read(request, lambda conn: ledger.get_action(conn, account.id, action_id))
+
+
+def _change(request: Request, account: AccountRef, key: str | None, action_id: int, body: Any,
+            command: Callable[[Connection], wf.Command], note: str | None) -> Response:
+    def handler(conn: Connection, actor: Actor) -> tuple[int, Any]:
+        applied = ledger.apply(conn, actor, action_id, command(conn), note=note)
+        out = ledger.get_action(conn, actor.account_id, action_id)
+        out["outcome"] = "unchanged" if applied.unchanged else "applied"
+        return 200, out
+
+    return _write(request, account, key, [action_id, body], handler)
+
+
+class ReverseIn(Body):
+    reason: str | None = None
+    note: str | None = None
+
+
+class ItemChangeIn(Body):
+    sku: str
+    quantity: int = Field(ge=0)
+    amount: Money = None
+
+
+class ModifyIn(Body):
+    amount: Money = None
+    items: list[ItemChangeIn] | None = None
+    reason: str | None = None
+    note: str | None = None
+
+
+class NoteIn(Body):
+    note: str | None = None
+
+
+@router.post("/actions/{action_id}/approve", tags=["actions"])
+def approve(request: Request, action_id: int, account: Account, body: NoteIn | None = None,
+            key: IdemKey = None) -> Response:
+    note = body.note if body else None
+    return _change(request, account, key, action_id, {"approve": note}, lambda _c: wf.Approve(), note)
+
+
+@router.post("/actions/{action_id}/reverse", tags=["actions"])
+def reverse(request: Request, action_id: int, account: Account, body: ReverseIn | None = None,
+            key: IdemKey = None) -> Response:
+    body = body or ReverseIn()
+    return _change(request, account, key, action_id, body.model_dump(),
+                   lambda _c: wf.Reverse(body.reason), body.note)
+
+
+@router.post("/actions/{action_id}/reset", tags=["actions"])
+def reset(request: Request, action_id: int, account: Account, body: NoteIn | None = None,
+          key: IdemKey = None) -> Response:
+    note = body.note if body else None
+    return _change(request, account, key, action_id, {"reset": note}, lambda _c: wf.Reset(), note)
+
+
+@router.post("/actions/{action_id}/modify", tags=["actions"])
+def modify(request: Request, action_id: int, body: ModifyIn, account: Account, key: IdemKey = None) -> Response:
+    def command(conn: Connection) -> wf.Command:
+        row = ledger.action_row(conn, account.id, action_id)
+        amount = parse_amount(body.amount, row.currency) if body.amount is not None else None
+        items = tuple(
+            wf.ItemChange(
+                i.sku, i.quantity,
+                parse_amount(i.amount, row.currency, what=f"amount of sku {i.sku}") if i.amount is not None else None,
+            )
+            for i in body.items or []
+        )
+        return wf.Modify(amount, items, body.reason)
+
+    if body.amount is None and not body.items:
+        raise ValidationFailed("Give a new amount, item changes, or both.")
+    return _change(request, account, key, action_id, body.model_dump(mode="json"), command, body.note)
+
+
+# --- locking and reasons ---------------------------------------------------------------------
+
+
+class LockRunIn(Body):
+    as_of: date | None = None
+
+
+@router.post("/locking/run", tags=["locking"])
+def run_lock(request: Request, account: Account, body: LockRunIn | None = None) -> Response:
+    as_of = body.as_of if body else None
+    locked = ledger.lock_run(_engine(request), as_of=as_of, account_id=account.id)
+    return _json(request, {"locked": locked})
+
+
+@router.get("/reasons", tags=["reasons"])
+def reasons(request: Request, account: Account, event_type_id: int | None = None) -> Response:
+    return _read(request, lambda conn: {"items": ledger.list_reasons(conn, account.id, event_type_id)})

@@ -1,0 +1,1 @@
+"""Campaigns, partners, event types, contracts and clicks: what actions refer to."""

@@ -1,0 +1,409 @@
+"""Campaigns, partners, event types, contracts and clicks."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Row, update
+
+from payoutdesk.accounts.service import hash_password
+from payoutdesk.catalog import repository as repo
+from payoutdesk.context import Actor
+from payoutdesk.contracts.terms import Period, Terms
+from payoutdesk.errors import NoContract, NotAttributable, NotFound, ValidationFailed
+from payoutdesk.kit.crypto import SecretBox
+from payoutdesk.kit.money import (
+    check_currency,
+    format_amount,
+    format_percent,
+    parse_amount,
+    parse_percent,
+)
+from payoutdesk.kit.time import as_utc, iso, utcnow
+from payoutdesk.ledger.workflow import PREDEFINED_REASONS
+from payoutdesk.models import campaigns, clicks, contract_payouts, contracts, event_types, partners
+
+LOCKING_MODES = ("contract", "open_ended")
+RETURNS_MODES = ("manual", "api", "ftp_upload", "ftp_pull", "email", "salesforce")
+CODE_OPERATIONS = ("approve", "reverse", "modify")
+SECRET_SETTINGS = ("password", "private_key", "security_token")
+
+
+def _name(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationFailed(f"{what} needs a name.")
+    if len(value) > 200:
+        raise ValidationFailed(f"The name of the {what.lower()} is longer than 200 characters.")
+    return value.strip()
+
+
+def get_owned(conn: Connection, table: Any, account_id: int, row_id: int, what: str) -> Row[Any]:
+    row = repo.owned(conn, table, account_id, row_id)
+    if row is None:
+        raise NotFound(f"No {what} with id {row_id}.")
+    return row
+
+
+# --- campaigns -------------------------------------------------------------------------------
+
+
+def campaign_dict(row: Row[Any], mail_domain: str) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "currency": row.currency,
+        "ftp_username": row.ftp_username,
+        "returns_email": f"returns-{row.returns_token}@{mail_domain}",
+        "created_at": iso(row.created_at),
+    }
+
+
+def create_campaign(
+    conn: Connection, actor: Actor, name: str, currency: str, ftp_password: str | None, mail_domain: str
+) -> dict[str, Any]:
+    name = _name(name, "A campaign")
+    currency = check_currency(currency)
+    if ftp_password is not None and len(ftp_password) < 8:
+        raise ValidationFailed("An FTP password needs at least 8 characters.")
+    generated = ftp_password is None
+    password = ftp_password or secrets.token_urlsafe(12)
+    campaign_id = repo.insert_row(
+        conn,
+        campaigns,
+        account_id=actor.account_id,
+        name=name,
+        currency=currency,
+        ftp_username="ftp-" + secrets.token_hex(5),
+        ftp_password_hash=hash_password(password),
+        returns_token=secrets.token_hex(12),
+        created_at=utcnow(),
+    )
+    out = campaign_dict(get_owned(conn, campaigns, actor.account_id, campaign_id, "campaign"), mail_domain)
+    if generated:
+        out["ftp_password"] = password
+    return out
+
+
+# --- partners --------------------------------------------------------------------------------
+
+
+def partner_dict(row: Row[Any]) -> dict[str, Any]:
+    return {"id": row.id, "name": row.name, "created_at": iso(row.created_at)}
+
+
+def create_partner(conn: Connection, actor: Actor, name: str) -> dict[str, Any]:
+    pid = repo.insert_row(
+        conn, partners, account_id=actor.account_id, name=_name(name, "A partner"), created_at=utcnow()
+    )
+    return partner_dict(get_owned(conn, partners, actor.account_id, pid, "partner"))
+
+
+# --- event types -----------------------------------------------------------------------------
+
+
+def _check_codes(codes: object) -> list[dict[str, str]]:
+    if not isinstance(codes, list):
+        raise ValidationFailed("disposition_codes must be a list of {code, name, operation}.")
+    out: list[dict[str, str]] = []
+    seen: set[str] = set()
+    for c in codes:
+        if not isinstance(c, Mapping):
+            raise ValidationFailed("Each disposition code is an object {code, name, operation}.")
+        code, name, op = c.get("code"), c.get("name"), c.get("operation")
+        if not isinstance(code, str) or not code.strip() or len(code) > 64:
+            raise ValidationFailed("A disposition code needs a code of 1 to 64 characters.")
+        if code in PREDEFINED_REASONS or code == "APPROVED":
+            raise ValidationFailed(f"'{code}' is a predefined reason; a custom code needs another name.")
+        if code in seen:
+            raise ValidationFailed(f"Disposition code '{code}' is given twice.")
+        if op not in CODE_OPERATIONS:
+            raise ValidationFailed(
+                f"Disposition code '{code}' needs an operation: one of {', '.join(CODE_OPERATIONS)}."
+            )
+        seen.add(code)
+        out.append({"code": code, "name": str(name or code), "operation": str(op)})
+    return out
+
+
+def _public_settings(mode: str, settings: dict[str, Any]) -> dict[str, Any]:
+    shown = {k: v for k, v in settings.items() if k not in SECRET_SETTINGS}
+    for k in SECRET_SETTINGS:
+        if k in settings:
+            shown[f"{k}_set"] = True
+    return {"mode": mode, **shown}
+
+
+def event_type_dict(conn: Connection, row: Row[Any], mail_domain: str, api_base: str = "") -> dict[str, Any]:
+    settings = json.loads(row.returns_settings or "{}")
+    returns = _public_settings(row.returns_mode, settings)
+    if row.returns_mode == "email":
+        campaign = conn.execute(campaigns.select().where(campaigns.c.id == row.campaign_id)).one()
+        returns["address"] = f"returns-{campaign.returns_token}@{mail_domain}"
+    return {
+        "id": row.id,
+        "campaign_id": row.campaign_id,
+        "name": row.name,
+        "locking": row.locking,
+        "returns_processing": returns,
+        "disposition_codes": [
+            {"code": c.code, "name": c.name, "operation": c.operation} for c in repo.codes_of(conn, row.id)
+        ],
+        "created_at": iso(row.created_at),
+    }
+
+
+def create_event_type(conn: Connection, actor: Actor, data: Mapping[str, Any], box: SecretBox) -> int:
+    campaign_id = data.get("campaign_id")
+    if not isinstance(campaign_id, int):
+        raise ValidationFailed("campaign_id is required.")
+    get_owned(conn, campaigns, actor.account_id, campaign_id, "campaign")
+    locking = data.get("locking", "contract")
+    if locking not in LOCKING_MODES:
+        raise ValidationFailed(f"locking must be 'contract' or 'open_ended', not '{locking}'.")
+    codes = _check_codes(data.get("disposition_codes") or [])
+    et_id = repo.insert_row(
+        conn,
+        event_types,
+        account_id=actor.account_id,
+        campaign_id=campaign_id,
+        name=_name(data.get("name"), "An event type"),
+        locking=locking,
+        returns_mode="manual",
+        returns_settings="{}",
+        created_at=utcnow(),
+    )
+    repo.replace_codes(conn, et_id, codes)
+    if data.get("returns_processing") is not None:
+        patch_event_type(conn, actor, et_id, {"returns_processing": data["returns_processing"]}, box)
+    return et_id
+
+
+def patch_event_type(
+    conn: Connection, actor: Actor, event_type_id: int, data: Mapping[str, Any], box: SecretBox
+) -> None:
+    row = get_owned(conn, event_types, actor.account_id, event_type_id, "event type")
+    values: dict[str, Any] = {}
+    if "name" in data:
+        values["name"] = _name(data["name"], "An event type")
+    if "locking" in data:
+        if data["locking"] not in LOCKING_MODES:
+            raise ValidationFailed(f"locking must be 'contract' or 'open_ended', not '{data['locking']}'.")
+        values["locking"] = data["locking"]
+    if "returns_processing" in data:
+        rp = data["returns_processing"]
+        if not isinstance(rp, Mapping) or rp.get("mode") not in RETURNS_MODES:
+            raise ValidationFailed(
+                f"returns_processing needs a mode: one of {', '.join(RETURNS_MODES)}."
+            )
+        old = json.loads(row.returns_settings or "{}") if row.returns_mode == rp["mode"] else {}
+        settings: dict[str, Any] = {k: v for k, v in rp.items() if k != "mode"}
+        for key in SECRET_SETTINGS:
+            if settings.get(key):
+                settings[key] = box.seal(str(settings[key]))
+            elif key in old:
+                settings[key] = old[key]  # not given again: keep the stored secret
+            else:
+                settings.pop(key, None)
+        values["returns_mode"] = rp["mode"]
+        values["returns_settings"] = json.dumps(settings, sort_keys=True)
+    if "disposition_codes" in data:
+        repo.replace_codes(conn, event_type_id, _check_codes(data["disposition_codes"]))
+    if values:
+        conn.execute(update(event_types).where(event_types.c.id == event_type_id).values(**values))
+
+
+# --- contracts -------------------------------------------------------------------------------
+
+
+def _period(value: object, what: str) -> Period:
+    if value is None:
+        return Period()
+    if not isinstance(value, Mapping):
+        raise ValidationFailed(f"{what} is an object like {{\"months\": 0, \"days\": 27}}.")
+    months, days = value.get("months", 0), value.get("days", 0)
+    for n, label in ((months, "months"), (days, "days")):
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ValidationFailed(f"{what}.{label} must be a whole number ≥ 0.")
+    if months > 120 or days > 3650:
+        raise ValidationFailed(f"{what} is longer than ten years.")
+    return Period(int(months), int(days))
+
+
+def _date(value: object, what: str) -> date:
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValidationFailed(f"{what} must be a date like 2026-01-15.")
+
+
+def create_contract(conn: Connection, actor: Actor, data: Mapping[str, Any]) -> int:
+    campaign_id, partner_id = data.get("campaign_id"), data.get("partner_id")
+    if not isinstance(campaign_id, int) or not isinstance(partner_id, int):
+        raise ValidationFailed("campaign_id and partner_id are required.")
+    campaign = get_owned(conn, campaigns, actor.account_id, campaign_id, "campaign")
+    get_owned(conn, partners, actor.account_id, partner_id, "partner")
+    starts_on = _date(data.get("starts_on"), "starts_on")
+    payout = data.get("payout")
+    if not isinstance(payout, list) or not payout:
+        raise ValidationFailed("payout is a list of {event_type_id, percent} or {event_type_id, fixed}.")
+    rows: list[dict[str, Any]] = []
+    for entry in payout:
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("event_type_id"), int):
+            raise ValidationFailed("Each payout entry needs an event_type_id.")
+        et = get_owned(conn, event_types, actor.account_id, entry["event_type_id"], "event type")
+        if et.campaign_id != campaign_id:
+            raise ValidationFailed(f"Event type {et.id} belongs to another campaign.")
+        if ("percent" in entry) == ("fixed" in entry):
+            raise ValidationFailed(f"The payout for event type {et.id} needs either percent or fixed.")
+        if any(r["event_type_id"] == et.id for r in rows):
+            raise ValidationFailed(f"Event type {et.id} has two payout entries.")
+        rows.append(
+            {
+                "event_type_id": et.id,
+                "rate_ppm": parse_percent(entry["percent"]) if "percent" in entry else None,
+                "fixed_minor": parse_amount(entry["fixed"], campaign.currency, what="fixed")
+                if "fixed" in entry
+                else None,
+            }
+        )
+    cats = data.get("category_percent") or {}
+    if not isinstance(cats, Mapping):
+        raise ValidationFailed("category_percent is an object like {\"shoes\": \"10\"}.")
+    category_rates = {str(k).lower(): parse_percent(v, what=f"category_percent.{k}") for k, v in cats.items()}
+    window = data.get("referral_window_days", 30)
+    if not isinstance(window, int) or isinstance(window, bool) or not 0 <= window <= 3650:
+        raise ValidationFailed("referral_window_days must be a whole number from 0 to 3650.")
+    lock_after = _period(data.get("lock_after"), "lock_after")
+    pay_after = _period(data.get("pay_after"), "pay_after")
+    contract_id = repo.insert_row(
+        conn,
+        contracts,
+        account_id=actor.account_id,
+        campaign_id=campaign_id,
+        partner_id=partner_id,
+        starts_on=starts_on,
+        lock_months=lock_after.months,
+        lock_days=lock_after.days,
+        pay_months=pay_after.months,
+        pay_days=pay_after.days,
+        referral_window_days=window,
+        category_rates=json.dumps(category_rates, sort_keys=True),
+        created_at=utcnow(),
+    )
+    conn.execute(contract_payouts.insert(), [{"contract_id": contract_id, **r} for r in rows])
+    return contract_id
+
+
+def contract_dict(conn: Connection, row: Row[Any], currency: str) -> dict[str, Any]:
+    payout = []
+    for p in repo.contract_payout_rows(conn, row.id):
+        if p.rate_ppm is not None:
+            payout.append({"event_type_id": p.event_type_id, "percent": format_percent(p.rate_ppm)})
+        else:
+            payout.append({"event_type_id": p.event_type_id, "fixed": format_amount(p.fixed_minor, currency)})
+    return {
+        "id": row.id,
+        "campaign_id": row.campaign_id,
+        "partner_id": row.partner_id,
+        "starts_on": row.starts_on.isoformat(),
+        "payout": payout,
+        "category_percent": {k: format_percent(v) for k, v in json.loads(row.category_rates).items()},
+        "lock_after": {"months": row.lock_months, "days": row.lock_days},
+        "pay_after": {"months": row.pay_months, "days": row.pay_days},
+        "referral_window_days": row.referral_window_days,
+        "created_at": iso(row.created_at),
+    }
+
+
+def terms_of(conn: Connection, contract: Row[Any], event_type_id: int) -> Terms | None:
+    p = repo.contract_payout(conn, contract.id, event_type_id)
+    if p is None:
+        return None
+    return Terms(
+        contract_id=contract.id,
+        lock_after=Period(contract.lock_months, contract.lock_days),
+        pay_after=Period(contract.pay_months, contract.pay_days),
+        referral_window_days=contract.referral_window_days,
+        rate_ppm=p.rate_ppm,
+        fixed_minor=p.fixed_minor,
+        category_ppm=json.loads(contract.category_rates),
+    )
+
+
+def terms_in_force(conn: Connection, campaign_id: int, partner_id: int, event_type_id: int, on: date) -> Terms:
+    """R8: the terms of the contract in force on a day for one event type, or ``NoContract``."""
+    contract = repo.contract_in_force(conn, campaign_id, partner_id, on)
+    terms = terms_of(conn, contract, event_type_id) if contract is not None else None
+    if terms is None:
+        raise NoContract(
+            f"No contract of partner {partner_id} in campaign {campaign_id} pays for event type "
+            f"{event_type_id} on {on.isoformat()}."
+        )
+    return terms
+
+
+# --- clicks and attribution ------------------------------------------------------------------
+
+
+def record_click(conn: Connection, actor: Actor, data: Mapping[str, Any]) -> dict[str, Any]:
+    campaign_id, partner_id = data.get("campaign_id"), data.get("partner_id")
+    if not isinstance(campaign_id, int) or not isinstance(partner_id, int):
+        raise ValidationFailed("campaign_id and partner_id are required.")
+    get_owned(conn, campaigns, actor.account_id, campaign_id, "campaign")
+    get_owned(conn, partners, actor.account_id, partner_id, "partner")
+    customer = data.get("customer_id")
+    if not isinstance(customer, str) or not customer.strip() or len(customer) > 200:
+        raise ValidationFailed("customer_id is required (at most 200 characters).")
+    clicked_at = parse_time(data.get("clicked_at"), "clicked_at") if data.get("clicked_at") else utcnow()
+    click_id = repo.insert_row(
+        conn,
+        clicks,
+        account_id=actor.account_id,
+        campaign_id=campaign_id,
+        partner_id=partner_id,
+        customer_id=customer.strip(),
+        clicked_at=clicked_at,
+    )
+    return {
+        "id": click_id,
+        "campaign_id": campaign_id,
+        "partner_id": partner_id,
+        "customer_id": customer.strip(),
+        "clicked_at": iso(clicked_at),
+    }
+
+
+def attribute(conn: Connection, campaign_id: int, event_type_id: int, customer_id: str, at: datetime) -> int:
+    """Last click of the customer within its contract's referral window before the event."""
+    for click in repo.recent_clicks(conn, campaign_id, customer_id, at):
+        contract = repo.contract_in_force(conn, campaign_id, click.partner_id, at.date())
+        if contract is None or terms_of(conn, contract, event_type_id) is None:
+            continue
+        if at - as_utc(click.clicked_at) <= timedelta(days=contract.referral_window_days):
+            return int(click.partner_id)
+        break  # the last click is too old: earlier ones are older still
+    raise NotAttributable(
+        f"No click of customer '{customer_id}' in campaign {campaign_id} within a referral window "
+        f"before {iso(at)}; give partner_id to credit a partner."
+    )
+
+
+def parse_time(value: object, what: str) -> datetime:
+    """ISO 8601 time (or date, taken as midnight UTC); naive times are UTC."""
+    if isinstance(value, datetime):
+        return as_utc(value)
+    if isinstance(value, str):
+        text = value.strip().replace("Z", "+00:00")
+        try:
+            return as_utc(datetime.fromisoformat(text))
+        except ValueError:
+            pass
+    raise ValidationFailed(f"{what} must be an ISO 8601 time like 2026-01-15T10:00:00Z, not {value!r}.")

@@ -1,0 +1,222 @@
+"""The ``payoutdesk`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from payoutdesk.config import Settings
+from payoutdesk.errors import PayoutdeskError
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _engine(settings: Settings) -> Any:
+    from payoutdesk.kit.db import make_engine
+
+    return make_engine(settings.database_url)
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':')[0]}:***@{host}"
+    return url
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from payoutdesk.kit.db import migrate
+
+    s = _settings()
+    migrate(s.database_url)
+    print(f"Database ready: {_redact(s.database_url)}")
+    return 0
+
+
+def cmd_account_create(args: argparse.Namespace) -> int:
+    from payoutdesk.accounts.service import create_account
+    from payoutdesk.kit import db
+
+    s = _settings()
+    with db.write(_engine(s)) as conn:
+        new = create_account(conn, args.name)
+    if args.json:
+        print(json.dumps({"account_sid": new.account.sid, "auth_token": new.auth_token, "name": new.account.name}))
+    else:
+        print(f"Account:     {new.account.name}")
+        print(f"Account SID: {new.account.sid}")
+        print(f"Auth token:  {new.auth_token}   (shown once; keep it safe)")
+    return 0
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from payoutdesk.accounts.service import add_user
+    from payoutdesk.kit import db
+
+    s = _settings()
+    with db.write(_engine(s)) as conn:
+        email, password = add_user(conn, args.account, args.email, args.role, args.password)
+    if args.json:
+        print(json.dumps({"email": email, "password": password, "role": args.role, "account_sid": args.account}))
+    else:
+        print(f"User {email} ({args.role}) added to account {args.account}; password: {password}")
+    return 0
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    from payoutdesk.ledger.service import lock_run
+
+    s = _settings()
+    as_of = date.fromisoformat(args.as_of) if args.as_of else None
+    n = lock_run(_engine(s), as_of=as_of)
+    print(f"Locked {n} actions" + (f" due by {as_of.isoformat()}" if as_of else "") + ".")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from payoutdesk.accounts.service import account_by_sid
+    from payoutdesk.kit import db
+    from payoutdesk.ledger.repository import Filters
+    from payoutdesk.ledger.service import export_rows
+
+    s = _settings()
+    engine = _engine(s)
+    with db.read(engine) as conn:
+        account = account_by_sid(conn, args.account) if args.account else _only_account(conn)
+        filters = Filters(state=args.state, campaign_id=args.campaign)
+        out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115
+        try:
+            for chunk in export_rows(conn, account.id, filters):
+                out.write(chunk)
+        finally:
+            if args.output:
+                out.close()
+    return 0
+
+
+def _only_account(conn: Any) -> Any:
+    from sqlalchemy import select
+
+    from payoutdesk.accounts.service import AccountRef
+    from payoutdesk.errors import ValidationFailed
+    from payoutdesk.models import accounts
+
+    rows = conn.execute(select(accounts.c.id, accounts.c.sid, accounts.c.name).limit(2)).all()
+    if len(rows) != 1:
+        raise ValidationFailed("There is more than one account (or none): name one with --account SID.")
+    return AccountRef(rows[0].id, rows[0].sid, rows[0].name)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from payoutdesk.demo import build_demo
+    from payoutdesk.kit.db import migrate
+
+    s = _settings()
+    migrate(s.database_url)
+    saved = s.data_dir / "demo.json"
+    if args.once and saved.exists():
+        info = json.loads(saved.read_text())
+    else:
+        info = build_demo(_engine(s), s, actions=args.actions, progress=not args.json)
+        saved.touch(mode=0o600)
+        saved.write_text(json.dumps(info, indent=2))
+    if args.json:
+        print(json.dumps(info))
+    else:
+        print_demo(info)
+    return 0
+
+
+def print_demo(info: dict[str, Any]) -> None:
+    print("Demo account ready (credentials also in $PAYOUTDESK_DATA_DIR/demo.json).")
+    print(f"  Account SID: {info['account_sid']}")
+    print(f"  Auth token:  {info['auth_token']}")
+    for u in info["users"]:
+        print(f"  User:        {u['email']} / {u['password']} ({u['role']})")
+    for c in info["campaigns"]:
+        ets = ", ".join(f"{e['id']} {e['name']}" for e in c["event_types"])
+        print(f"  Campaign {c['id']} ({c['currency']}): FTP {c['ftp_username']} / {c['ftp_password']}, "
+              f"e-mail {c['returns_email']}; event types {ets}")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from payoutdesk.api.app import create_app
+    from payoutdesk.kit.db import migrate
+
+    s = _settings()
+    migrate(s.database_url)
+    if s.http_port == 0:
+        print("PAYOUTDESK_HTTP_PORT is 0: the web server is off; nothing else to serve yet.")
+        return 0
+    app = create_app(s)
+    host = "localhost" if s.bind in ("127.0.0.1", "0.0.0.0") else s.bind  # noqa: S104
+    print(f"payoutdesk serving on http://{host}:{s.http_port}  (API: /api/v1, docs: /docs)", flush=True)
+    uvicorn.run(app, host=s.bind, port=s.http_port, log_level="warning", access_log=False)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="payoutdesk", description="Control partner payouts before they lock.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("init", help="create or migrate the database").set_defaults(fn=cmd_init)
+
+    demo = sub.add_parser("demo", help="create a demo account with campaigns, partners, contracts and actions")
+    demo.add_argument("--actions", type=int, default=5000, help="how many actions (default 5000)")
+    demo.add_argument("--json", action="store_true", help="print the credentials as one JSON object")
+    demo.add_argument("--once", action="store_true",
+                      help="reuse the demo made before in this data folder (its credentials are in demo.json)")
+    demo.set_defaults(fn=cmd_demo)
+
+    sub.add_parser("serve", help="serve the web pages and the API").set_defaults(fn=cmd_serve)
+
+    account = sub.add_parser("account", help="accounts").add_subparsers(dest="sub", required=True)
+    create = account.add_parser("create", help="create an account and print its API credentials")
+    create.add_argument("name")
+    create.add_argument("--json", action="store_true")
+    create.set_defaults(fn=cmd_account_create)
+
+    user = sub.add_parser("user", help="users").add_subparsers(dest="sub", required=True)
+    add = user.add_parser("add", help="add a user to an account")
+    add.add_argument("email")
+    add.add_argument("--account", required=True, help="Account SID")
+    add.add_argument("--role", default="manager", choices=["admin", "manager", "viewer"])
+    add.add_argument("--password", help="generated when not given")
+    add.add_argument("--json", action="store_true")
+    add.set_defaults(fn=cmd_user_add)
+
+    lock = sub.add_parser("lock", help="lock every action whose locking date has come")
+    lock.add_argument("--as-of", help="lock as if today were this date (YYYY-MM-DD)")
+    lock.set_defaults(fn=cmd_lock)
+
+    export = sub.add_parser("export", help="export actions as CSV")
+    export.add_argument("--account", help="Account SID (needed when there are several)")
+    export.add_argument("--campaign", type=int)
+    export.add_argument("--state", choices=["PENDING", "APPROVED", "REVERSED"])
+    export.add_argument("--output", type=Path, help="file to write (default: standard output)")
+    export.set_defaults(fn=cmd_export)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except PayoutdeskError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

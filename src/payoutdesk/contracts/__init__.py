@@ -1,0 +1,1 @@
+"""Contract terms: payout and locking rules (pure), and their storage."""

@@ -1,0 +1,138 @@
+"""One error class per business situation, each with an HTTP status and a stable code.
+
+Adapters turn these into problem+json (API), a message (CLI) or a row error (files).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class PayoutdeskError(Exception):
+    """Base of every expected refusal."""
+
+    status: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
+    title: ClassVar[str] = "Bad request"
+    # VALIDATION: the input itself is wrong; CONTRACT: the input is fine but the action's state refuses it.
+    kind: ClassVar[str] = "VALIDATION"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class ValidationFailed(PayoutdeskError):
+    status = 422
+    code = "validation_error"
+    title = "Invalid request"
+
+
+class InvalidAmount(ValidationFailed):
+    code = "invalid_amount"
+    title = "Invalid amount"
+
+
+class UnknownReason(ValidationFailed):
+    code = "unknown_reason"
+    title = "Unknown reason"
+
+
+class UnknownSku(ValidationFailed):
+    code = "unknown_sku"
+    title = "Unknown SKU"
+
+
+class WrongCurrency(ValidationFailed):
+    code = "wrong_currency"
+    title = "Wrong currency"
+
+
+class NotFound(PayoutdeskError):
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class ActionLocked(PayoutdeskError):
+    status = 409
+    code = "action_locked"
+    title = "Action is locked"
+    kind = "CONTRACT"
+
+
+class InvalidState(PayoutdeskError):
+    status = 409
+    code = "invalid_state"
+    title = "Not possible in the action's state"
+    kind = "CONTRACT"
+
+
+class TooManyUpdates(PayoutdeskError):
+    status = 409
+    code = "too_many_updates"
+    title = "Too many updates"
+    kind = "CONTRACT"
+
+
+class StaleVersion(PayoutdeskError):
+    status = 409
+    code = "stale_version"
+    title = "The action changed meanwhile"
+    kind = "CONTRACT"
+
+
+class NotAttributable(PayoutdeskError):
+    status = 422
+    code = "not_attributable"
+    title = "No partner to credit"
+    kind = "CONTRACT"
+
+
+class NoContract(PayoutdeskError):
+    status = 422
+    code = "no_contract"
+    title = "No contract covers this"
+    kind = "CONTRACT"
+
+
+class DuplicateFile(PayoutdeskError):
+    status = 409
+    code = "duplicate_file"
+    title = "Duplicate file"
+
+
+class Conflict(PayoutdeskError):
+    status = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class IdempotencyKeyReused(PayoutdeskError):
+    status = 422
+    code = "idempotency_key_reused"
+    title = "Idempotency-Key reused with another request"
+
+
+class Unauthorized(PayoutdeskError):
+    status = 401
+    code = "unauthorized"
+    title = "Unauthorized"
+
+
+class Forbidden(PayoutdeskError):
+    status = 403
+    code = "forbidden"
+    title = "Forbidden"
+
+
+class RateLimited(PayoutdeskError):
+    status = 429
+    code = "rate_limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int, limit: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+        self.limit = limit

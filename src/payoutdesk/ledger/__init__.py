@@ -1,0 +1,1 @@
+"""The action ledger: pure rules, the service that applies them, and storage."""

@@ -1,0 +1,305 @@
+"""SQL for actions, items and their history."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Date, Row, Select, TextClause, and_, bindparam, func, insert, select, text, update
+
+from payoutdesk.errors import StaleVersion
+from payoutdesk.kit.db import is_sqlite
+from payoutdesk.ledger import workflow as wf
+from payoutdesk.models import action_items, action_updates, actions
+from payoutdesk.models.types import UTCDateTime
+
+
+@dataclass(frozen=True)
+class Filters:
+    state: str | None = None
+    campaign_id: int | None = None
+    partner_id: int | None = None
+    event_type_id: int | None = None
+    order_id: str | None = None
+    action_id: int | None = None
+    event_date_from: datetime | None = None
+    event_date_to: datetime | None = None  # exclusive
+    locking_date_from: date | None = None
+    locking_date_to: date | None = None  # inclusive
+
+
+def filtered(stmt: Select[Any], account_id: int, f: Filters) -> Select[Any]:
+    a = actions.c
+    conds = [a.account_id == account_id]
+    if f.state is not None:
+        conds.append(a.state == f.state)
+    if f.campaign_id is not None:
+        conds.append(a.campaign_id == f.campaign_id)
+    if f.partner_id is not None:
+        conds.append(a.partner_id == f.partner_id)
+    if f.event_type_id is not None:
+        conds.append(a.event_type_id == f.event_type_id)
+    if f.order_id is not None:
+        conds.append(a.order_id == f.order_id)
+    if f.action_id is not None:
+        conds.append(a.id == f.action_id)
+    if f.event_date_from is not None:
+        conds.append(a.event_date >= f.event_date_from)
+    if f.event_date_to is not None:
+        conds.append(a.event_date < f.event_date_to)
+    if f.locking_date_from is not None:
+        conds.append(a.locking_date >= f.locking_date_from)
+    if f.locking_date_to is not None:
+        conds.append(a.locking_date <= f.locking_date_to)
+    return stmt.where(and_(*conds))
+
+
+def list_page(conn: Connection, account_id: int, f: Filters, limit: int, after_id: int | None) -> list[Row[Any]]:
+    """One page, newest first, keyset-paged on the id."""
+    stmt = filtered(select(actions), account_id, f)
+    if after_id is not None:
+        stmt = stmt.where(actions.c.id < after_id)
+    return list(conn.execute(stmt.order_by(actions.c.id.desc()).limit(limit)))
+
+
+def items_of_many(conn: Connection, action_ids: Sequence[int]) -> dict[int, list[Row[Any]]]:
+    out: dict[int, list[Row[Any]]] = {i: [] for i in action_ids}
+    if not action_ids:
+        return out
+    rows = conn.execute(
+        select(action_items)
+        .where(action_items.c.action_id.in_(list(action_ids)))
+        .order_by(action_items.c.action_id, action_items.c.position)
+    )
+    for r in rows:
+        out[r.action_id].append(r)
+    return out
+
+
+def stream(conn: Connection, account_id: int, f: Filters, batch: int = 10_000) -> Iterator[Sequence[Any]]:
+    """Every matching action row, in id order, fetched in bounded batches (constant memory)."""
+    cols = [
+        actions.c.id, actions.c.campaign_id, actions.c.event_type_id, actions.c.partner_id,
+        actions.c.order_id, actions.c.customer_id, actions.c.promo_code, actions.c.event_date,
+        actions.c.state, actions.c.reason, actions.c.currency, actions.c.amount, actions.c.payout,
+        actions.c.intended_amount, actions.c.intended_payout, actions.c.locking_date, actions.c.locked_at,
+    ]
+    last = 0
+    while True:
+        stmt = filtered(select(*cols), account_id, f).where(actions.c.id > last)
+        rows = conn.execute(stmt.order_by(actions.c.id).limit(batch)).all()
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1][0]
+
+
+def load(conn: Connection, account_id: int, action_id: int, *, for_update: bool) -> Row[Any] | None:
+    stmt = select(actions).where(actions.c.id == action_id, actions.c.account_id == account_id)
+    if for_update and not is_sqlite(conn):
+        stmt = stmt.with_for_update()
+    return conn.execute(stmt).first()
+
+
+def items_of(conn: Connection, action_id: int) -> list[Row[Any]]:
+    return list(
+        conn.execute(
+            select(action_items).where(action_items.c.action_id == action_id).order_by(action_items.c.position)
+        )
+    )
+
+
+def updates_of(conn: Connection, action_id: int) -> list[Row[Any]]:
+    return list(
+        conn.execute(
+            select(action_updates).where(action_updates.c.action_id == action_id).order_by(action_updates.c.id)
+        )
+    )
+
+
+def newest_by_order(conn: Connection, account_id: int, event_type_id: int, order_id: str) -> Row[Any] | None:
+    """R12: the newest action of an event type with the order id."""
+    return conn.execute(
+        select(actions)
+        .where(
+            actions.c.event_type_id == event_type_id,
+            actions.c.order_id == order_id,
+            actions.c.account_id == account_id,
+        )
+        .order_by(actions.c.id.desc())
+        .limit(1)
+    ).first()
+
+
+def to_domain(row: Row[Any], items: Sequence[Row[Any]]) -> wf.Action:
+    return wf.Action(
+        id=row.id,
+        state=wf.State(row.state),
+        items=tuple(
+            wf.Item(
+                i.sku, i.name, i.category, i.quantity, i.amount, i.payout,
+                i.intended_quantity, i.intended_amount, i.intended_payout,
+            )
+            for i in items
+        ),
+        locked_at=row.locked_at,
+        reason=row.reason,
+        update_count=row.update_count,
+        restore=tuple((int(q), int(a)) for q, a in json.loads(row.restore)) if row.restore else None,
+    )
+
+
+def items_json(items: Sequence[wf.Item]) -> str:
+    return json.dumps(
+        [{"sku": i.sku, "quantity": i.quantity, "amount": i.amount, "payout": i.payout} for i in items],
+        separators=(",", ":"),
+    )
+
+
+def insert_action(conn: Connection, values: dict[str, Any], action: wf.Action, update: dict[str, Any]) -> int:
+    pk = conn.execute(
+        insert(actions).values(
+            **values,
+            state=action.state.value,
+            amount=action.amount,
+            payout=action.payout,
+            intended_amount=action.intended_amount,
+            intended_payout=action.intended_payout,
+            version=1,
+            update_count=1,
+        )
+    ).inserted_primary_key
+    assert pk is not None
+    action_id = int(pk[0])
+    conn.execute(
+        insert(action_items),
+        [
+            {
+                "action_id": action_id, "position": n, "sku": i.sku, "name": i.name, "category": i.category,
+                "quantity": i.quantity, "amount": i.amount, "payout": i.payout,
+                "intended_quantity": i.intended_quantity, "intended_amount": i.intended_amount,
+                "intended_payout": i.intended_payout,
+            }
+            for n, i in enumerate(action.items)
+        ],
+    )
+    conn.execute(
+        insert(action_updates).values(
+            action_id=action_id, kind=wf.Kind.CREATED.value, state=action.state.value,
+            delta_amount=action.amount, delta_payout=action.payout, items=items_json(action.items), **update,
+        )
+    )
+    return action_id
+
+
+_item_update = (
+    update(action_items)
+    .where(action_items.c.action_id == bindparam("a_id"), action_items.c.position == bindparam("pos"))
+    .values(quantity=bindparam("q"), amount=bindparam("amt"), payout=bindparam("pay"))
+)
+
+
+def write_change(
+    conn: Connection, version: int, change: wf.Change, update_values: dict[str, Any]
+) -> None:
+    """Write one change: the action (version-checked, R14), its changed items, one history entry."""
+    after = change.after
+    result = conn.execute(
+        update(actions)
+        .where(actions.c.id == after.id, actions.c.version == version)
+        .values(
+            state=after.state.value,
+            reason=after.reason,
+            amount=after.amount,
+            payout=after.payout,
+            locked_at=after.locked_at,
+            restore=json.dumps(after.restore) if after.restore is not None else None,
+            update_count=after.update_count,
+            version=version + 1,
+        )
+    )
+    if result.rowcount != 1:
+        raise StaleVersion(f"Action {after.id} was changed by someone else meanwhile.")
+    changed = [
+        {"a_id": after.id, "pos": n, "q": a.quantity, "amt": a.amount, "pay": a.payout}
+        for n, (b, a) in enumerate(zip(change.before.items, after.items, strict=True))
+        if a != b
+    ]
+    if changed:
+        conn.execute(_item_update, changed)
+    conn.execute(
+        insert(action_updates).values(
+            action_id=after.id,
+            kind=change.kind.value,
+            state=after.state.value,
+            reason=change.reason,
+            delta_amount=change.delta_amount,
+            delta_payout=change.delta_payout,
+            items=items_json(change.changed_items()) if changed else None,
+            **update_values,
+        )
+    )
+
+
+def _typed(sql: str) -> TextClause:
+    """A text statement whose time and date parameters go through the column types."""
+    stmt = text(sql)
+    for name, type_ in (("now", UTCDateTime()), ("as_of", Date())):
+        if f":{name}" in sql:
+            stmt = stmt.bindparams(bindparam(name, type_=type_))
+    return stmt
+
+
+def lock_chunk(conn: Connection, as_of: date, now: datetime, account_id: int | None, chunk: int) -> int:
+    """R3, one bounded chunk: lock due actions and write their LOCKED entries. Returns how many."""
+    account_sql = "AND account_id = :account_id" if account_id is not None else ""
+    params: dict[str, Any] = {"as_of": as_of, "now": now, "chunk": chunk, "account_id": account_id}
+    if is_sqlite(conn):
+        # the write transaction is BEGIN IMMEDIATE: nobody else writes until it commits
+        hi = conn.execute(
+            _typed(
+                f"SELECT max(id) FROM (SELECT id FROM actions WHERE locked_at IS NULL AND lock_due <= :as_of "
+                f"{account_sql} ORDER BY id LIMIT :chunk)"
+            ),
+            params,
+        ).scalar()
+        if hi is None:
+            return 0
+        where = f"locked_at IS NULL AND lock_due <= :as_of {account_sql} AND id <= :hi"
+        params["hi"] = hi
+        conn.execute(
+            _typed(
+                "INSERT INTO action_updates (action_id, at, kind, state, delta_amount, delta_payout, channel, actor) "
+                f"SELECT id, :now, 'LOCKED', CASE state WHEN 'PENDING' THEN 'APPROVED' ELSE state END, 0, 0, "
+                f"'system', 'lock run' FROM actions WHERE {where}"
+            ),
+            params,
+        )
+        result = conn.execute(
+            _typed(
+                "UPDATE actions SET state = CASE state WHEN 'PENDING' THEN 'APPROVED' ELSE state END, "
+                f"locked_at = :now, version = version + 1, update_count = update_count + 1 WHERE {where}"
+            ),
+            params,
+        )
+        return int(result.rowcount)
+    result = conn.execute(
+        _typed(
+            "WITH due AS (SELECT id FROM actions WHERE locked_at IS NULL AND lock_due <= :as_of "
+            f"{account_sql} ORDER BY lock_due, id LIMIT :chunk FOR UPDATE SKIP LOCKED), "
+            "locked AS (UPDATE actions a SET state = CASE a.state WHEN 'PENDING' THEN 'APPROVED' ELSE a.state END, "
+            "locked_at = :now, version = a.version + 1, update_count = a.update_count + 1 "
+            "FROM due WHERE a.id = due.id RETURNING a.id, a.state) "
+            "INSERT INTO action_updates (action_id, at, kind, state, delta_amount, delta_payout, channel, actor) "
+            "SELECT id, :now, 'LOCKED', state, 0, 0, 'system', 'lock run' FROM locked"
+        ),
+        params,
+    )
+    return int(result.rowcount)
+
+
+def count(conn: Connection, account_id: int, f: Filters) -> int:
+    return int(conn.execute(filtered(select(func.count()).select_from(actions), account_id, f)).scalar_one())

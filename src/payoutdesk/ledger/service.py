@@ -1,0 +1,345 @@
+"""The ledger service: applies the pure rules inside a transaction and writes the history."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Row
+
+from payoutdesk.catalog import repository as catalog_repo
+from payoutdesk.catalog.service import attribute, get_owned, parse_time, terms_in_force, terms_of
+from payoutdesk.context import Actor
+from payoutdesk.contracts.terms import Terms, locking_date, open_ended_lock_date
+from payoutdesk.errors import NotFound, UnknownReason, ValidationFailed, WrongCurrency
+from payoutdesk.kit import db
+from payoutdesk.kit.money import format_amount, parse_amount
+from payoutdesk.kit.time import iso, iso_date, utcnow
+from payoutdesk.ledger import repository as repo
+from payoutdesk.ledger import workflow as wf
+from payoutdesk.ledger.schemas import action_dict
+from payoutdesk.models import campaigns, contracts, event_types, partners
+
+MAX_ITEMS = 1000
+MAX_PAGE = 500
+LOCK_CHUNK = 50_000
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one command did: the outcome and the action's id."""
+
+    action_id: int
+    outcome: wf.Outcome
+
+    @property
+    def unchanged(self) -> bool:
+        return isinstance(self.outcome, wf.Unchanged)
+
+
+# --- reasons ---------------------------------------------------------------------------------
+
+
+def list_reasons(conn: Connection, account_id: int, event_type_id: int | None) -> list[dict[str, Any]]:
+    out = [
+        {"code": code, "name": name, "system_only": code in wf.SYSTEM_ONLY_REASONS, "custom": False}
+        for code, name in wf.PREDEFINED_REASONS.items()
+    ]
+    if event_type_id is not None:
+        get_owned(conn, event_types, account_id, event_type_id, "event type")
+        out += [
+            {"code": c.code, "name": c.name, "operation": c.operation, "system_only": False, "custom": True}
+            for c in catalog_repo.codes_of(conn, event_type_id)
+        ]
+    return out
+
+
+def resolve_reason(conn: Connection, actor: Actor, event_type_id: int, code: str | None) -> str | None:
+    """A predefined reason or a custom disposition code of the event type (R15)."""
+    if code is None:
+        return None
+    if not isinstance(code, str) or not code.strip():
+        raise UnknownReason("The reason is empty; leave it out for the default or give a reason code.")
+    code = code.strip()
+    if code in wf.PREDEFINED_REASONS:
+        if code in wf.SYSTEM_ONLY_REASONS and not actor.system:
+            raise UnknownReason(f"Reason {code} is set by the system only.")
+        return code
+    if catalog_repo.code_of(conn, event_type_id, code) is not None:
+        return code
+    upper = code.upper()
+    hint = f" (did you mean {upper}?)" if upper in wf.PREDEFINED_REASONS else ""
+    raise UnknownReason(
+        f"Unknown reason '{code}'{hint}. Use a predefined reason (GET /api/v1/reasons) or a "
+        f"disposition code of event type {event_type_id}."
+    )
+
+
+# --- recording conversions -------------------------------------------------------------------
+
+
+def _text(data: Mapping[str, Any], key: str, *, required: bool, limit: int = 200) -> str | None:
+    value = data.get(key)
+    if value is None or (isinstance(value, str) and not value.strip() and not required):
+        if required:
+            raise ValidationFailed(f"{key} is required.")
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationFailed(f"{key} must be a non-empty text.")
+    if len(value) > limit:
+        raise ValidationFailed(f"{key} is longer than {limit} characters.")
+    return value.strip()
+
+
+def _int(value: object, what: str, *, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationFailed(f"{what} must be a whole number, not {value!r}.")
+    if value < minimum:
+        raise ValidationFailed(f"{what} must be at least {minimum}.")
+    return value
+
+
+def record_conversion(conn: Connection, actor: Actor, data: Mapping[str, Any], now: datetime | None = None) -> int:
+    """Record an action (R2, R8): credited to ``partner_id`` or by last-click attribution."""
+    now = now or utcnow()
+    event_type_id = _int(data.get("event_type_id"), "event_type_id", minimum=1)
+    et = get_owned(conn, event_types, actor.account_id, event_type_id, "event type")
+    campaign = get_owned(conn, campaigns, actor.account_id, et.campaign_id, "campaign")
+    currency = campaign.currency
+    if data.get("currency") is not None and str(data["currency"]).upper() != currency:
+        raise WrongCurrency(f"Campaign {campaign.id} pays in {currency}, not {data['currency']}.")
+    order_id = _text(data, "order_id", required=True)
+    assert order_id is not None
+    event_at = parse_time(data.get("event_date"), "event_date")
+    if event_at > now + timedelta(days=1):
+        raise ValidationFailed(f"event_date {iso(event_at)} is in the future.")
+    customer_id = _text(data, "customer_id", required=False)
+    promo_code = _text(data, "promo_code", required=False)
+    if data.get("partner_id") is not None:
+        partner_id = _int(data["partner_id"], "partner_id", minimum=1)
+        get_owned(conn, partners, actor.account_id, partner_id, "partner")
+    else:
+        if customer_id is None:
+            raise ValidationFailed("Give partner_id, or customer_id so that the last click can credit a partner.")
+        partner_id = attribute(conn, campaign.id, event_type_id, customer_id, event_at)
+    terms = terms_in_force(conn, campaign.id, partner_id, event_type_id, event_at.date())
+
+    items: list[tuple[str, str | None, str | None, int, int]] = []
+    has_amount, has_items = data.get("amount") is not None, data.get("items") is not None
+    if has_amount == has_items:
+        raise ValidationFailed("Give either amount (the order total) or items, not both and not neither.")
+    if has_amount:
+        items.append(("ORDER", None, None, 1, parse_amount(data["amount"], currency)))
+    else:
+        raw = data["items"]
+        if not isinstance(raw, list) or not raw:
+            raise ValidationFailed("items must be a non-empty list of {sku, quantity, amount}.")
+        if len(raw) > MAX_ITEMS:
+            raise ValidationFailed(f"An action has at most {MAX_ITEMS} items.")
+        for n, it in enumerate(raw, 1):
+            if not isinstance(it, Mapping):
+                raise ValidationFailed(f"Item {n} must be an object {{sku, quantity, amount}}.")
+            sku = _text(it, "sku", required=True)
+            assert sku is not None
+            qty = _int(it.get("quantity", 1), f"quantity of item {n}", minimum=0)
+            if it.get("amount") is None:
+                raise ValidationFailed(f"Item {n} ({sku}) needs an amount.")
+            items.append(
+                (
+                    sku,
+                    _text(it, "name", required=False, limit=300),
+                    _text(it, "category", required=False),
+                    qty,
+                    parse_amount(it["amount"], currency, what=f"amount of item {n}"),
+                )
+            )
+    action = wf.new_action(tuple(items), terms)
+    event_day = event_at.date()
+    if et.locking == "open_ended":
+        lock_date, due = None, open_ended_lock_date(event_day)
+    else:
+        lock_date = locking_date(event_day, terms.lock_after)
+        due = lock_date
+    return repo.insert_action(
+        conn,
+        {
+            "account_id": actor.account_id,
+            "campaign_id": campaign.id,
+            "event_type_id": event_type_id,
+            "partner_id": partner_id,
+            "contract_id": terms.contract_id,
+            "order_id": order_id,
+            "customer_id": customer_id,
+            "promo_code": promo_code,
+            "event_date": event_at,
+            "currency": currency,
+            "locking_date": lock_date,
+            "lock_due": due,
+            "created_at": now,
+        },
+        action,
+        {"at": now, "channel": actor.channel.value, "actor": actor.name, "note": None, "reason": None},
+    )
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def get_action(conn: Connection, account_id: int, action_id: int, *, with_updates: bool = True) -> dict[str, Any]:
+    row = repo.load(conn, account_id, action_id, for_update=False)
+    if row is None:
+        raise NotFound(f"No action with id {action_id}.")
+    updates = repo.updates_of(conn, action_id) if with_updates else None
+    return action_dict(row, repo.items_of(conn, action_id), updates)
+
+
+def list_actions(
+    conn: Connection, account_id: int, filters: repo.Filters, limit: int, cursor: str | None
+) -> dict[str, Any]:
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValidationFailed(f"limit must be between 1 and {MAX_PAGE}.")
+    after: int | None = None
+    if cursor:
+        if not cursor.isdigit():
+            raise ValidationFailed("cursor is not one this API gave out; use next_cursor of the previous page.")
+        after = int(cursor)
+    rows = repo.list_page(conn, account_id, filters, limit + 1, after)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = repo.items_of_many(conn, [r.id for r in rows])
+    return {
+        "items": [action_dict(r, items[r.id]) for r in rows],
+        "next_cursor": str(rows[-1].id) if more and rows else None,
+    }
+
+
+EXPORT_COLUMNS = (
+    "action_id", "campaign_id", "event_type_id", "partner_id", "order_id", "customer_id", "promo_code",
+    "event_date", "state", "status_detail", "currency", "amount", "payout", "intended_amount",
+    "intended_payout", "locking_date", "locked_at",
+)
+_DANGEROUS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(cell: str | None) -> str:
+    """Stop spreadsheets from running a text cell as a formula."""
+    if cell is None:
+        return ""
+    return "'" + cell if cell.startswith(_DANGEROUS) else cell
+
+
+def export_rows(conn: Connection, account_id: int, filters: repo.Filters) -> Iterator[str]:
+    """The CSV export, yielded in chunks of text; memory stays flat whatever the size."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow(EXPORT_COLUMNS)
+    for n, r in enumerate(repo.stream(conn, account_id, filters), 1):
+        c = r[10]
+        writer.writerow(
+            (
+                r[0], r[1], r[2], r[3], neutralise(r[4]), neutralise(r[5]), neutralise(r[6]), iso(r[7]), r[8],
+                r[9] or "", c, format_amount(r[11], c), format_amount(r[12], c), format_amount(r[13], c),
+                format_amount(r[14], c), iso_date(r[15]) or "", iso(r[16]) or "",
+            )
+        )
+        if n % 2000 == 0:
+            yield buf.getvalue()
+            buf.seek(0)
+            buf.truncate()
+    yield buf.getvalue()
+
+
+# --- changing --------------------------------------------------------------------------------
+
+
+def current_terms(conn: Connection, row: Row[Any], today: date) -> Terms:
+    """R8: the terms in force at the time of the change; the recording contract if none covers it now."""
+    try:
+        return terms_in_force(conn, row.campaign_id, row.partner_id, row.event_type_id, today)
+    except Exception:  # noqa: BLE001 - fall back to the contract the action was recorded under
+        contract = conn.execute(contracts.select().where(contracts.c.id == row.contract_id)).one()
+        terms = terms_of(conn, contract, row.event_type_id)
+        assert terms is not None
+        return terms
+
+
+def apply(
+    conn: Connection,
+    actor: Actor,
+    action_id: int,
+    command: wf.Command,
+    *,
+    note: str | None = None,
+    submission_id: int | None = None,
+    now: datetime | None = None,
+) -> Applied:
+    """Apply one command to one action: load (locked for update), decide, write, record history."""
+    now = now or utcnow()
+    row = repo.load(conn, actor.account_id, action_id, for_update=True)
+    if row is None:
+        raise NotFound(f"No action with id {action_id}.")
+    if note is not None and len(note) > 2000:
+        raise ValidationFailed("A note has at most 2,000 characters.")
+    command = _resolve_command(conn, actor, row.event_type_id, command)
+    action = repo.to_domain(row, repo.items_of(conn, action_id))
+    outcome = wf.decide(action, command, current_terms(conn, row, now.date()), now)
+    if isinstance(outcome, wf.Change):
+        repo.write_change(
+            conn,
+            row.version,
+            outcome,
+            {
+                "at": now,
+                "note": note,
+                "channel": actor.channel.value,
+                "submission_id": submission_id,
+                "actor": actor.name,
+            },
+        )
+    return Applied(action_id, outcome)
+
+
+def _resolve_command(conn: Connection, actor: Actor, event_type_id: int, command: wf.Command) -> wf.Command:
+    if isinstance(command, wf.Reverse):
+        return wf.Reverse(resolve_reason(conn, actor, event_type_id, command.reason))
+    if isinstance(command, wf.Modify):
+        return wf.Modify(command.amount, command.items, resolve_reason(conn, actor, event_type_id, command.reason))
+    return command
+
+
+def find_by_order(conn: Connection, account_id: int, event_type_id: int, order_id: str) -> int:
+    row = repo.newest_by_order(conn, account_id, event_type_id, order_id)
+    if row is None:
+        raise NotFound(f"No action of event type {event_type_id} with order id '{order_id}'.")
+    return int(row.id)
+
+
+# --- locking ---------------------------------------------------------------------------------
+
+
+def lock_run(engine: Engine, as_of: date | None = None, account_id: int | None = None,
+             now: datetime | None = None, chunk: int = LOCK_CHUNK) -> int:
+    """R3: lock every due action in bounded chunks, each its own transaction. Returns how many."""
+    now = now or utcnow()
+    as_of = as_of or now.date()
+    total = 0
+    while True:
+        with db.write(engine) as conn:
+            n = repo.lock_chunk(conn, as_of, now, account_id, chunk)
+        total += n
+        if n == 0:
+            return total
+
+
+def action_row(conn: Connection, account_id: int, action_id: int) -> Row[Any]:
+    row = repo.load(conn, account_id, action_id, for_update=False)
+    if row is None:
+        raise NotFound(f"No action with id {action_id}.")
+    return row
+
+
+__all__ = ["Applied", "apply", "catalog_repo", "parse_amount"]

@@ -1,0 +1,369 @@
+"""Pure rules of an action's life (R1, R4-R7, R9-R11, R15). No I/O, no clock, no database.
+
+``decide`` takes an action as it is, a command and the contract terms in force now, and
+answers either :class:`Unchanged` or a :class:`Change` with the action as it will be and the
+history entry to append. The service layer loads, calls this, and writes the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+
+from payoutdesk.contracts.terms import Terms, item_payouts
+from payoutdesk.errors import ActionLocked, InvalidState, TooManyUpdates, UnknownSku, ValidationFailed
+from payoutdesk.kit.money import allocate, round_half_up
+from payoutdesk.kit.time import iso
+
+MAX_UPDATES = 1000
+
+
+class State(StrEnum):
+    PENDING = "PENDING"
+    APPROVED = "APPROVED"
+    REVERSED = "REVERSED"
+
+
+class Kind(StrEnum):
+    CREATED = "CREATED"
+    APPROVED = "APPROVED"
+    REVERSED = "REVERSED"
+    RESTORED = "RESTORED"
+    MODIFIED = "MODIFIED"
+    RESET = "RESET"
+    LOCKED = "LOCKED"
+
+
+class Channel(StrEnum):
+    WEB = "web"
+    API = "api"
+    FILE = "file"
+    FTP = "ftp"
+    FTP_PULL = "ftp_pull"
+    EMAIL = "email"
+    SALESFORCE = "salesforce"
+    SYSTEM = "system"
+
+
+# R15
+PREDEFINED_REASONS: dict[str, str] = {
+    "ORDER_UPDATE": "Order update",
+    "ITEM_RETURNED": "Item returned",
+    "ITEM_OUT_OF_STOCK": "Item out of stock",
+    "ORDER_ERROR": "Order error",
+    "CONS_FRAUD": "Consumer fraud",
+    "CONS_ERROR": "Consumer error",
+    "CONS_INFO_INVALID": "Consumer information invalid",
+    "PUB_ACT_DISPUTE": "Partner disputes action",
+    "ADV_ACT_DISPUTE": "Brand disputes action",
+    "NOT_COMPLIANCE_TERMS": "Not in compliance with terms",
+    "TEST_ACTION": "Test action",
+    "REJECTED": "Rejected",
+    "OTHER": "Other",
+    "RESET": "Reset to original",
+    "SYSTEM_REATTRIBUTED": "Re-attributed by the system",
+}
+SYSTEM_ONLY_REASONS = frozenset({"SYSTEM_REATTRIBUTED"})
+DEFAULT_MODIFY_REASON = "ORDER_UPDATE"
+DEFAULT_REVERSE_REASON = "REJECTED"
+
+
+@dataclass(frozen=True)
+class Item:
+    sku: str
+    name: str | None
+    category: str | None
+    quantity: int
+    amount: int
+    payout: int
+    intended_quantity: int
+    intended_amount: int
+    intended_payout: int
+
+
+@dataclass(frozen=True)
+class Action:
+    id: int
+    state: State
+    items: tuple[Item, ...]
+    locked_at: datetime | None = None
+    reason: str | None = None  # the reversal reason while REVERSED
+    update_count: int = 1
+    # what a reversal replaced, (quantity, amount) per item, so that approve can restore it (R4)
+    restore: tuple[tuple[int, int], ...] | None = None
+
+    @property
+    def amount(self) -> int:
+        return sum(i.amount for i in self.items)
+
+    @property
+    def payout(self) -> int:
+        return sum(i.payout for i in self.items)
+
+    @property
+    def intended_amount(self) -> int:
+        return sum(i.intended_amount for i in self.items)
+
+    @property
+    def intended_payout(self) -> int:
+        return sum(i.intended_payout for i in self.items)
+
+
+@dataclass(frozen=True)
+class ItemChange:
+    sku: str
+    quantity: int
+    amount: int | None = None
+
+
+@dataclass(frozen=True)
+class Approve:
+    pass
+
+
+@dataclass(frozen=True)
+class Reverse:
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Modify:
+    amount: int | None = None
+    items: tuple[ItemChange, ...] = ()
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Reset:
+    pass
+
+
+@dataclass(frozen=True)
+class Lock:
+    pass
+
+
+Command = Approve | Reverse | Modify | Reset | Lock
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    action: Action
+
+
+@dataclass(frozen=True)
+class Change:
+    before: Action
+    after: Action
+    kind: Kind
+    reason: str | None
+
+    @property
+    def delta_amount(self) -> int:
+        return self.after.amount - self.before.amount
+
+    @property
+    def delta_payout(self) -> int:
+        return self.after.payout - self.before.payout
+
+    def changed_items(self) -> list[Item]:
+        """Items whose quantity, amount or payout differ, as they are after the change."""
+        return [a for b, a in zip(self.before.items, self.after.items, strict=True) if a != b]
+
+
+Outcome = Unchanged | Change
+
+
+def new_action(
+    items: tuple[tuple[str, str | None, str | None, int, int], ...], terms: Terms, action_id: int = 0
+) -> Action:
+    """An action as recorded (R8): (sku, name, category, quantity, amount) per item."""
+    if not items:
+        raise ValidationFailed("An action needs at least one item or an amount.")
+    skus = [i[0] for i in items]
+    if len(set(skus)) != len(skus):
+        raise ValidationFailed("Each item of an action needs its own sku; a sku appears twice.")
+    payouts = item_payouts(terms, [i[4] for i in items], [i[2] for i in items], reversed_=False)
+    return Action(
+        id=action_id,
+        state=State.PENDING,
+        items=tuple(
+            Item(sku, name, cat, qty, amt, pay, qty, amt, pay)
+            for (sku, name, cat, qty, amt), pay in zip(items, payouts, strict=True)
+        ),
+    )
+
+
+def _locked_error(action: Action) -> ActionLocked:
+    return ActionLocked(
+        f"Action {action.id} is locked (since {iso(action.locked_at)}, {action.state}); it can no longer change.",
+        action_id=action.id,
+        locked_at=iso(action.locked_at),
+    )
+
+
+def _check_can_change(action: Action) -> None:
+    if action.locked_at is not None:
+        raise _locked_error(action)
+    if action.update_count >= MAX_UPDATES:
+        raise TooManyUpdates(
+            f"Action {action.id} already has {action.update_count} updates, the most one action may have."
+        )
+
+
+def _recompute(items: tuple[Item, ...], terms: Terms, *, reversed_: bool) -> tuple[Item, ...]:
+    payouts = item_payouts(terms, [i.amount for i in items], [i.category for i in items], reversed_=reversed_)
+    return tuple(replace(i, payout=p) for i, p in zip(items, payouts, strict=True))
+
+
+def _reversed(before: Action, items: tuple[Item, ...], reason: str) -> Action:
+    """R5: amounts and payouts to zero (quantities kept); remember what to restore."""
+    snapshot = before.restore if before.state is State.REVERSED else tuple(
+        (i.quantity, i.amount) for i in before.items
+    )
+    return replace(
+        before,
+        state=State.REVERSED,
+        reason=reason,
+        items=tuple(replace(i, amount=0, payout=0) for i in items),
+        restore=snapshot,
+        update_count=before.update_count + 1,
+    )
+
+
+def decide(action: Action, command: Command, terms: Terms, now: datetime) -> Outcome:
+    """Apply one command to one action under the terms in force now."""
+    if isinstance(command, Approve):
+        return _approve(action, terms, now)
+    if isinstance(command, Reverse):
+        return _reverse(action, command.reason or DEFAULT_REVERSE_REASON)
+    if isinstance(command, Modify):
+        return _modify(action, command, terms)
+    if isinstance(command, Reset):
+        return _reset(action)
+    return lock(action, now)
+
+
+def _approve(action: Action, terms: Terms, now: datetime) -> Outcome:
+    if action.state is State.APPROVED:
+        return Unchanged(action)
+    _check_can_change(action)
+    if action.state is State.PENDING:
+        after = replace(action, state=State.APPROVED, locked_at=now, update_count=action.update_count + 1)
+        return Change(action, after, Kind.APPROVED, None)
+    # R4: approve on an unlocked reversal restores it
+    snapshot = action.restore or tuple((i.quantity, i.intended_amount) for i in action.items)
+    items = tuple(replace(i, quantity=q, amount=a) for i, (q, a) in zip(action.items, snapshot, strict=True))
+    after = replace(
+        action,
+        state=State.PENDING,
+        reason=None,
+        restore=None,
+        items=_recompute(items, terms, reversed_=False),
+        update_count=action.update_count + 1,
+    )
+    return Change(action, after, Kind.RESTORED, None)
+
+
+def _reverse(action: Action, reason: str) -> Outcome:
+    if action.state is State.REVERSED and action.reason == reason:
+        return Unchanged(action)
+    _check_can_change(action)
+    if action.state is State.APPROVED:  # pragma: no cover - approved is always locked
+        raise _locked_error(action)
+    return Change(action, _reversed(action, action.items, reason), Kind.REVERSED, reason)
+
+
+def _scaled_amount(item: Item, quantity: int) -> int:
+    if item.quantity > 0:
+        return round_half_up(item.amount * quantity, item.quantity)
+    if item.intended_quantity > 0:
+        return round_half_up(item.intended_amount * quantity, item.intended_quantity)
+    return 0
+
+
+def _modify(action: Action, command: Modify, terms: Terms) -> Outcome:
+    if command.amount is None and not command.items:
+        raise ValidationFailed("A modification needs a new amount or item changes.")
+    if command.amount is not None and command.amount < 0:
+        raise ValidationFailed("The new amount must not be negative.")
+    by_sku = {item.sku: n for n, item in enumerate(action.items)}
+    items = list(action.items)
+    for change in command.items:
+        if change.sku not in by_sku:
+            known = ", ".join(sorted(by_sku)) or "none"
+            raise UnknownSku(f"Action {action.id} has no item with sku '{change.sku}' (its skus: {known}).")
+        if change.quantity < 0:
+            raise ValidationFailed(f"The quantity of sku '{change.sku}' must not be negative.")
+        if change.amount is not None and change.amount < 0:
+            raise ValidationFailed(f"The amount of sku '{change.sku}' must not be negative.")
+        n = by_sku[change.sku]
+        item = items[n]
+        if change.quantity == 0:
+            new_amount = 0
+        elif change.amount is not None:
+            new_amount = change.amount
+        else:
+            new_amount = _scaled_amount(item, change.quantity)
+        items[n] = replace(item, quantity=change.quantity, amount=new_amount)
+
+    # R11: setting the amount a reversed action already has is "unchanged"
+    if (
+        action.state is State.REVERSED
+        and command.amount == 0
+        and all(a == b for a, b in zip(items, action.items, strict=True))
+    ):
+        return Unchanged(action)
+    reason = command.reason
+    returned_all = bool(command.items) and all(i.quantity == 0 for i in items)
+    to_zero = command.amount == 0 and action.intended_amount != 0
+    if returned_all or to_zero:
+        if action.state is State.REVERSED and action.reason == (reason or DEFAULT_REVERSE_REASON):
+            return Unchanged(action)
+        _check_can_change(action)
+        if action.state is not State.PENDING:
+            raise InvalidState(f"Action {action.id} is {action.state}; only a PENDING action can be modified.")
+        rev_reason = reason or DEFAULT_REVERSE_REASON
+        return Change(action, _reversed(action, tuple(items), rev_reason), Kind.REVERSED, rev_reason)
+
+    if command.amount is not None:
+        spread = allocate(command.amount, [i.amount for i in items])
+        items = [replace(i, amount=a) for i, a in zip(items, spread, strict=True)]
+    new_items = _recompute(tuple(items), terms, reversed_=False)
+    amounts_same = all(
+        (a.quantity, a.amount) == (b.quantity, b.amount) for a, b in zip(new_items, action.items, strict=True)
+    )
+    if amounts_same and action.state is not State.REVERSED:
+        return Unchanged(action)
+    _check_can_change(action)
+    if action.state is not State.PENDING:
+        raise InvalidState(
+            f"Action {action.id} is {action.state}; only a PENDING action can be modified "
+            "(approve a reversed action to restore it first)."
+        )
+    after = replace(action, items=new_items, update_count=action.update_count + 1)
+    return Change(action, after, Kind.MODIFIED, reason or DEFAULT_MODIFY_REASON)
+
+
+def _reset(action: Action) -> Outcome:
+    items = tuple(
+        replace(i, quantity=i.intended_quantity, amount=i.intended_amount, payout=i.intended_payout)
+        for i in action.items
+    )
+    if action.state is State.PENDING and items == action.items:
+        return Unchanged(action)
+    _check_can_change(action)
+    after = replace(
+        action, state=State.PENDING, reason=None, restore=None, items=items, update_count=action.update_count + 1
+    )
+    return Change(action, after, Kind.RESET, "RESET")
+
+
+def lock(action: Action, now: datetime) -> Outcome:
+    """R3 for one action: PENDING -> APPROVED, REVERSED stays; both get ``locked_at``."""
+    if action.locked_at is not None:
+        return Unchanged(action)
+    state = State.APPROVED if action.state is State.PENDING else State.REVERSED
+    after = replace(action, state=state, locked_at=now, update_count=action.update_count + 1)
+    return Change(action, after, Kind.LOCKED, None)

@@ -1,0 +1,35 @@
+"""SQLAlchemy tables."""
+
+from payoutdesk.models.tables import (
+    accounts,
+    action_items,
+    action_updates,
+    actions,
+    campaigns,
+    clicks,
+    contract_payouts,
+    contracts,
+    disposition_codes,
+    event_types,
+    idempotency_keys,
+    metadata,
+    partners,
+    users,
+)
+
+__all__ = [
+    "accounts",
+    "action_items",
+    "action_updates",
+    "actions",
+    "campaigns",
+    "clicks",
+    "contract_payouts",
+    "contracts",
+    "disposition_codes",
+    "event_types",
+    "idempotency_keys",
+    "metadata",
+    "partners",
+    "users",
+]

@@ -1,0 +1,233 @@
+"""The schema. Money columns are integers in the currency's minor unit; times are UTC."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+from payoutdesk.models.types import BigId, UTCDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("sid", String(40), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("token_hash", String(64), nullable=False),  # sha256 hex of the auth token
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("password_hash", String(200), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("name", String(200), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("ftp_username", String(64), nullable=False, unique=True),
+    Column("ftp_password_hash", String(200), nullable=False),
+    Column("returns_token", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+partners = Table(
+    "partners",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+event_types = Table(
+    "event_types",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("campaign_id", Integer, ForeignKey("campaigns.id"), nullable=False, index=True),
+    Column("name", String(200), nullable=False),
+    Column("locking", String(20), nullable=False),  # contract | open_ended
+    Column("returns_mode", String(20), nullable=False, server_default="manual"),
+    Column("returns_settings", Text, nullable=False, server_default="{}"),  # JSON, secrets encrypted
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+disposition_codes = Table(
+    "disposition_codes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("event_type_id", Integer, ForeignKey("event_types.id"), nullable=False),
+    Column("code", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("operation", String(20), nullable=False),  # approve | reverse | modify
+    UniqueConstraint("event_type_id", "code", name="uq_disposition_codes_event_type_code"),
+)
+
+contracts = Table(
+    "contracts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("campaign_id", Integer, ForeignKey("campaigns.id"), nullable=False),
+    Column("partner_id", Integer, ForeignKey("partners.id"), nullable=False),
+    Column("starts_on", Date, nullable=False),
+    Column("lock_months", Integer, nullable=False),
+    Column("lock_days", Integer, nullable=False),
+    Column("pay_months", Integer, nullable=False),
+    Column("pay_days", Integer, nullable=False),
+    Column("referral_window_days", Integer, nullable=False),
+    Column("category_rates", Text, nullable=False, server_default="{}"),  # JSON {category: ppm}
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_contracts_lookup", "campaign_id", "partner_id", "starts_on"),
+)
+
+contract_payouts = Table(
+    "contract_payouts",
+    metadata,
+    Column("contract_id", Integer, ForeignKey("contracts.id"), primary_key=True),
+    Column("event_type_id", Integer, ForeignKey("event_types.id"), primary_key=True),
+    Column("rate_ppm", Integer, nullable=True),
+    Column("fixed_minor", BigInteger, nullable=True),
+)
+
+clicks = Table(
+    "clicks",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("campaign_id", Integer, ForeignKey("campaigns.id"), nullable=False),
+    Column("partner_id", Integer, ForeignKey("partners.id"), nullable=False),
+    Column("customer_id", String(200), nullable=False),
+    Column("clicked_at", UTCDateTime, nullable=False),
+    Index("ix_clicks_customer", "campaign_id", "customer_id", "clicked_at"),
+)
+
+actions = Table(
+    "actions",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("campaign_id", Integer, ForeignKey("campaigns.id"), nullable=False),
+    Column("event_type_id", Integer, ForeignKey("event_types.id"), nullable=False),
+    Column("partner_id", Integer, ForeignKey("partners.id"), nullable=False),
+    Column("contract_id", Integer, ForeignKey("contracts.id"), nullable=False),
+    Column("order_id", String(200), nullable=False),
+    Column("customer_id", String(200), nullable=True),
+    Column("promo_code", String(200), nullable=True),
+    Column("event_date", UTCDateTime, nullable=False),
+    Column("state", String(10), nullable=False),
+    Column("reason", String(64), nullable=True),  # the reversal reason while REVERSED
+    Column("currency", String(3), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("payout", BigInteger, nullable=False),
+    Column("intended_amount", BigInteger, nullable=False),
+    Column("intended_payout", BigInteger, nullable=False),
+    Column("locking_date", Date, nullable=True),  # null for open-ended locking
+    Column("lock_due", Date, nullable=False),  # when the lock run locks it (R2)
+    Column("locked_at", UTCDateTime, nullable=True),
+    Column("version", Integer, nullable=False),
+    Column("update_count", Integer, nullable=False),
+    Column("restore", Text, nullable=True),  # JSON [[quantity, amount], ...] while REVERSED
+    Column("created_at", UTCDateTime, nullable=False),
+    # keyset paging is newest first (id desc) inside every filter
+    Index("ix_actions_account_id", "account_id", "id"),
+    Index("ix_actions_state", "account_id", "state", "id"),
+    Index("ix_actions_campaign", "account_id", "campaign_id", "id"),
+    Index("ix_actions_partner", "account_id", "partner_id", "id"),
+    Index("ix_actions_event_type_order", "event_type_id", "order_id", "id"),
+    Index("ix_actions_order", "account_id", "order_id", "id"),
+    Index("ix_actions_event_date", "account_id", "event_date", "id"),
+    Index("ix_actions_locking_date", "account_id", "locking_date", "id"),
+    Index(
+        "ix_actions_lock_due_open",
+        "lock_due",
+        "id",
+        sqlite_where=text("locked_at IS NULL"),
+        postgresql_where=text("locked_at IS NULL"),
+    ),
+)
+
+action_items = Table(
+    "action_items",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("action_id", BigInteger, ForeignKey("actions.id"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("sku", String(200), nullable=False),
+    Column("name", String(300), nullable=True),
+    Column("category", String(200), nullable=True),
+    Column("quantity", Integer, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("payout", BigInteger, nullable=False),
+    Column("intended_quantity", Integer, nullable=False),
+    Column("intended_amount", BigInteger, nullable=False),
+    Column("intended_payout", BigInteger, nullable=False),
+    UniqueConstraint("action_id", "position", name="uq_action_items_action_position"),
+)
+
+action_updates = Table(
+    "action_updates",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("action_id", BigInteger, ForeignKey("actions.id"), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("kind", String(10), nullable=False),
+    Column("state", String(10), nullable=False),
+    Column("reason", String(64), nullable=True),
+    Column("note", Text, nullable=True),
+    Column("delta_amount", BigInteger, nullable=False),
+    Column("delta_payout", BigInteger, nullable=False),
+    Column("items", Text, nullable=True),  # JSON of the items as they are after the change
+    Column("channel", String(12), nullable=False),
+    Column("submission_id", BigInteger, nullable=True),
+    Column("actor", String(320), nullable=True),
+    Index("ix_action_updates_action", "action_id", "id"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("account_id", "key", name="uq_idempotency_keys_account_key"),
+)
+

@@ -1,0 +1,95 @@
+"""Fixtures: every database test runs on a real SQLite file and on a real PostgreSQL.
+
+PostgreSQL is the server named by PAYOUTDESK_TEST_POSTGRES_URL, or a throwaway one this
+suite starts (and stops) itself. Each backend gets one database migrated once per session;
+tests isolate themselves by creating their own account (tenants never see each other),
+and the few that need an empty database ask for ``fresh_engine``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from payoutdesk.kit.db import make_engine, migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT.parent / "shared" / "samples"
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    url = os.environ.get("PAYOUTDESK_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    tmp = tempfile.mkdtemp(prefix="payoutdesk-pg-")
+    script = ROOT / "scripts" / "throwaway-postgres.sh"
+    out = subprocess.run(
+        ["bash", str(script), "start", tmp, str(_free_port())], check=True, capture_output=True, text=True
+    )
+    try:
+        yield out.stdout.strip()
+    finally:
+        subprocess.run(["bash", str(script), "stop", tmp], check=False)
+
+
+def new_pg_database(server_url: str) -> str:
+    name = "pd_" + uuid.uuid4().hex[:12]
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def _url_for(backend: str, request: pytest.FixtureRequest, tmp_dir: Path) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_dir / ('pd-' + uuid.uuid4().hex[:8] + '.db')}"
+    return new_pg_database(request.getfixturevalue("pg_server_url"))
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = _url_for(request.param, request, tmp_path_factory.mktemp("db"))
+    migrate(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def fresh_url(request: pytest.FixtureRequest, tmp_path: Path, db_url: str) -> str:
+    """A new, migrated, empty database of the same backend as ``db_url``."""
+    backend = "sqlite" if db_url.startswith("sqlite") else "postgresql"
+    url = _url_for(backend, request, tmp_path)
+    migrate(url)
+    return url
+
+
+@pytest.fixture
+def fresh_engine(fresh_url: str) -> Iterator[Engine]:
+    eng = make_engine(fresh_url)
+    yield eng
+    eng.dispose()

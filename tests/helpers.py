@@ -1,0 +1,93 @@
+"""Scenario builders shared by the tests: a tenant with a campaign, partners, contracts."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from payoutdesk.accounts.service import create_account
+from payoutdesk.api.app import create_app
+from payoutdesk.config import Settings
+from payoutdesk.context import Actor
+from payoutdesk.kit import db
+from payoutdesk.ledger import workflow as wf
+
+
+@dataclass
+class World:
+    engine: Engine
+    account_id: int
+    sid: str
+    token: str
+    campaign_id: int = 0
+    currency: str = "USD"
+    sale: int = 0  # event type with contract locking
+    lead: int = 0  # event type with open-ended locking
+    partners: list[int] = field(default_factory=list)
+    contract_id: int = 0
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.account_id, "test", wf.Channel.API)
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": "Basic " + base64.b64encode(f"{self.sid}:{self.token}".encode()).decode()}
+
+
+def make_world(engine: Engine, tmp_dir: Any = "/tmp", currency: str = "USD", percent: str = "10",
+               category_percent: dict[str, str] | None = None, fixed_lead: str = "2.50",
+               starts_on: date = date(2020, 1, 1), lock_after: dict[str, int] | None = None) -> World:
+    from payoutdesk.catalog import service as catalog
+    from payoutdesk.kit.crypto import SecretBox
+
+    box = SecretBox("test-secret")
+    with db.write(engine) as conn:
+        new = create_account(conn, "Test brand")
+        w = World(engine, new.account.id, new.account.sid, new.auth_token, currency=currency)
+        actor = w.actor
+        w.campaign_id = catalog.create_campaign(conn, actor, "Main", currency, None, "mail.test")["id"]
+        w.sale = catalog.create_event_type(
+            conn, actor, {"campaign_id": w.campaign_id, "name": "Online Sale",
+                          "disposition_codes": [{"code": "Wrong_Size", "name": "Wrong size", "operation": "modify"}]},
+            box)
+        w.lead = catalog.create_event_type(
+            conn, actor, {"campaign_id": w.campaign_id, "name": "Lead", "locking": "open_ended"}, box)
+        for name in ("Alpha", "Beta", "Gamma"):
+            w.partners.append(catalog.create_partner(conn, actor, name)["id"])
+        for pid in w.partners:
+            cid = catalog.create_contract(conn, actor, {
+                "campaign_id": w.campaign_id, "partner_id": pid, "starts_on": starts_on,
+                "payout": [{"event_type_id": w.sale, "percent": percent},
+                           {"event_type_id": w.lead, "fixed": fixed_lead}],
+                "category_percent": category_percent or {},
+                "lock_after": lock_after or {"months": 0, "days": 27},
+                "pay_after": {"months": 0, "days": 20}, "referral_window_days": 30})
+            w.contract_id = w.contract_id or cid
+    return w
+
+
+def conversion(w: World, order_id: str = "O-1", amount: str | None = "100.00",
+               items: list[dict[str, Any]] | None = None, event_date: str = "2026-11-20T10:00:00Z",
+               partner: int | None = None, event_type: int | None = None) -> int:
+    from payoutdesk.ledger import service as ledger
+
+    data: dict[str, Any] = {"event_type_id": event_type or w.sale, "order_id": order_id, "event_date": event_date,
+                            "partner_id": partner or w.partners[0]}
+    if items is not None:
+        data["items"] = items
+    else:
+        data["amount"] = amount
+    with db.write(w.engine) as conn:
+        return ledger.record_conversion(conn, w.actor, data)
+
+
+def client_for(engine: Engine, tmp_path: Any, **env: str) -> TestClient:
+    settings = Settings.from_env({"PAYOUTDESK_DATA_DIR": str(tmp_path), "PAYOUTDESK_API_RATE_LIMIT": "0",
+                                  "PAYOUTDESK_SECRET_KEY": "test-secret", **env})
+    return TestClient(create_app(settings, engine), raise_server_exceptions=False)
