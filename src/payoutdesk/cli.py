@@ -114,6 +114,84 @@ def _only_account(conn: Any) -> Any:
     return AccountRef(rows[0].id, rows[0].sid, rows[0].name)
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    import getpass
+
+    from payoutdesk.context import Actor
+    from payoutdesk.kit import db
+    from payoutdesk.kit.progress import Progress
+    from payoutdesk.ledger.workflow import Channel
+    from payoutdesk.models import campaigns
+    from payoutdesk.submissions import engine as sub_engine
+    from payoutdesk.submissions import service as subs
+    from payoutdesk.worker.runner import claim, worker_name
+
+    s = _settings()
+    engine = _engine(s)
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"error: no file {path}", file=sys.stderr)
+        return 2
+    data = path.read_bytes()
+    with db.write(engine) as conn:
+        campaign = conn.execute(campaigns.select().where(campaigns.c.id == args.campaign)).first()
+        if campaign is None:
+            print(f"error: no campaign {args.campaign}", file=sys.stderr)
+            return 2
+        actor = Actor(campaign.account_id, f"cli:{getpass.getuser()}", Channel.FILE)
+        created = subs.create(conn, actor, args.campaign, data, file_name=path.name, content_type=None,
+                              dry_run=args.dry_run, force=args.force)
+    sid = subs.parse_id(created["id"])
+    worker = worker_name()
+    claim(engine, sid, worker)
+    bar = Progress(0, f"{created['id']} {path.name}", enabled=not args.json)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = max(total, 1)
+        bar.advance(done - bar.done)
+
+    sub_engine.process(engine, sid, worker, progress=progress)
+    bar.close()
+    with db.read(engine) as conn:
+        final = subs.get(conn, campaign.account_id, sid)
+        errors = subs.errors(conn, campaign.account_id, sid, limit=20)["items"]
+    if args.json:
+        print(json.dumps({**final, "first_errors": errors}))
+    else:
+        what = "would change (dry run)" if final["dry_run"] else "applied"
+        print(f"{final['id']} {final['status']}: {final['total_records']} rows, {final['applied']} {what}, "
+              f"{final['unchanged']} unchanged, {final['errors']} errors; payout change "
+              f"{final['payout_delta']} {final['currency']}")
+        if final["failure"]:
+            print(f"The file failed as a whole: {final['failure']}")
+        for e in errors:
+            print(f"  row {e['row']} {e['column'] or ''}: {e['type']} {e['code']}: {e['message']}")
+    return 1 if final["status"] == "FAILED" else 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import threading
+
+    from payoutdesk.worker.runner import run_forever, run_once, worker_name
+
+    s = _settings()
+    engine = _engine(s)
+    if args.once:
+        done = 0
+        name = worker_name()
+        while run_once(engine, name) is not None:
+            done += 1
+        print(f"Processed {done} submissions.")
+        return 0
+    print("payoutdesk worker running; Ctrl-C stops it.", flush=True)
+    stop = threading.Event()
+    try:
+        run_forever(engine, stop)
+    except KeyboardInterrupt:
+        stop.set()
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from payoutdesk.demo import build_demo
     from payoutdesk.kit.db import migrate
@@ -158,6 +236,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("PAYOUTDESK_HTTP_PORT is 0: the web server is off; nothing else to serve yet.")
         return 0
     app = create_app(s)
+    from payoutdesk.worker.runner import start_thread
+
+    start_thread(app.state.engine)
     host = "localhost" if s.bind in ("127.0.0.1", "0.0.0.0") else s.bind  # noqa: S104
     print(f"payoutdesk serving on http://{host}:{s.http_port}  (API: /api/v1, docs: /docs)", flush=True)
     uvicorn.run(app, host=s.bind, port=s.http_port, log_level="warning", access_log=False)
@@ -192,6 +273,18 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--password", help="generated when not given")
     add.add_argument("--json", action="store_true")
     add.set_defaults(fn=cmd_user_add)
+
+    submit = sub.add_parser("submit", help="process a returns file in the foreground")
+    submit.add_argument("file")
+    submit.add_argument("--campaign", type=int, required=True, help="campaign id")
+    submit.add_argument("--dry-run", action="store_true", help="report what each row would do; change nothing")
+    submit.add_argument("--force", action="store_true", help="process a file that was submitted before")
+    submit.add_argument("--json", action="store_true", help="print the submission as JSON")
+    submit.set_defaults(fn=cmd_submit)
+
+    wk = sub.add_parser("worker", help="run a submissions worker (any number may run)")
+    wk.add_argument("--once", action="store_true", help="empty the queue, then exit")
+    wk.set_defaults(fn=cmd_worker)
 
     lock = sub.add_parser("lock", help="lock every action whose locking date has come")
     lock.add_argument("--as-of", help="lock as if today were this date (YYYY-MM-DD)")

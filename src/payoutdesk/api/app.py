@@ -40,8 +40,11 @@ def rate_headers(v: Verdict) -> dict[str, str]:
     }
 
 
+_NOT_AN_OBJECT = ("missing", "model_attributes_type", "dict_type", "model_type")
+
+
 def _human_validation(exc: RequestValidationError) -> tuple[int, str, str]:
-    parts = []
+    parts: list[str] = []
     for err in exc.errors():
         if err.get("type") == "json_invalid":
             ctx = err.get("ctx") or {}
@@ -49,12 +52,23 @@ def _human_validation(exc: RequestValidationError) -> tuple[int, str, str]:
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
         where = ".".join(loc) or "request"
         msg = str(err.get("msg", "is invalid"))
-        if err.get("type") == "missing":
+        kind = str(err.get("type", ""))
+        if not loc and kind in _NOT_AN_OBJECT:
+            parts.append("The request body must be a JSON object with the fields of this request.")
+            continue
+        if not loc and kind == "value_error":  # a check of the whole body names its field itself
+            parts.append(msg.removeprefix("Value error, ") + ".")
+            continue
+        if kind == "missing":
             msg = "is required"
-        elif err.get("type") == "extra_forbidden":
+        elif kind == "extra_forbidden":
             msg = "is not a field of this request"
+        elif kind.startswith("date_"):
+            msg = "must be a date like 2026-01-15"
+        elif kind == "value_error":
+            msg = msg.removeprefix("Value error, ")
         parts.append(f"{where}: {msg}")
-    return 422, "validation_error", "; ".join(parts) or "The request is invalid."
+    return 422, "validation_error", "; ".join(dict.fromkeys(parts)) or "The request is invalid."
 
 
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
@@ -103,9 +117,10 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     def healthz() -> Response:
         return Response("ok", media_type="text/plain")
 
-    from payoutdesk.api import native
+    from payoutdesk.api import native, submissions
 
     app.include_router(native.router, prefix="/api/v1")
+    app.include_router(submissions.router, prefix="/api/v1")
     return app
 
 
@@ -128,6 +143,8 @@ def authenticate(request: Request) -> AccountRef:
         sid, _, token = base64.b64decode(value, validate=True).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError):
         raise Unauthorized("The Authorization header is not valid HTTP Basic.") from None
+    if "\x00" in sid or "\x00" in token:
+        raise Unauthorized("The Authorization header is not valid HTTP Basic.")
     try:
         with db.read(app.state.engine) as conn:
             account = authenticate_token(conn, sid, token)

@@ -1,5 +1,6 @@
 """SQLAlchemy tables."""
 
+from payoutdesk.models.submissions import submission_files, submission_results, submissions
 from payoutdesk.models.tables import (
     accounts,
     action_items,
@@ -31,5 +32,8 @@ __all__ = [
     "idempotency_keys",
     "metadata",
     "partners",
+    "submission_files",
+    "submission_results",
+    "submissions",
     "users",
 ]

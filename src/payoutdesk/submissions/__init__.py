@@ -1,0 +1,1 @@
+"""Returns submissions: readers, the batch engine, and the queue."""

@@ -1,0 +1,1 @@
+"""Workers: claim queued submissions and run them; the scheduler of periodic jobs."""
