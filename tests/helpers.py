@@ -91,3 +91,38 @@ def client_for(engine: Engine, tmp_path: Any, **env: str) -> TestClient:
     settings = Settings.from_env({"PAYOUTDESK_DATA_DIR": str(tmp_path), "PAYOUTDESK_API_RATE_LIMIT": "0",
                                   "PAYOUTDESK_SECRET_KEY": "test-secret", **env})
     return TestClient(create_app(settings, engine), raise_server_exceptions=False)
+
+
+def bulk_actions(w: World, n: int, amount_minor: int = 10_000, order_prefix: str = "B") -> list[int]:
+    """``n`` pending one-item actions on ``w.sale`` for partner 1, inserted in bulk (with CREATED rows)."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from payoutdesk.catalog.service import terms_in_force
+    from payoutdesk.contracts.terms import locking_date
+    from payoutdesk.ledger.repository import items_json, reserve_action_ids
+    from payoutdesk.models import action_items, action_updates, actions
+
+    event_at = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+    with db.write(w.engine) as conn:
+        terms = terms_in_force(conn, w.campaign_id, w.partners[0], w.sale, event_at.date())
+        act = wf.new_action((("ORDER", None, None, 1, amount_minor),), terms)
+        ids = reserve_action_ids(conn, n)
+        lock = locking_date(event_at.date(), terms.lock_after)
+        conn.execute(insert(actions), [{
+            "id": i, "account_id": w.account_id, "campaign_id": w.campaign_id, "event_type_id": w.sale,
+            "partner_id": w.partners[0], "contract_id": terms.contract_id, "order_id": f"{order_prefix}-{i}",
+            "customer_id": None, "promo_code": None, "event_date": event_at, "state": "PENDING", "reason": None,
+            "currency": w.currency, "amount": act.amount, "payout": act.payout, "intended_amount": act.amount,
+            "intended_payout": act.payout, "locking_date": lock, "lock_due": lock, "locked_at": None,
+            "version": 1, "update_count": 1, "restore": None, "created_at": event_at} for i in ids])
+        conn.execute(insert(action_items), [{
+            "action_id": i, "position": 0, "sku": "ORDER", "name": None, "category": None, "quantity": 1,
+            "amount": act.amount, "payout": act.payout, "intended_quantity": 1, "intended_amount": act.amount,
+            "intended_payout": act.payout} for i in ids])
+        conn.execute(insert(action_updates), [{
+            "action_id": i, "at": event_at, "kind": "CREATED", "state": "PENDING", "reason": None, "note": None,
+            "delta_amount": act.amount, "delta_payout": act.payout, "items": items_json(act.items),
+            "channel": "api", "submission_id": None, "actor": "test"} for i in ids])
+    return ids

@@ -6,7 +6,7 @@ import random
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, insert, select
 
 from payoutdesk.accounts.service import add_user, create_account
 from payoutdesk.catalog import service as catalog
@@ -101,18 +101,18 @@ def build_demo(engine: Engine, settings: Settings, actions: int = 5000, progress
                 terms_cache[key] = catalog.terms_in_force(conn, camp, pid, et, day)
             return terms_cache[key]
 
-        first_id = int(conn.execute(select(func.coalesce(func.max(actions_table.c.id), 0))).scalar_one()) + 1
 
     bar = Progress(actions, "demo actions", enabled=progress)
     span_days = 420
-    action_id = first_id
+    all_ids: list[int] = []
     chunk = 5000
     for offset in range(0, actions, chunk):
         a_rows: list[dict[str, Any]] = []
         i_rows: list[dict[str, Any]] = []
         u_rows: list[dict[str, Any]] = []
         with db.write(engine) as conn:
-            for _ in range(min(chunk, actions - offset)):
+            for action_id in ledger_repo.reserve_action_ids(conn, min(chunk, actions - offset)):
+                all_ids.append(action_id)
                 et, camp, locking = event_types[rnd.choices((0, 1, 2), (6, 1, 3))[0]]
                 pid = rnd.choice(partner_ids)
                 event_at = now - timedelta(days=rnd.random() * span_days)
@@ -152,7 +152,6 @@ def build_demo(engine: Engine, settings: Settings, actions: int = 5000, progress
                     "items": ledger_repo.items_json(act.items), "channel": "api", "submission_id": None,
                     "actor": "tracking",
                 })
-                action_id += 1
             conn.execute(insert(actions_table), a_rows)
             conn.execute(insert(action_items), i_rows)
             conn.execute(insert(action_updates), u_rows)
@@ -161,7 +160,7 @@ def build_demo(engine: Engine, settings: Settings, actions: int = 5000, progress
 
     # some history through the real service: returns, corrections, approvals, restores
     changes = min(max(actions // 8, 1), 20_000)
-    picked = rnd.sample(range(first_id, action_id), min(changes, action_id - first_id))
+    picked = rnd.sample(all_ids, min(changes, len(all_ids)))
     worker = Actor(new.account.id, "manager@northwind.example", wf.Channel.WEB)
     for n, aid in enumerate(picked):
         with db.write(engine) as conn:

@@ -303,3 +303,19 @@ def lock_chunk(conn: Connection, as_of: date, now: datetime, account_id: int | N
 
 def count(conn: Connection, account_id: int, f: Filters) -> int:
     return int(conn.execute(filtered(select(func.count()).select_from(actions), account_id, f)).scalar_one())
+
+
+def reserve_action_ids(conn: Connection, n: int) -> list[int]:
+    """Ids for ``n`` actions inserted in bulk: from the sequence on PostgreSQL (safe beside other
+    writers); after the largest id on SQLite, whose write transaction excludes other writers."""
+    if n <= 0:
+        return []
+    if is_sqlite(conn):
+        first = int(conn.execute(select(func.coalesce(func.max(actions.c.id), 0))).scalar_one()) + 1
+        return list(range(first, first + n))
+    return [
+        int(i)
+        for i in conn.execute(
+            text("SELECT nextval(pg_get_serial_sequence('actions', 'id')) FROM generate_series(1, :n)"), {"n": n}
+        ).scalars()
+    ]

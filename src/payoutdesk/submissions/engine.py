@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -34,7 +35,7 @@ from payoutdesk.submissions.jsonrows import canonical_rows
 from payoutdesk.submissions.rows import Intent, RowError, command_for, interpret
 
 log = logging.getLogger("payoutdesk.engine")
-CHUNK = 5000
+CHUNK = int(os.environ.get("PAYOUTDESK_SUBMISSION_CHUNK", "5000"))
 LEASE = timedelta(seconds=120)
 
 Progress = Callable[[int, int], None]  # processed, total
