@@ -236,9 +236,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("PAYOUTDESK_HTTP_PORT is 0: the web server is off; nothing else to serve yet.")
         return 0
     app = create_app(s)
-    from payoutdesk.worker.runner import start_thread
+    from payoutdesk.worker import runner, scheduler
 
-    start_thread(app.state.engine)
+    runner.start_thread(app.state.engine)
+    scheduler.start_thread(app.state.engine, runner.worker_name())
     host = "localhost" if s.bind in ("127.0.0.1", "0.0.0.0") else s.bind  # noqa: S104
     print(f"payoutdesk serving on http://{host}:{s.http_port}  (API: /api/v1, docs: /docs)", flush=True)
     uvicorn.run(app, host=s.bind, port=s.http_port, log_level="warning", access_log=False)

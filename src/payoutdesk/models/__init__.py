@@ -1,6 +1,6 @@
 """SQLAlchemy tables."""
 
-from payoutdesk.models.submissions import submission_files, submission_results, submissions
+from payoutdesk.models.submissions import job_runs, submission_files, submission_results, submissions
 from payoutdesk.models.tables import (
     accounts,
     action_items,
@@ -30,6 +30,7 @@ __all__ = [
     "disposition_codes",
     "event_types",
     "idempotency_keys",
+    "job_runs",
     "metadata",
     "partners",
     "submission_files",

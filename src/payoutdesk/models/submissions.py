@@ -76,4 +76,16 @@ submission_results = Table(
     Column("message", Text, nullable=True),
 )
 
-__all__ = ["submission_files", "submission_results", "submissions"]
+# one row per occurrence of a periodic job: the unique key lets exactly one process run it
+job_runs = Table(
+    "job_runs",
+    metadata,
+    Column("job", String(40), primary_key=True),
+    Column("slot", String(40), primary_key=True),
+    Column("worker", String(100), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("result", Text, nullable=True),
+)
+
+__all__ = ["job_runs", "submission_files", "submission_results", "submissions"]

@@ -1,0 +1,73 @@
+"""Periodic jobs (the lock run now; pulls and Salesforce polling later).
+
+Each occurrence of a job has a slot (its scheduled time); a process runs it only after it
+inserted the (job, slot) row, whose primary key lets exactly one process win. The jobs are
+idempotent anyway (the lock run is safe to run concurrently), so a crash mid-job at worst
+leaves the work for the next slot.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import Engine, insert, update
+from sqlalchemy.exc import IntegrityError
+
+from payoutdesk.kit import db
+from payoutdesk.kit.time import utcnow
+from payoutdesk.ledger.service import lock_run
+from payoutdesk.models import job_runs
+
+log = logging.getLogger("payoutdesk.scheduler")
+
+
+def slot_of(now: datetime, every_minutes: int) -> str:
+    minutes = (now.hour * 60 + now.minute) // every_minutes * every_minutes
+    return f"{now:%Y-%m-%d}T{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def run_if_due(engine: Engine, job: str, slot: str, worker: str, fn: Callable[[], str]) -> bool:
+    """Run ``fn`` for this slot unless another process already took it. Returns whether it ran."""
+    try:
+        with db.write(engine) as conn:
+            conn.execute(insert(job_runs).values(job=job, slot=slot, worker=worker, started_at=utcnow()))
+    except IntegrityError:
+        return False
+    result = fn()
+    with db.write(engine) as conn:
+        conn.execute(
+            update(job_runs)
+            .where(job_runs.c.job == job, job_runs.c.slot == slot)
+            .values(finished_at=utcnow(), result=result)
+        )
+    return True
+
+
+def lock_every_minutes() -> int:
+    return max(1, int(os.environ.get("PAYOUTDESK_LOCK_EVERY_MINUTES", "15")))
+
+
+def tick(engine: Engine, worker: str, now: datetime | None = None) -> None:
+    now = now or utcnow()
+    run_if_due(engine, "lock", slot_of(now, lock_every_minutes()), worker,
+               lambda: f"locked {lock_run(engine)}")
+
+
+def run_forever(engine: Engine, stop: threading.Event, worker: str, poll_seconds: float = 30.0) -> None:
+    while not stop.is_set():
+        try:
+            tick(engine, worker)
+        except Exception:
+            log.exception("scheduled job failed; it runs again at its next slot")
+        stop.wait(poll_seconds)
+
+
+def start_thread(engine: Engine, worker: str) -> tuple[threading.Thread, threading.Event]:
+    stop = threading.Event()
+    t = threading.Thread(target=run_forever, args=(engine, stop, worker), name="payoutdesk-scheduler", daemon=True)
+    t.start()
+    return t, stop
