@@ -136,3 +136,12 @@ class RateLimited(PayoutdeskError):
         super().__init__(detail)
         self.retry_after = retry_after
         self.limit = limit
+
+
+class FileRejected(PayoutdeskError):
+    """A returns file that cannot be used as a whole (not a table, wrong encoding, missing columns...)."""
+
+    status = 422
+    code = "invalid_file"
+    title = "The file cannot be used"
+    kind = "VALIDATION"

@@ -105,8 +105,17 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            # FastAPI's answer to a body that is not even text (not UTF-8)
+            return problem(400, "malformed_json", "Invalid request",
+                           "The request body is not valid JSON (it must be UTF-8 text).")
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return problem(exc.status_code, code, str(exc.detail), str(exc.detail))
+        detail = str(exc.detail)
+        if exc.status_code == 404 and detail == "Not Found":  # no route matched
+            detail = f"There is no {request.url.path} here; the API lives under /api/v1 (see /docs)."
+        elif exc.status_code == 405 and detail == "Method Not Allowed":
+            detail = f"{request.method} is not allowed on {request.url.path}."
+        return problem(exc.status_code, code, str(exc.detail), detail, dict(exc.headers or {}))
 
     @app.exception_handler(Exception)
     def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -117,10 +126,11 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     def healthz() -> Response:
         return Response("ok", media_type="text/plain")
 
-    from payoutdesk.api import native, submissions
+    from payoutdesk.api import compat, native, submissions
 
     app.include_router(native.router, prefix="/api/v1")
     app.include_router(submissions.router, prefix="/api/v1")
+    app.include_router(compat.router)  # impact.com paths
     return app
 
 
