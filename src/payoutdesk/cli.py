@@ -74,7 +74,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
     from payoutdesk.ledger.service import lock_run
 
     s = _settings()
-    as_of = date.fromisoformat(args.as_of) if args.as_of else None
+    as_of: date | None = args.as_of
     n = lock_run(_engine(s), as_of=as_of)
     print(f"Locked {n} actions" + (f" due by {as_of.isoformat()}" if as_of else "") + ".")
     return 0
@@ -89,7 +89,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     s = _settings()
     engine = _engine(s)
     with db.read(engine) as conn:
-        account = account_by_sid(conn, args.account) if args.account else _only_account(conn)
+        if args.account:
+            account = account_by_sid(conn, args.account)
+        elif args.campaign is not None:
+            account = _account_of_campaign(conn, args.campaign)
+        else:
+            account = _only_account(conn)
         filters = Filters(state=args.state, campaign_id=args.campaign)
         out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115
         try:
@@ -99,6 +104,30 @@ def cmd_export(args: argparse.Namespace) -> int:
             if args.output:
                 out.close()
     return 0
+
+
+def _account_of_campaign(conn: Any, campaign_id: int) -> Any:
+    from sqlalchemy import select
+
+    from payoutdesk.accounts.service import AccountRef
+    from payoutdesk.errors import NotFound
+    from payoutdesk.models import accounts, campaigns
+
+    row = conn.execute(
+        select(accounts.c.id, accounts.c.sid, accounts.c.name)
+        .join(campaigns, campaigns.c.account_id == accounts.c.id)
+        .where(campaigns.c.id == campaign_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"No campaign with id {campaign_id}.")
+    return AccountRef(row.id, row.sid, row.name)
+
+
+def _date_arg(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a date like 2026-01-15") from None
 
 
 def _only_account(conn: Any) -> Any:
@@ -288,11 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     wk.set_defaults(fn=cmd_worker)
 
     lock = sub.add_parser("lock", help="lock every action whose locking date has come")
-    lock.add_argument("--as-of", help="lock as if today were this date (YYYY-MM-DD)")
+    lock.add_argument("--as-of", type=_date_arg, help="lock as if today were this date (YYYY-MM-DD)")
     lock.set_defaults(fn=cmd_lock)
 
     export = sub.add_parser("export", help="export actions as CSV")
-    export.add_argument("--account", help="Account SID (needed when there are several)")
+    export.add_argument("--account", help="Account SID (needed when there are several and no --campaign)")
     export.add_argument("--campaign", type=int)
     export.add_argument("--state", choices=["PENDING", "APPROVED", "REVERSED"])
     export.add_argument("--output", type=Path, help="file to write (default: standard output)")

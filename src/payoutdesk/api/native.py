@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from sqlalchemy import Connection, Engine
 
 from payoutdesk.accounts.service import AccountRef
@@ -30,9 +30,52 @@ Account = Annotated[AccountRef, Depends(authenticate)]
 IdemKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 Money = Annotated[Any, Field(description="A decimal string such as \"12.50\".", examples=["12.50"])]
 
+MAX_ID = 2**31 - 1  # campaigns, partners, event types and contracts have 32-bit ids
+MAX_ACTION_ID = 2**63 - 1
+MAX_QUANTITY = 10**9
+
+
+def _no_bool(value: Any) -> Any:
+    """JSON true/false is not a number, although Python would take it for 1/0."""
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number, not true or false")  # noqa: TRY004 - pydantic wants ValueError
+    return value
+
+
+Whole = Annotated[int, BeforeValidator(_no_bool)]
+Id = Annotated[int, BeforeValidator(_no_bool), Field(le=MAX_ID)]
+Quantity = Annotated[int, BeforeValidator(_no_bool), Field(ge=0, le=MAX_QUANTITY)]
+IdPath = Annotated[int, Path(le=MAX_ID)]
+ActionIdPath = Annotated[int, Path(le=MAX_ACTION_ID)]
+IdQuery = Annotated[int | None, Query(le=MAX_ID)]
+
+
+def _check_text(value: Any, where: str) -> None:
+    """Text must be storable by every backend: no NUL character, no lone surrogate."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{where or 'the text'} contains a NUL character (\\u0000), which text cannot hold")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{where or 'the text'} is not valid Unicode (it has a lone surrogate)") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_text(k, where or "a field name")
+            _check_text(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, list):
+        for n, v in enumerate(value):
+            _check_text(v, f"{where}.{n}" if where else str(n))
+
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable_text(cls, data: Any) -> Any:
+        _check_text(data, "")
+        return data
 
 
 def _engine(request: Request) -> Engine:
@@ -101,7 +144,7 @@ def list_campaigns(request: Request, account: Account) -> Response:
 
 
 @router.get("/campaigns/{campaign_id}", tags=["campaigns"])
-def get_campaign(request: Request, campaign_id: int, account: Account) -> Response:
+def get_campaign(request: Request, campaign_id: IdPath, account: Account) -> Response:
     return _read(request, lambda conn: catalog.campaign_dict(
         catalog.get_owned(conn, campaigns, account.id, campaign_id, "campaign"), _mail_domain(request)))
 
@@ -126,7 +169,7 @@ def list_partners(request: Request, account: Account) -> Response:
 
 
 @router.get("/partners/{partner_id}", tags=["partners"])
-def get_partner(request: Request, partner_id: int, account: Account) -> Response:
+def get_partner(request: Request, partner_id: IdPath, account: Account) -> Response:
     return _read(request, lambda conn: catalog.partner_dict(
         catalog.get_owned(conn, partners, account.id, partner_id, "partner")))
 
@@ -141,7 +184,7 @@ class DispositionCodeIn(Body):
 
 
 class EventTypeIn(Body):
-    campaign_id: int
+    campaign_id: Id
     name: str
     locking: Literal["contract", "open_ended"] = "contract"
     disposition_codes: list[DispositionCodeIn] | None = None
@@ -172,7 +215,7 @@ def create_event_type(request: Request, body: EventTypeIn, account: Account, key
 
 
 @router.get("/event-types", tags=["event types"])
-def list_event_types(request: Request, account: Account, campaign_id: int | None = None) -> Response:
+def list_event_types(request: Request, account: Account, campaign_id: IdQuery = None) -> Response:
     return _read(request, lambda conn: {"items": [
         catalog.event_type_dict(conn, r, _mail_domain(request))
         for r in catalog_repo.list_rows(conn, event_types, account.id, campaign_id=campaign_id)
@@ -180,12 +223,12 @@ def list_event_types(request: Request, account: Account, campaign_id: int | None
 
 
 @router.get("/event-types/{event_type_id}", tags=["event types"])
-def get_event_type(request: Request, event_type_id: int, account: Account) -> Response:
+def get_event_type(request: Request, event_type_id: IdPath, account: Account) -> Response:
     return _read(request, lambda conn: _event_type_out(request, conn, account.id, event_type_id))
 
 
 @router.patch("/event-types/{event_type_id}", tags=["event types"])
-def patch_event_type(request: Request, event_type_id: int, body: EventTypePatch, account: Account) -> Response:
+def patch_event_type(request: Request, event_type_id: IdPath, body: EventTypePatch, account: Account) -> Response:
     data = body.model_dump(exclude_unset=True)
 
     def handler(conn: Connection, actor: Actor) -> tuple[int, Any]:
@@ -199,25 +242,25 @@ def patch_event_type(request: Request, event_type_id: int, body: EventTypePatch,
 
 
 class PeriodIn(Body):
-    months: int = 0
-    days: int = 0
+    months: Whole = 0
+    days: Whole = 0
 
 
 class PayoutIn(Body):
-    event_type_id: int
+    event_type_id: Id
     percent: Money = None
     fixed: Money = None
 
 
 class ContractIn(Body):
-    campaign_id: int
-    partner_id: int
+    campaign_id: Id
+    partner_id: Id
     starts_on: date
     payout: list[PayoutIn]
     category_percent: dict[str, Money] | None = None
     lock_after: PeriodIn = PeriodIn()
     pay_after: PeriodIn = PeriodIn()
-    referral_window_days: int = 30
+    referral_window_days: Whole = 30
 
 
 def _contract_out(conn: Connection, account_id: int, contract_id: int) -> dict[str, Any]:
@@ -240,8 +283,8 @@ def create_contract(request: Request, body: ContractIn, account: Account, key: I
 
 
 @router.get("/contracts", tags=["contracts"])
-def list_contracts(request: Request, account: Account, campaign_id: int | None = None,
-                   partner_id: int | None = None) -> Response:
+def list_contracts(request: Request, account: Account, campaign_id: IdQuery = None,
+                   partner_id: IdQuery = None) -> Response:
     return _read(request, lambda conn: {"items": [
         _contract_out(conn, account.id, r.id)
         for r in catalog_repo.list_rows(conn, contracts, account.id, campaign_id=campaign_id, partner_id=partner_id)
@@ -249,7 +292,7 @@ def list_contracts(request: Request, account: Account, campaign_id: int | None =
 
 
 @router.get("/contracts/{contract_id}", tags=["contracts"])
-def get_contract(request: Request, contract_id: int, account: Account) -> Response:
+def get_contract(request: Request, contract_id: IdPath, account: Account) -> Response:
     return _read(request, lambda conn: _contract_out(conn, account.id, contract_id))
 
 
@@ -257,8 +300,8 @@ def get_contract(request: Request, contract_id: int, account: Account) -> Respon
 
 
 class ClickIn(Body):
-    campaign_id: int
-    partner_id: int
+    campaign_id: Id
+    partner_id: Id
     customer_id: str
     clicked_at: str | None = None
 
@@ -273,16 +316,16 @@ class ItemIn(Body):
     sku: str
     name: str | None = None
     category: str | None = None
-    quantity: int = 1
+    quantity: Quantity = 1
     amount: Money = None
 
 
 class ConversionIn(Body):
-    event_type_id: int
+    event_type_id: Id
     order_id: str
     event_date: str
     customer_id: str | None = None
-    partner_id: int | None = None
+    partner_id: Id | None = None
     promo_code: str | None = None
     currency: str | None = None
     amount: Money = None
@@ -315,7 +358,9 @@ def _day_bound(value: str | None, what: str, *, end: bool) -> datetime | None:
         if len(value) == 10:
             d = date.fromisoformat(value)
             start = datetime.combine(d, time(), tzinfo=UTC)
-            return start + timedelta(days=1) if end else start
+            if end:
+                return start + timedelta(days=1) if d < date.max else None
+            return start
         return catalog.parse_time(value, what)
     except ValueError:
         raise ValidationFailed(f"{what} must be a date like 2026-01-15 or a time like 2026-01-15T10:00:00Z.") from None
@@ -323,16 +368,18 @@ def _day_bound(value: str | None, what: str, *, end: bool) -> datetime | None:
 
 def action_filters(
     state: StateParam | None = None,
-    campaign_id: int | None = None,
-    partner_id: int | None = None,
-    event_type_id: int | None = None,
+    campaign_id: IdQuery = None,
+    partner_id: IdQuery = None,
+    event_type_id: IdQuery = None,
     order_id: str | None = None,
-    action_id: int | None = None,
+    action_id: Annotated[int | None, Query(le=MAX_ACTION_ID)] = None,
     event_date_from: str | None = Query(None, description="date or time, inclusive"),
     event_date_to: str | None = Query(None, description="date (inclusive) or time (exclusive)"),
     locking_date_from: date | None = None,
     locking_date_to: date | None = None,
 ) -> ledger_repo.Filters:
+    if order_id is not None and "\x00" in order_id:
+        raise ValidationFailed("order_id contains a NUL character (%00), which no order id has.")
     return ledger_repo.Filters(
         state=state, campaign_id=campaign_id, partner_id=partner_id, event_type_id=event_type_id,
         order_id=order_id, action_id=action_id,
@@ -365,7 +412,7 @@ def export_actions(request: Request, account: Account, filters: Filters) -> Stre
 
 
 @router.get("/actions/{action_id}", tags=["actions"])
-def get_action(request: Request, action_id: int, account: Account) -> Response:
+def get_action(request: Request, action_id: ActionIdPath, account: Account) -> Response:
     return _read(request, lambda conn: ledger.get_action(conn, account.id, action_id))
 
 
@@ -387,7 +434,7 @@ class ReverseIn(Body):
 
 class ItemChangeIn(Body):
     sku: str
-    quantity: int = Field(ge=0)
+    quantity: Quantity
     amount: Money = None
 
 
@@ -403,14 +450,14 @@ class NoteIn(Body):
 
 
 @router.post("/actions/{action_id}/approve", tags=["actions"])
-def approve(request: Request, action_id: int, account: Account, body: NoteIn | None = None,
+def approve(request: Request, action_id: ActionIdPath, account: Account, body: NoteIn | None = None,
             key: IdemKey = None) -> Response:
     note = body.note if body else None
     return _change(request, account, key, action_id, {"approve": note}, lambda _c: wf.Approve(), note)
 
 
 @router.post("/actions/{action_id}/reverse", tags=["actions"])
-def reverse(request: Request, action_id: int, account: Account, body: ReverseIn | None = None,
+def reverse(request: Request, action_id: ActionIdPath, account: Account, body: ReverseIn | None = None,
             key: IdemKey = None) -> Response:
     body = body or ReverseIn()
     return _change(request, account, key, action_id, body.model_dump(),
@@ -418,14 +465,15 @@ def reverse(request: Request, action_id: int, account: Account, body: ReverseIn 
 
 
 @router.post("/actions/{action_id}/reset", tags=["actions"])
-def reset(request: Request, action_id: int, account: Account, body: NoteIn | None = None,
+def reset(request: Request, action_id: ActionIdPath, account: Account, body: NoteIn | None = None,
           key: IdemKey = None) -> Response:
     note = body.note if body else None
     return _change(request, account, key, action_id, {"reset": note}, lambda _c: wf.Reset(), note)
 
 
 @router.post("/actions/{action_id}/modify", tags=["actions"])
-def modify(request: Request, action_id: int, body: ModifyIn, account: Account, key: IdemKey = None) -> Response:
+def modify(request: Request, action_id: ActionIdPath, body: ModifyIn, account: Account,
+           key: IdemKey = None) -> Response:
     def command(conn: Connection) -> wf.Command:
         row = ledger.action_row(conn, account.id, action_id)
         amount = parse_amount(body.amount, row.currency) if body.amount is not None else None
@@ -458,5 +506,5 @@ def run_lock(request: Request, account: Account, body: LockRunIn | None = None) 
 
 
 @router.get("/reasons", tags=["reasons"])
-def reasons(request: Request, account: Account, event_type_id: int | None = None) -> Response:
+def reasons(request: Request, account: Account, event_type_id: IdQuery = None) -> Response:
     return _read(request, lambda conn: {"items": ledger.list_reasons(conn, account.id, event_type_id)})

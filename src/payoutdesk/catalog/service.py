@@ -406,4 +406,6 @@ def parse_time(value: object, what: str) -> datetime:
             return as_utc(datetime.fromisoformat(text))
         except ValueError:
             pass
+        except OverflowError:
+            raise ValidationFailed(f"{what} {value!r} is out of range.") from None
     raise ValidationFailed(f"{what} must be an ISO 8601 time like 2026-01-15T10:00:00Z, not {value!r}.")

@@ -85,3 +85,11 @@ def item_payouts(
     if terms.fixed_minor is not None:
         return allocate(terms.fixed_minor, amounts)
     return [apply_rate(a, item_rate(terms, c) or 0) for a, c in zip(amounts, categories, strict=True)]
+
+
+def one_item_payout(terms: Terms, amount: int, category: str | None) -> int:
+    """``item_payouts(terms, [amount], [category], reversed_=False)[0]`` for one item of ``amount`` >= 0,
+    without the lists (the common order-level change of a bulk submission)."""
+    if terms.fixed_minor is not None:
+        return terms.fixed_minor  # allocate(fixed, [amount]) is [fixed] for a single part
+    return apply_rate(amount, item_rate(terms, category) or 0)

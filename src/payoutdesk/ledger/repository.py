@@ -8,7 +8,22 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Date, Row, Select, TextClause, and_, bindparam, func, insert, select, text, update
+from sqlalchemy import (
+    Connection,
+    Date,
+    Row,
+    Select,
+    String,
+    TextClause,
+    and_,
+    bindparam,
+    func,
+    insert,
+    select,
+    text,
+    type_coerce,
+    update,
+)
 
 from payoutdesk.errors import StaleVersion
 from payoutdesk.kit.db import is_sqlite
@@ -79,21 +94,41 @@ def items_of_many(conn: Connection, action_ids: Sequence[int]) -> dict[int, list
     return out
 
 
+def _iso_time(conn: Connection, col: Any) -> Any:
+    """A UTC time as ``kit.time.iso`` writes it (2026-01-15T10:00:00Z), rendered by the database."""
+    if is_sqlite(conn):
+        return func.strftime("%Y-%m-%dT%H:%M:%SZ", col)  # stored as naive UTC text
+    return func.to_char(func.timezone("UTC", col), 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+
+
+def _iso_day(conn: Connection, col: Any) -> Any:
+    """A date as ``date.isoformat`` writes it, rendered by the database."""
+    if is_sqlite(conn):
+        return type_coerce(col, String)  # stored as YYYY-MM-DD text
+    return func.to_char(col, "YYYY-MM-DD")
+
+
 def stream(conn: Connection, account_id: int, f: Filters, batch: int = 10_000) -> Iterator[Sequence[Any]]:
-    """Every matching action row, in id order, fetched in bounded batches (constant memory)."""
+    """Every matching action, in id order, in bounded batches (constant memory), for the export.
+
+    Each row is (id, campaign_id, event_type_id, partner_id, order_id, customer_id, promo_code,
+    event_date, state, reason, currency, amount, payout, intended_amount, intended_payout,
+    locking_date, locked_at) with the times and the date already ISO text (or None): the database
+    formats them faster than Python parses and formats them again.
+    """
+    a = actions.c
     cols = [
-        actions.c.id, actions.c.campaign_id, actions.c.event_type_id, actions.c.partner_id,
-        actions.c.order_id, actions.c.customer_id, actions.c.promo_code, actions.c.event_date,
-        actions.c.state, actions.c.reason, actions.c.currency, actions.c.amount, actions.c.payout,
-        actions.c.intended_amount, actions.c.intended_payout, actions.c.locking_date, actions.c.locked_at,
+        a.id, a.campaign_id, a.event_type_id, a.partner_id, a.order_id, a.customer_id, a.promo_code,
+        _iso_time(conn, a.event_date), a.state, a.reason, a.currency, a.amount, a.payout, a.intended_amount,
+        a.intended_payout, _iso_day(conn, a.locking_date), _iso_time(conn, a.locked_at),
     ]
     last = 0
     while True:
-        stmt = filtered(select(*cols), account_id, f).where(actions.c.id > last)
-        rows = conn.execute(stmt.order_by(actions.c.id).limit(batch)).all()
+        stmt = filtered(select(*cols), account_id, f).where(a.id > last)
+        rows = conn.execute(stmt.order_by(a.id).limit(batch)).all()
         if not rows:
             return
-        yield from rows
+        yield rows
         last = rows[-1][0]
 
 
@@ -258,41 +293,38 @@ def lock_chunk(conn: Connection, as_of: date, now: datetime, account_id: int | N
     account_sql = "AND account_id = :account_id" if account_id is not None else ""
     params: dict[str, Any] = {"as_of": as_of, "now": now, "chunk": chunk, "account_id": account_id}
     if is_sqlite(conn):
-        # the write transaction is BEGIN IMMEDIATE: nobody else writes until it commits
-        hi = conn.execute(
-            _typed(
-                f"SELECT max(id) FROM (SELECT id FROM actions WHERE locked_at IS NULL AND lock_due <= :as_of "
-                f"{account_sql} ORDER BY id LIMIT :chunk)"
-            ),
-            params,
-        ).scalar()
-        if hi is None:
-            return 0
-        where = f"locked_at IS NULL AND lock_due <= :as_of {account_sql} AND id <= :hi"
-        params["hi"] = hi
+        # The write transaction is BEGIN IMMEDIATE: nobody else writes until it commits, so the chunk
+        # (the first due actions in the order of the partial index, a walk without sorting) is the
+        # same set in both statements; the INSERT reads the states before the UPDATE changes them.
+        chunk_ids = (
+            "SELECT id FROM actions WHERE locked_at IS NULL AND lock_due <= :as_of "
+            f"{account_sql} ORDER BY lock_due, id LIMIT :chunk"
+        )
         conn.execute(
             _typed(
                 "INSERT INTO action_updates (action_id, at, kind, state, delta_amount, delta_payout, channel, actor) "
                 f"SELECT id, :now, 'LOCKED', CASE state WHEN 'PENDING' THEN 'APPROVED' ELSE state END, 0, 0, "
-                f"'system', 'lock run' FROM actions WHERE {where}"
+                f"'system', 'lock run' FROM actions WHERE id IN ({chunk_ids}) ORDER BY id"
             ),
             params,
         )
         result = conn.execute(
             _typed(
                 "UPDATE actions SET state = CASE state WHEN 'PENDING' THEN 'APPROVED' ELSE state END, "
-                f"locked_at = :now, version = version + 1, update_count = update_count + 1 WHERE {where}"
+                f"locked_at = :now, version = version + 1, update_count = update_count + 1 WHERE id IN ({chunk_ids})"
             ),
             params,
         )
         return int(result.rowcount)
     result = conn.execute(
         _typed(
+            # the ids as an array: the update then fetches each row by its primary key, where a join
+            # with the CTE would be planned as a hash join over a sequential scan of all actions
             "WITH due AS (SELECT id FROM actions WHERE locked_at IS NULL AND lock_due <= :as_of "
             f"{account_sql} ORDER BY lock_due, id LIMIT :chunk FOR UPDATE SKIP LOCKED), "
             "locked AS (UPDATE actions a SET state = CASE a.state WHEN 'PENDING' THEN 'APPROVED' ELSE a.state END, "
             "locked_at = :now, version = a.version + 1, update_count = a.update_count + 1 "
-            "FROM due WHERE a.id = due.id RETURNING a.id, a.state) "
+            "WHERE a.id = ANY(ARRAY(SELECT id FROM due)) RETURNING a.id, a.state) "
             "INSERT INTO action_updates (action_id, at, kind, state, delta_amount, delta_payout, channel, actor) "
             "SELECT id, :now, 'LOCKED', state, 0, 0, 'system', 'lock run' FROM locked"
         ),

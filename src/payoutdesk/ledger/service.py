@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -17,14 +17,15 @@ from payoutdesk.context import Actor
 from payoutdesk.contracts.terms import Terms, locking_date, open_ended_lock_date
 from payoutdesk.errors import NotFound, UnknownReason, ValidationFailed, WrongCurrency
 from payoutdesk.kit import db
-from payoutdesk.kit.money import format_amount, parse_amount
-from payoutdesk.kit.time import iso, iso_date, utcnow
+from payoutdesk.kit.money import exponent, format_amount, parse_amount
+from payoutdesk.kit.time import iso, utcnow
 from payoutdesk.ledger import repository as repo
 from payoutdesk.ledger import workflow as wf
 from payoutdesk.ledger.schemas import action_dict
 from payoutdesk.models import campaigns, contracts, event_types, partners
 
 MAX_ITEMS = 1000
+MAX_QUANTITY = 10**9
 MAX_PAGE = 500
 LOCK_CHUNK = 50_000
 
@@ -95,11 +96,13 @@ def _text(data: Mapping[str, Any], key: str, *, required: bool, limit: int = 200
     return value.strip()
 
 
-def _int(value: object, what: str, *, minimum: int = 0) -> int:
+def _int(value: object, what: str, *, minimum: int = 0, maximum: int = 2**31 - 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationFailed(f"{what} must be a whole number, not {value!r}.")
     if value < minimum:
         raise ValidationFailed(f"{what} must be at least {minimum}.")
+    if value > maximum:
+        raise ValidationFailed(f"{what} must be at most {maximum:,}.")
     return value
 
 
@@ -145,7 +148,7 @@ def record_conversion(conn: Connection, actor: Actor, data: Mapping[str, Any], n
                 raise ValidationFailed(f"Item {n} must be an object {{sku, quantity, amount}}.")
             sku = _text(it, "sku", required=True)
             assert sku is not None
-            qty = _int(it.get("quantity", 1), f"quantity of item {n}", minimum=0)
+            qty = _int(it.get("quantity", 1), f"quantity of item {n}", minimum=0, maximum=MAX_QUANTITY)
             if it.get("amount") is None:
                 raise ValidationFailed(f"Item {n} ({sku}) needs an amount.")
             items.append(
@@ -204,7 +207,7 @@ def list_actions(
         raise ValidationFailed(f"limit must be between 1 and {MAX_PAGE}.")
     after: int | None = None
     if cursor:
-        if not cursor.isdigit():
+        if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
             raise ValidationFailed("cursor is not one this API gave out; use next_cursor of the previous page.")
         after = int(cursor)
     rows = repo.list_page(conn, account_id, filters, limit + 1, after)
@@ -232,21 +235,37 @@ def neutralise(cell: str | None) -> str:
     return "'" + cell if cell.startswith(_DANGEROUS) else cell
 
 
+def _amount_format(currency: str) -> Callable[[int], str]:
+    """``format_amount`` for one currency, with the common two-decimal case inlined."""
+    if exponent(currency) != 2:
+        return lambda minor: format_amount(minor, currency)
+
+    def fmt(minor: int) -> str:
+        return f"{minor // 100}.{minor % 100:02d}" if minor >= 0 else format_amount(minor, currency)
+
+    return fmt
+
+
 def export_rows(conn: Connection, account_id: int, filters: repo.Filters) -> Iterator[str]:
     """The CSV export, yielded in chunks of text; memory stays flat whatever the size."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
     writer.writerow(EXPORT_COLUMNS)
-    for n, r in enumerate(repo.stream(conn, account_id, filters), 1):
+    formats: dict[str, Callable[[int], str]] = {}
+
+    def line(r: Sequence[Any]) -> tuple[Any, ...]:
         c = r[10]
-        writer.writerow(
-            (
-                r[0], r[1], r[2], r[3], neutralise(r[4]), neutralise(r[5]), neutralise(r[6]), iso(r[7]), r[8],
-                r[9] or "", c, format_amount(r[11], c), format_amount(r[12], c), format_amount(r[13], c),
-                format_amount(r[14], c), iso_date(r[15]) or "", iso(r[16]) or "",
-            )
+        fmt = formats.get(c)
+        if fmt is None:
+            fmt = formats[c] = _amount_format(c)
+        return (
+            r[0], r[1], r[2], r[3], neutralise(r[4]), neutralise(r[5]), neutralise(r[6]), r[7], r[8],
+            r[9] or "", c, fmt(r[11]), fmt(r[12]), fmt(r[13]), fmt(r[14]), r[15] or "", r[16] or "",
         )
-        if n % 2000 == 0:
+
+    for batch in repo.stream(conn, account_id, filters):
+        for start in range(0, len(batch), 2000):
+            writer.writerows(map(line, batch[start:start + 2000]))
             yield buf.getvalue()
             buf.seek(0)
             buf.truncate()

@@ -13,29 +13,31 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
+from itertools import islice
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row
 
 from payoutdesk.catalog import repository as catalog_repo
 from payoutdesk.catalog.service import terms_in_force, terms_of
-from payoutdesk.contracts.terms import Terms
+from payoutdesk.contracts.terms import Terms, one_item_payout
 from payoutdesk.errors import NoContract, PayoutdeskError
 from payoutdesk.kit import db
+from payoutdesk.kit.money import MAX_MINOR, exponent
 from payoutdesk.kit.time import utcnow
 from payoutdesk.ledger import history
-from payoutdesk.ledger import repository as ledger_repo
 from payoutdesk.ledger import workflow as wf
+from payoutdesk.ledger.repository import items_json
 from payoutdesk.models import contracts, submission_results
 from payoutdesk.submissions import repository as repo
 from payoutdesk.submissions.jsonrows import canonical_rows
-from payoutdesk.submissions.rows import Intent, RowError, command_for, interpret
+from payoutdesk.submissions.rows import _ITEM_RE, MAX_NOTE, MAX_QUANTITY, Intent, RowError, command_for, interpret
 
 log = logging.getLogger("payoutdesk.engine")
-CHUNK = int(os.environ.get("PAYOUTDESK_SUBMISSION_CHUNK", "5000"))
+CHUNK = int(os.environ.get("PAYOUTDESK_SUBMISSION_CHUNK", "20000"))
 LEASE = timedelta(seconds=120)
 
 Progress = Callable[[int, int], None]  # processed, total
@@ -60,22 +62,171 @@ class Caches:
 
 @dataclass(frozen=True)
 class Unit:
-    """One row to process: an intent from a file row, or an action to put back (undo)."""
+    """An action to put back (undo)."""
 
     row: int
     intent: Intent | RowError | None = None
     undo_action: int | None = None
 
 
-def _terms(conn: Connection, caches: Caches, row: Row[Any], today: date) -> Terms:
-    key = (row.campaign_id, row.partner_id, row.event_type_id, row.contract_id, today)
+# A valid row: the fields of rows.Intent (row, action id, event type id, order id, reason, amount, items,
+# note) as a plain tuple, cheaper by far than the dataclass.
+Plan = tuple[int, int | None, int | None, str | None, str, int | None, tuple[wf.ItemChange, ...], str | None]
+Work = Plan | RowError | Unit
+
+# Reasons that, with an amount or item columns and no custom code of the same name, modify (command_for).
+_NOT_MODIFY = frozenset({"APPROVED", "RESET"})  # whatever a custom code says
+_PLAIN_MODIFY = frozenset(wf.PREDEFINED_REASONS) - wf.SYSTEM_ONLY_REASONS - _NOT_MODIFY
+
+
+# --- rows into plans --------------------------------------------------------------------------
+
+_PLAIN_KEYS = frozenset({"ActionId", "ActionTrackerId", "Oid", "Amount", "Reason", "Note", "CurrencyCode",
+                         "CustomerStatus"})
+_ITEM_KEYS = {f"{kind}{n}": (kind, n) for kind in ("Sku", "Quantity", "Amount", "Category") for n in range(1, 1001)}
+
+
+def _digits(text: str) -> bool:
+    return text.isdigit() and text.isascii() and len(text) <= 18
+
+
+def _quick_amount(text: str, exp: int) -> int | None:
+    """``parse_amount(text, currency)`` for plain decimals (``80``, ``80.5``, ``80.00``); None for anything else."""
+    whole, _, frac = text.partition(".")
+    if not (whole.isdigit() and whole.isascii()) or len(whole) > 16:
+        return None
+    minor = int(whole) * 10**exp
+    if frac:
+        if len(frac) > exp or not (frac.isdigit() and frac.isascii()):
+            return None
+        minor += int(frac) * 10 ** (exp - len(frac))
+    return minor if minor <= MAX_MINOR else None
+
+
+def quick_plan(number: int, fields: Mapping[str, str], currency: str, exp: int) -> Plan | None:
+    """``interpret`` for the common, valid rows, as a tuple; None sends the row to ``interpret``.
+
+    It answers only when every value is plain (ASCII digits, plain decimals, canonical column names), so that
+    what it gives is what ``interpret`` gives; every doubt and every error goes to ``interpret``.
+    """
+    slots: dict[int, dict[str, str]] | None = None
+    for name, value in fields.items():
+        if name in _PLAIN_KEYS:
+            continue
+        key = _ITEM_KEYS.get(name)
+        if key is None:
+            if _ITEM_RE.match(name):
+                return None
+            continue
+        if value:
+            if slots is None:
+                slots = {}
+            slots.setdefault(key[1], {})[key[0]] = value
+    action_id = event_type_id = None
+    order_id = None
+    text = fields.get("ActionId")
+    if text:
+        if not _digits(text):
+            return None
+        action_id = int(text)
+    else:
+        et, oid = fields.get("ActionTrackerId"), fields.get("Oid")
+        if not et or not oid or not _digits(et):
+            return None
+        event_type_id = int(et)
+        order_id = oid
+    reason = (fields.get("Reason") or "").strip()
+    if not reason:
+        return None
+    code = fields.get("CurrencyCode")
+    if code and code.strip().upper() != currency:
+        return None
+    amount = None
+    text = fields.get("Amount")
+    if text:
+        amount = _quick_amount(text, exp)
+        if amount is None:
+            return None
+    items: tuple[wf.ItemChange, ...] = ()
+    if slots is not None:
+        changes = []
+        for n in sorted(slots):
+            slot = slots[n]
+            sku, qty = slot.get("Sku"), slot.get("Quantity")
+            if not sku or qty is None or not _digits(qty) or int(qty) > MAX_QUANTITY:
+                return None
+            item_amount = None
+            text = slot.get("Amount")
+            if text:
+                item_amount = _quick_amount(text, exp)
+                if item_amount is None:
+                    return None
+            changes.append(wf.ItemChange(sku, int(qty), item_amount))
+        items = tuple(changes)
+    note = fields.get("Note") or None
+    if note is not None and len(note) > MAX_NOTE:
+        return None
+    return (number, action_id, event_type_id, order_id, reason, amount, items, note)
+
+
+def plan_of(number: int, fields: Mapping[str, str], currency: str) -> Plan | RowError:
+    """What ``interpret`` says of a row, as a Plan tuple or its RowError."""
+    quick = quick_plan(number, fields, currency, exponent(currency))
+    if quick is not None:
+        return quick
+    i = interpret(number, fields, currency)
+    if isinstance(i, RowError):
+        return i
+    return (i.row, i.action_id, i.event_type_id, i.order_id, i.reason, i.amount, i.items, i.note)
+
+
+# --- one chunk --------------------------------------------------------------------------------
+
+
+class _Cur:
+    """An action of the chunk as it is now: loaded, then changed row after row."""
+
+    __slots__ = ("action", "contract_id", "event_type_id", "full", "id", "items", "items0", "locked_at", "n",
+                 "partner_id", "reason", "restore", "state", "update_count", "version")
+
+    def __init__(self, a: repo.ActionTuple, items: list[repo.ItemTuple]) -> None:
+        (self.id, self.event_type_id, self.partner_id, self.contract_id, self.version, self.state, self.reason,
+         self.locked_at, self.update_count, raw_restore) = a
+        # as ledger.repository.to_domain reads it
+        self.restore = tuple((int(q), int(m)) for q, m in json.loads(raw_restore)) if raw_restore else None
+        self.items = self.items0 = items
+        self.n = 0  # changes in this chunk
+        self.full = False  # state, reason, locked_at or restore may have changed
+        self.action: wf.Action | None = None
+
+    def domain(self) -> wf.Action:
+        if self.action is None:
+            self.action = wf.Action(self.id, wf.State(self.state), tuple(wf.Item(*i) for i in self.items),
+                                    self.locked_at, self.reason, self.update_count, self.restore)
+        return self.action
+
+    def become(self, after: wf.Action) -> None:
+        self.action = after
+        self.state = after.state.value
+        self.reason = after.reason
+        self.locked_at = after.locked_at
+        self.update_count = after.update_count
+        self.restore = after.restore
+        self.items = [(i.sku, i.name, i.category, i.quantity, i.amount, i.payout, i.intended_quantity,
+                       i.intended_amount, i.intended_payout) for i in after.items]
+        self.n += 1
+        self.full = True
+
+
+def _terms(conn: Connection, caches: Caches, campaign_id: int, cur: _Cur, today: date) -> Terms:
+    key = (campaign_id, cur.partner_id, cur.event_type_id, cur.contract_id, today)
     found = caches.terms.get(key)
     if found is None:
         try:
-            found = terms_in_force(conn, row.campaign_id, row.partner_id, row.event_type_id, today)
+            found = terms_in_force(conn, campaign_id, cur.partner_id, cur.event_type_id, today)
         except NoContract:
-            contract = conn.execute(contracts.select().where(contracts.c.id == row.contract_id)).one()
-            recorded = terms_of(conn, contract, row.event_type_id)
+            contract = conn.execute(contracts.select().where(contracts.c.id == cur.contract_id)).one()
+            recorded = terms_of(conn, contract, cur.event_type_id)
             assert recorded is not None
             found = recorded
         caches.terms[key] = found
@@ -90,60 +241,52 @@ def _codes(conn: Connection, caches: Caches, event_type_id: int) -> dict[str, st
     return found
 
 
-def _error_result(sid: int, e: RowError, action_id: int | None = None) -> dict[str, Any]:
-    return {"submission_id": sid, "row_no": e.row, "outcome": "error", "action_id": action_id,
-            "amount_before": None, "amount_after": None, "payout_before": None, "payout_after": None,
-            "state_after": None, "column_name": e.column, "error_type": e.type, "code": e.code,
-            "message": e.message}
+def _error(sid: int, e: RowError, action_id: int | None = None) -> tuple[Any, ...]:
+    return (sid, e.row, "error", action_id, None, None, None, None, None, e.column, e.type, e.code, e.message)
 
 
 def apply_chunk(
     conn: Connection,
     sub: Row[Any],
-    units: Sequence[Unit],
+    units: Sequence[Work],
     caches: Caches,
     counts: Counts,
     now: datetime,
-    overlay: dict[int, tuple[Row[Any], wf.Action]] | None = None,
+    overlay: dict[int, Any] | None = None,
 ) -> None:
-    """Process one chunk inside the caller's transaction (writes nothing when the submission is a dry run)."""
+    """Process one chunk inside the caller's transaction (writes nothing but results in a dry run).
+
+    ``overlay`` (dry runs) keeps the actions as the rows so far left them, from chunk to chunk.
+    """
     dry = bool(sub.dry_run)
     sid = int(sub.id)
-    intents = [u.intent for u in units if isinstance(u.intent, Intent)]
-    by_id = repo.existing_ids(conn, sub.account_id, sub.campaign_id,
-                              [i.action_id for i in intents if i.action_id is not None])
-    by_order = repo.newest_by_orders(
-        conn, sub.account_id, sub.campaign_id,
-        [(i.event_type_id, i.order_id) for i in intents if i.event_type_id is not None and i.order_id is not None],
-    )
-
-    def target(u: Unit) -> int | None:
-        if u.undo_action is not None:
-            return u.undo_action
-        i = u.intent
-        if not isinstance(i, Intent):
-            return None
-        if i.action_id is not None:
-            return i.action_id if i.action_id in by_id else None
-        return by_order.get((i.event_type_id, i.order_id))  # type: ignore[arg-type]
-
-    targets = [target(u) for u in units]
-    wanted = sorted({t for t in targets if t is not None and (overlay is None or t not in overlay)})
-    rows = repo.load_actions(conn, wanted, for_update=not dry)
-    items = repo.load_items(conn, wanted)
-    current: dict[int, tuple[Row[Any], wf.Action]] = overlay if overlay is not None else {}
-    for aid in wanted:
-        current[aid] = (rows[aid], ledger_repo.to_domain(rows[aid], items[aid]))
+    account_id, campaign_id = int(sub.account_id), int(sub.campaign_id)
+    bulk = repo.Bulk(conn)
+    ids: set[int] = set()
+    pairs: set[tuple[int, str]] = set()
+    for u in units:
+        if type(u) is tuple:
+            if u[1] is not None:
+                ids.add(u[1])
+            else:
+                pairs.add((u[2], u[3]))  # type: ignore[arg-type]
+        elif isinstance(u, Unit) and u.undo_action is not None:
+            ids.add(u.undo_action)
+    by_order = bulk.newest_by_orders(account_id, campaign_id, pairs) if pairs else {}
+    ids.update(by_order.values())
+    current: dict[int, _Cur] = overlay if overlay is not None else {}
+    for aid, (a, items) in bulk.load(account_id, campaign_id, sorted(i for i in ids if i not in current),
+                                     for_update=not dry).items():
+        current[aid] = _Cur(a, items)
     undo_history = (
-        repo.history(conn, [u.undo_action for u in units if u.undo_action is not None])
+        repo.history(conn, [u.undo_action for u in units if isinstance(u, Unit) and u.undo_action is not None])
         if sub.undo_of is not None else {}
     )
-    first: dict[int, tuple[int, wf.Action]] = {}  # action -> (version as loaded, state as loaded)
-    finals: dict[int, wf.Action] = {}
-    n_changes: dict[int, int] = {}
-    update_rows: list[dict[str, Any]] = []
-    result_rows: list[dict[str, Any]] = []
+    results: list[tuple[Any, ...]] = []
+    updates: list[tuple[Any, ...]] = []
+    channel = sub.channel
     actor = sub.actor or sub.channel
+    at = bulk.bind_time(now)
     today = now.date()
     undo_source = note_undo = None
     if sub.undo_of is not None:
@@ -151,72 +294,147 @@ def apply_chunk(
         assert original is not None
         undo_source = f"{original.kind}-{original.id}"
         note_undo = f"undo of {undo_source}"
+    sku_json: dict[str, str] = {}
+    max_updates = wf.MAX_UPDATES
 
-    for u, target_id in zip(units, targets, strict=True):
-        if isinstance(u.intent, RowError):
-            result_rows.append(_error_result(sid, u.intent))
-            counts.errors += 1
-            continue
-        if target_id is None or target_id not in current:
-            i = u.intent
-            what = (f"action {i.action_id}" if i is not None and i.action_id is not None
-                    else f"an action of event type {i.event_type_id} with order id '{i.order_id}'"
-                    if i is not None else "the action")
-            column = "ActionId" if i is not None and i.action_id is not None else "Oid"
-            result_rows.append(_error_result(sid, RowError(
-                u.row, column, "VALIDATION", "unknown_action", f"There is no {what} in campaign {sub.campaign_id}.")))
-            counts.errors += 1
-            continue
-        aid = target_id
-        row, action = current[aid]
-        try:
-            if u.undo_action is not None:
-                outcome = _undo_outcome(action, undo_history.get(aid, []), int(sub.undo_of), str(undo_source))
-                note = note_undo
-            else:
-                assert isinstance(u.intent, Intent)
-                cmd = command_for(u.intent, _codes(conn, caches, row.event_type_id))
+    for u in units:
+        if type(u) is tuple:
+            row_no = u[0]
+            target = u[1] if u[1] is not None else by_order.get((u[2], u[3]))  # type: ignore[arg-type]
+            cur = current.get(target) if target is not None else None
+            if cur is None:
+                what = (f"action {u[1]}" if u[1] is not None
+                        else f"an action of event type {u[2]} with order id '{u[3]}'")
+                results.append(_error(sid, RowError(
+                    row_no, "ActionId" if u[1] is not None else "Oid", "VALIDATION", "unknown_action",
+                    f"There is no {what} in campaign {campaign_id}.")))
+                counts.errors += 1
+                continue
+            aid = cur.id
+            amount, reason, changes = u[5], u[4], u[6]
+            codes = caches.codes.get(cur.event_type_id)
+            if codes is None:
+                codes = _codes(conn, caches, cur.event_type_id)
+            if (cur.state == "PENDING" and cur.locked_at is None and cur.update_count < max_updates
+                    and cur.restore is None and (amount is not None or changes)
+                    and (codes.get(reason) == "modify" if reason in codes else reason in _PLAIN_MODIFY)
+                    and reason not in _NOT_MODIFY):
+                # command_for gives Modify(amount, changes, reason); the lane answers what decide would
+                items = cur.items
+                new_items: list[wf.ItemRow] | str | None
+                if amount is not None and not changes and len(items) == 1 and amount > 0 and items[0][4] >= 0:
+                    # the plain order-level change of a one-item action, inline
+                    it = items[0]
+                    if amount == it[4]:
+                        new_items = None
+                    else:
+                        p1 = one_item_payout(_terms(conn, caches, campaign_id, cur, today), amount, it[2])
+                        new_items = [(it[0], it[1], it[2], it[3], amount, p1, it[6], it[7], it[8])]
+                else:
+                    new_items = wf.quick_modify(items, amount, changes,
+                                                _terms(conn, caches, campaign_id, cur, today))
+                if new_items != wf.SLOW:
+                    a0 = p0 = 0
+                    for it in items:
+                        a0 += it[4]
+                        p0 += it[5]
+                    if new_items is None:
+                        counts.unchanged += 1
+                        results.append((sid, row_no, "unchanged", aid, a0, a0, p0, p0, "PENDING",
+                                        None, None, None, None))
+                        continue
+                    assert isinstance(new_items, list)
+                    a1 = p1 = 0
+                    parts = []
+                    for b, it in zip(items, new_items, strict=True):
+                        a1 += it[4]
+                        p1 += it[5]
+                        if it != b:
+                            sj = sku_json.get(it[0])
+                            if sj is None:
+                                sj = sku_json[it[0]] = json.dumps(it[0])
+                            parts.append(f'{{"sku":{sj},"quantity":{it[3]},"amount":{it[4]},"payout":{it[5]}}}')
+                    cur.items = new_items
+                    cur.update_count += 1
+                    cur.n += 1
+                    cur.action = None
+                    da, dp = a1 - a0, p1 - p0
+                    counts.applied += 1
+                    counts.amount_delta += da
+                    counts.payout_delta += dp
+                    results.append((sid, row_no, "applied", aid, a0, a1, p0, p1, "PENDING", None, None, None, None))
+                    updates.append((aid, at, "MODIFIED", "PENDING", reason, u[7], da, dp,
+                                    f"[{','.join(parts)}]" if parts else None, channel, sid, actor))
+                    continue
+            try:
+                cmd = command_for(Intent(*u), codes)
                 if isinstance(cmd, RowError):
-                    result_rows.append(_error_result(sid, cmd, aid))
+                    results.append(_error(sid, cmd, aid))
                     counts.errors += 1
                     continue
-                outcome = wf.decide(action, cmd, _terms(conn, caches, row, today), now)
-                note = u.intent.note
-        except PayoutdeskError as exc:
-            result_rows.append(_error_result(sid, RowError(u.row, _column_of(exc), exc.kind, exc.code, exc.detail),
-                                             aid))
+                action = cur.domain()
+                outcome = wf.decide(action, cmd, _terms(conn, caches, campaign_id, cur, today), now)
+            except PayoutdeskError as exc:
+                results.append(_error(sid, RowError(row_no, _column_of(exc), exc.kind, exc.code, exc.detail), aid))
+                counts.errors += 1
+                continue
+            note = u[7]
+        elif isinstance(u, RowError):
+            results.append(_error(sid, u))
             counts.errors += 1
             continue
-        res = {"submission_id": sid, "row_no": u.row, "action_id": aid, "amount_before": action.amount,
-               "payout_before": action.payout, "column_name": None, "error_type": None, "code": None,
-               "message": None}
+        else:
+            assert isinstance(u, Unit)
+            assert u.undo_action is not None
+            row_no, aid = u.row, u.undo_action
+            cur = current.get(aid)
+            if cur is None:
+                results.append(_error(sid, RowError(row_no, "Oid", "VALIDATION", "unknown_action",
+                                                    f"There is no the action in campaign {campaign_id}.")))
+                counts.errors += 1
+                continue
+            action = cur.domain()
+            try:
+                outcome = _undo_outcome(action, undo_history.get(aid, []), int(sub.undo_of), str(undo_source))
+            except PayoutdeskError as exc:
+                results.append(_error(sid, RowError(row_no, _column_of(exc), exc.kind, exc.code, exc.detail), aid))
+                counts.errors += 1
+                continue
+            note = note_undo
         if isinstance(outcome, wf.Unchanged):
             counts.unchanged += 1
-            result_rows.append({**res, "outcome": "unchanged", "amount_after": action.amount,
-                                "payout_after": action.payout, "state_after": action.state.value})
+            results.append((sid, row_no, "unchanged", aid, action.amount, action.amount, action.payout,
+                            action.payout, action.state.value, None, None, None, None))
             continue
         change = outcome
+        after = change.after
+        da, dp = change.delta_amount, change.delta_payout
         counts.applied += 1
-        counts.amount_delta += change.delta_amount
-        counts.payout_delta += change.delta_payout
-        result_rows.append({**res, "outcome": "applied", "amount_after": change.after.amount,
-                            "payout_after": change.after.payout, "state_after": change.after.state.value})
-        first.setdefault(aid, (row.version, action))
-        n_changes[aid] = n_changes.get(aid, 0) + 1
-        finals[aid] = change.after
-        current[aid] = (row, change.after)
-        update_rows.append(repo.update_row(change, {
-            "at": now, "note": note, "channel": sub.channel, "submission_id": sid, "actor": actor}))
+        counts.amount_delta += da
+        counts.payout_delta += dp
+        results.append((sid, row_no, "applied", aid, action.amount, after.amount, action.payout, after.payout,
+                        after.state.value, None, None, None, None))
+        changed = change.changed_items()
+        updates.append((aid, at, change.kind.value, after.state.value, change.reason, note, da, dp,
+                        items_json(changed) if changed else None, channel, sid, actor))
+        cur.become(after)
 
     if not dry:
-        repo.write_actions(conn, {
-            aid: (first[aid][0], n_changes[aid], first[aid][1], after) for aid, after in finals.items()
-        })
-        repo.insert_updates(conn, update_rows)
-        # the rows of a chunk are all written by now: later chunks must reload them
-        for aid in finals:
-            del current[aid]
-    repo.insert_results(conn, result_rows)
+        rows: list[tuple[Any, ...]] = []
+        item_rows: list[tuple[Any, ...]] = []
+        for cur in current.values():
+            if not cur.n:
+                continue
+            items = cur.items
+            rows.append((cur.id, cur.version, cur.version + cur.n, cur.full, cur.state, cur.reason,
+                         sum(i[4] for i in items), sum(i[5] for i in items), cur.locked_at,
+                         json.dumps(cur.restore) if cur.restore is not None else None, cur.update_count))
+            for pos, (b, a) in enumerate(zip(cur.items0, items, strict=True)):
+                if a != b:
+                    item_rows.append((cur.id, pos, a[3], a[4], a[5]))
+        bulk.write_actions(rows, item_rows)
+        bulk.insert_updates(updates)
+    bulk.insert_results(results)
 
 
 def _column_of(exc: PayoutdeskError) -> str | None:
@@ -264,20 +482,37 @@ class _ChangedSince(PayoutdeskError):
 # --- running a whole submission --------------------------------------------------------------
 
 
-def units_of(conn: Connection, sub: Row[Any], currency: str) -> tuple[str, list[Unit]]:
-    """Read the stored file (or the undone submission's actions) into units. Raises FileRejected."""
+Source = Callable[[int], Iterator[Work]]  # the units from a row offset on
+
+
+def source_of(conn: Connection, sub: Row[Any], currency: str) -> tuple[str, int, Source]:
+    """The stored file (or the undone submission's actions) as a format, a row count and a lazy source of
+    units, so that a big file is never held as objects all at once. Raises FileRejected."""
     if sub.undo_of is not None:
         ids = repo.updates_of_submission(conn, int(sub.undo_of))
-        return "undo", [Unit(n, undo_action=aid) for n, aid in enumerate(ids, 1)]
+        return "undo", len(ids), lambda start: (Unit(n, undo_action=aid)
+                                                for n, aid in enumerate(ids[start:], start + 1))
     data = repo.file_of(conn, int(sub.id))
-    if sub.content_type == "application/json":
-        fmt, raw_rows = "json", canonical_rows(json.loads(data))
-    else:
-        from payoutdesk.submissions.formats import parse
+    exp = exponent(currency)
 
-        parsed = parse(data, sub.file_name)
-        fmt, raw_rows = parsed.format, parsed.rows
-    return fmt, [Unit(r.number, intent=interpret(r.number, r.fields, currency)) for r in raw_rows]
+    def plans(raw: Iterator[Any]) -> Iterator[Work]:
+        for r in raw:
+            number, fields = r.number, r.fields
+            quick = quick_plan(number, fields, currency, exp)
+            yield quick if quick is not None else plan_of(number, fields, currency)
+
+    if sub.content_type == "application/json":
+        json_rows = canonical_rows(json.loads(data))
+        return "json", len(json_rows), lambda start: plans(islice(json_rows, start, None))
+    from payoutdesk.submissions.formats import parse
+
+    parsed = parse(data, sub.file_name)
+    rows = parsed.rows
+    total = parsed.total
+    if total is None:
+        rows = list(rows)
+        total = len(rows)
+    return parsed.format, total, lambda start: plans(islice(iter(rows), start, None))
 
 
 def process(engine: Engine, submission_id: int, worker: str, *, chunk: int = CHUNK,
@@ -287,20 +522,20 @@ def process(engine: Engine, submission_id: int, worker: str, *, chunk: int = CHU
         sub = repo.get(conn, submission_id)
         assert sub is not None
         currency = _currency(conn, sub.campaign_id)
+        source: Source | None
         try:
-            fmt, units = units_of(conn, sub, currency)
+            fmt, total, source = source_of(conn, sub, currency)
         except PayoutdeskError as exc:  # the reader refused the file as a whole
-            fmt, units = None, None
+            fmt, total, source = None, 0, None
             failure = exc.detail
-    if units is None:
+    if source is None:
         with db.write(engine) as conn:
             repo.set_status(conn, submission_id, status="FAILED", failure=failure, finished_at=utcnow(),
                             total_records=0, lease_until=None)
             return _reload(conn, submission_id)
-    total = len(units)
     counts = Counts(sub.applied, sub.unchanged, sub.errors, sub.amount_delta, sub.payout_delta)
     caches = Caches()
-    overlay: dict[int, tuple[Row[Any], wf.Action]] | None = {} if sub.dry_run else None
+    overlay: dict[int, Any] | None = {} if sub.dry_run else None
     done = int(sub.processed_records)
     if done and sub.dry_run:
         # a dry run that was interrupted starts over: its in-memory view of earlier rows is gone
@@ -315,11 +550,14 @@ def process(engine: Engine, submission_id: int, worker: str, *, chunk: int = CHU
             repo.advance(conn, submission_id, worker, done, {"total_records": total, "format": fmt})
     if progress:
         progress(done, total)
+    units = source(done)
     while done < total:
-        part = units[done : done + chunk]
+        part = list(islice(units, chunk))
+        if not part:
+            break
         snapshot = Counts(**vars(counts))
 
-        def unit(conn: Connection, part: Sequence[Unit] = part, start: int = done) -> None:
+        def unit(conn: Connection, part: Sequence[Work] = part, start: int = done) -> None:
             now = utcnow()
             sub_now = repo.get(conn, submission_id)
             assert sub_now is not None

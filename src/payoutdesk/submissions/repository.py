@@ -7,20 +7,17 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, func, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, Row, and_, func, insert, or_, select, update
 
 from payoutdesk.errors import StaleVersion
 from payoutdesk.kit.db import is_sqlite
-from payoutdesk.ledger import workflow as wf
-from payoutdesk.ledger.repository import items_json
 from payoutdesk.models import (
-    action_items,
     action_updates,
-    actions,
     submission_files,
     submission_results,
     submissions,
 )
+from payoutdesk.models.types import UTCDateTime
 
 ACTIVE = ("QUEUED", "IN_PROGRESS")
 
@@ -73,11 +70,6 @@ def results(conn: Connection, submission_id: int, *, errors_only: bool, after_ro
     if errors_only:
         stmt = stmt.where(submission_results.c.outcome == "error")
     return list(conn.execute(stmt.order_by(submission_results.c.row_no).limit(limit)))
-
-
-def insert_results(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(insert(submission_results), rows)
 
 
 # --- the queue -------------------------------------------------------------------------------
@@ -138,70 +130,203 @@ def set_status(conn: Connection, submission_id: int, **values: Any) -> None:
     conn.execute(update(submissions).where(submissions.c.id == submission_id).values(**values))
 
 
-# --- resolving and loading actions -----------------------------------------------------------
+# --- the actions of a chunk, through the driver ----------------------------------------------
+#
+# The engine's hot path: plain tuples through the DBAPI connection of the chunk's transaction, no
+# SQLAlchemy per-row work. Times go through the column type's own processors, so they are stored
+# exactly as SQLAlchemy stores them (naive UTC text on SQLite, timestamptz on PostgreSQL).
+
+# An action's id, event_type_id, partner_id, contract_id, version, state, reason, locked_at, update_count and
+# restore; an item's sku, name, category, quantity, amount, payout and intended quantity, amount and payout.
+ActionTuple = tuple[Any, ...]
+ItemTuple = tuple[Any, ...]
+
+_A_COLS = ("a.id, a.event_type_id, a.partner_id, a.contract_id, a.version, a.state, a.reason, a.locked_at, "
+           "a.update_count, a.restore")
+_I_COLS = ("sku, name, category, quantity, amount, payout, intended_quantity, intended_amount, intended_payout")
+UPDATE_COLUMNS = ("action_id", "at", "kind", "state", "reason", "note", "delta_amount", "delta_payout", "items",
+                  "channel", "submission_id", "actor")
+RESULT_COLUMNS = ("submission_id", "row_no", "outcome", "action_id", "amount_before", "amount_after",
+                  "payout_before", "payout_after", "state_after", "column_name", "error_type", "code", "message")
+_STAGE_ACTIONS = (
+    "CREATE TEMP TABLE IF NOT EXISTS pd_stage_actions (id bigint NOT NULL, version integer NOT NULL, "
+    "new_version integer NOT NULL, full_row boolean NOT NULL, state varchar(10), reason varchar(64), "
+    "amount bigint NOT NULL, payout bigint NOT NULL, locked_at timestamptz, restore text, "
+    "update_count integer NOT NULL) ON COMMIT DELETE ROWS"
+)
+_STAGE_ITEMS = (
+    "CREATE TEMP TABLE IF NOT EXISTS pd_stage_items (action_id bigint NOT NULL, position integer NOT NULL, "
+    "quantity integer NOT NULL, amount bigint NOT NULL, payout bigint NOT NULL) ON COMMIT DELETE ROWS"
+)
 
 
-def existing_ids(conn: Connection, account_id: int, campaign_id: int, ids: Iterable[int]) -> set[int]:
-    ids = list(set(ids))
-    out: set[int] = set()
-    for part in _chunks(ids, 5000):
-        out.update(
-            conn.execute(
-                select(actions.c.id).where(
-                    actions.c.id.in_(part), actions.c.account_id == account_id, actions.c.campaign_id == campaign_id
-                )
-            ).scalars()
+def _same(value: Any) -> Any:
+    return value
+
+
+class Bulk:
+    """Bulk reads and writes of one chunk, on the connection (and inside the transaction) of ``conn``."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.sqlite = is_sqlite(conn)
+        impl = UTCDateTime().dialect_impl(conn.dialect)
+        self.bind_time = impl.bind_processor(conn.dialect) or _same
+        self._read_time = impl.result_processor(conn.dialect, None) or _same
+        self.cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+
+    def _q(self, sql: str) -> str:
+        return sql if self.sqlite else sql.replace("?", "%s")
+
+    def load(self, account_id: int, campaign_id: int, ids: Sequence[int], *, for_update: bool
+             ) -> dict[int, tuple[ActionTuple, list[ItemTuple]]]:
+        """The actions of the account and campaign among ``ids`` (ascending), with their items in position
+        order; locked for update on PostgreSQL when ``for_update`` (SQLite's write transaction excludes
+        other writers already)."""
+        out: dict[int, tuple[ActionTuple, list[ItemTuple]]] = {}
+        if not ids:
+            return out
+        read_time = self._read_time
+        if self.sqlite:
+            rows = self.cur.execute(
+                f"SELECT {_A_COLS}, i.{_I_COLS.replace(', ', ', i.')} "
+                "FROM json_each(?) AS j CROSS JOIN actions AS a ON a.id = j.value "
+                "LEFT JOIN action_items AS i ON i.action_id = a.id "
+                "WHERE a.account_id = ? AND a.campaign_id = ? ORDER BY a.id, i.position",
+                (json.dumps(list(ids)), account_id, campaign_id),
+            ).fetchall()
+            for r in rows:
+                aid = r[0]
+                got = out.get(aid)
+                if got is None:
+                    a = r[:10]
+                    if a[7] is not None:
+                        a = (*a[:7], read_time(a[7]), *a[8:])
+                    got = out[aid] = (a, [])
+                if r[10] is not None:
+                    got[1].append(r[10:])
+            return out
+        lock = " FOR UPDATE OF a" if for_update else ""
+        self.cur.execute(
+            f"SELECT {_A_COLS} FROM actions AS a WHERE a.id = ANY(%s::bigint[]) AND a.account_id = %s "
+            f"AND a.campaign_id = %s ORDER BY a.id{lock}",
+            (list(ids), account_id, campaign_id),
         )
-    return out
-
-
-def newest_by_orders(conn: Connection, account_id: int, campaign_id: int,
-                     pairs: Iterable[tuple[int, str]]) -> dict[tuple[int, str], int]:
-    """R12 in bulk: the newest action for each (event type, order id)."""
-    pairs = list(set(pairs))
-    out: dict[tuple[int, str], int] = {}
-    for part in _chunks(pairs, 2000):
-        by_type: dict[int, list[str]] = {}
-        for et, oid in part:
-            by_type.setdefault(et, []).append(oid)
-        for et, oids in by_type.items():
-            rows = conn.execute(
-                select(actions.c.order_id, func.max(actions.c.id))
-                .where(
-                    actions.c.event_type_id == et,
-                    actions.c.order_id.in_(oids),
-                    actions.c.account_id == account_id,
-                    actions.c.campaign_id == campaign_id,
-                )
-                .group_by(actions.c.order_id)
+        for r in self.cur.fetchall():
+            out[r[0]] = (r if r[7] is None else (*r[:7], read_time(r[7]), *r[8:]), [])
+        if out:
+            self.cur.execute(
+                f"SELECT action_id, {_I_COLS} FROM action_items WHERE action_id = ANY(%s::bigint[]) "
+                "ORDER BY action_id, position",
+                (list(out),),
             )
-            for oid, aid in rows:
+            for r in self.cur.fetchall():
+                out[r[0]][1].append(r[1:])
+        return out
+
+    def newest_by_orders(self, account_id: int, campaign_id: int, pairs: Iterable[tuple[int, str]]
+                         ) -> dict[tuple[int, str], int]:
+        """R12 in bulk: the newest action of the account and campaign for each (event type, order id)."""
+        by_type: dict[int, list[str]] = {}
+        for et, oid in set(pairs):
+            by_type.setdefault(et, []).append(oid)
+        out: dict[tuple[int, str], int] = {}
+        for et, oids in by_type.items():
+            if self.sqlite:
+                self.cur.execute(
+                    "SELECT a.order_id, max(a.id) FROM json_each(?) AS j CROSS JOIN actions AS a "
+                    "ON a.event_type_id = ? AND a.order_id = j.value "
+                    "WHERE a.account_id = ? AND a.campaign_id = ? GROUP BY a.order_id",
+                    (json.dumps(oids), et, account_id, campaign_id),
+                )
+            else:
+                self.cur.execute(
+                    "SELECT order_id, max(id) FROM actions WHERE event_type_id = %s AND order_id = ANY(%s::text[]) "
+                    "AND account_id = %s AND campaign_id = %s GROUP BY order_id",
+                    (et, oids, account_id, campaign_id),
+                )
+            for oid, aid in self.cur.fetchall():
                 out[(et, oid)] = int(aid)
-    return out
+        return out
 
+    def write_actions(self, rows: Sequence[tuple[Any, ...]], items: Sequence[tuple[Any, ...]]) -> None:
+        """Write changed actions and items, version-checked in bulk (R14): if any action's version moved,
+        ``StaleVersion`` rolls the whole chunk back.
 
-def load_actions(conn: Connection, ids: Sequence[int], *, for_update: bool) -> dict[int, Row[Any]]:
-    out: dict[int, Row[Any]] = {}
-    for part in _chunks(sorted(set(ids)), 5000):
-        stmt = select(actions).where(actions.c.id.in_(part)).order_by(actions.c.id)
-        if for_update and not is_sqlite(conn):
-            stmt = stmt.with_for_update()
-        for r in conn.execute(stmt):
-            out[r.id] = r
-    return out
-
-
-def load_items(conn: Connection, ids: Sequence[int]) -> dict[int, list[Row[Any]]]:
-    out: dict[int, list[Row[Any]]] = {i: [] for i in ids}
-    for part in _chunks(sorted(set(ids)), 5000):
-        rows = conn.execute(
-            select(action_items)
-            .where(action_items.c.action_id.in_(part))
-            .order_by(action_items.c.action_id, action_items.c.position)
+        ``rows``: (id, version as loaded, new version, full, state, reason, amount, payout, locked_at, restore
+        json, update_count); when ``full`` is false only amount, payout, update_count and version changed.
+        ``items``: (action_id, position, quantity, amount, payout).
+        """
+        if not rows:
+            return
+        cur = self.cur
+        if self.sqlite:
+            bind = self.bind_time
+            lean = [(r[6], r[7], r[10], r[2], r[0], r[1]) for r in rows if not r[3]]
+            full = [(r[4], r[5], r[6], r[7], None if r[8] is None else bind(r[8]), r[9], r[10], r[2], r[0], r[1])
+                    for r in rows if r[3]]
+            done = 0
+            if lean:
+                cur.executemany("UPDATE actions SET amount = ?, payout = ?, update_count = ?, version = ? "
+                                "WHERE id = ? AND version = ?", lean)
+                done += cur.rowcount
+            if full:
+                cur.executemany("UPDATE actions SET state = ?, reason = ?, amount = ?, payout = ?, locked_at = ?, "
+                                "restore = ?, update_count = ?, version = ? WHERE id = ? AND version = ?", full)
+                done += cur.rowcount
+            if done != len(rows):
+                raise StaleVersion("an action of this chunk changed meanwhile; the chunk is retried")
+            if items:
+                cur.executemany("UPDATE action_items SET quantity = ?, amount = ?, payout = ? "
+                                "WHERE action_id = ? AND position = ?",
+                                [(q, a, p, aid, pos) for aid, pos, q, a, p in items])
+            return
+        # one index probe per staged row, never a hash join over the whole table: a chunk is small beside it
+        cur.execute(f"{_STAGE_ACTIONS}; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
+        with cur.copy("COPY pd_stage_actions (id, version, new_version, full_row, state, reason, amount, payout, "
+                      "locked_at, restore, update_count) FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row(r)
+        cur.execute(
+            "UPDATE actions AS a SET amount = s.amount, payout = s.payout, update_count = s.update_count, "
+            "version = s.new_version, "
+            "state = CASE WHEN s.full_row THEN s.state ELSE a.state END, "
+            "reason = CASE WHEN s.full_row THEN s.reason ELSE a.reason END, "
+            "locked_at = CASE WHEN s.full_row THEN s.locked_at ELSE a.locked_at END, "
+            "restore = CASE WHEN s.full_row THEN s.restore ELSE a.restore END "
+            "FROM pd_stage_actions AS s WHERE a.id = s.id AND a.version = s.version"
         )
-        for r in rows:
-            out[r.action_id].append(r)
-    return out
+        if cur.rowcount != len(rows):
+            raise StaleVersion("an action of this chunk changed meanwhile; the chunk is retried")
+        if items:
+            cur.execute(_STAGE_ITEMS)
+            with cur.copy("COPY pd_stage_items (action_id, position, quantity, amount, payout) FROM STDIN") as copy:
+                for r in items:
+                    copy.write_row(r)
+            cur.execute(
+                "UPDATE action_items AS t SET quantity = s.quantity, amount = s.amount, payout = s.payout "
+                "FROM pd_stage_items AS s WHERE t.action_id = s.action_id AND t.position = s.position"
+            )
+        cur.execute("SET LOCAL enable_hashjoin TO DEFAULT; SET LOCAL enable_mergejoin TO DEFAULT")
+
+    def insert_updates(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """History rows, as tuples in the order of ``UPDATE_COLUMNS`` (``at`` already through ``bind_time``)."""
+        self._insert("action_updates", UPDATE_COLUMNS, rows)
+
+    def insert_results(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Row results, as tuples in the order of ``RESULT_COLUMNS``."""
+        self._insert("submission_results", RESULT_COLUMNS, rows)
+
+    def _insert(self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        names = ", ".join(columns)
+        if self.sqlite:
+            marks = ", ".join("?" * len(columns))
+            self.cur.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+            return
+        with self.cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row(r)
 
 
 def updates_of_submission(conn: Connection, submission_id: int) -> list[int]:
@@ -226,67 +351,7 @@ def history(conn: Connection, ids: Sequence[int]) -> dict[int, list[Row[Any]]]:
     return out
 
 
-# --- writing a chunk -------------------------------------------------------------------------
-
-_action_update = (
-    update(actions)
-    .where(actions.c.id == bindparam("b_id"), actions.c.version == bindparam("b_version"))
-    .values(
-        state=bindparam("b_state"), reason=bindparam("b_reason"), amount=bindparam("b_amount"),
-        payout=bindparam("b_payout"), locked_at=bindparam("b_locked_at"), restore=bindparam("b_restore"),
-        update_count=bindparam("b_update_count"), version=bindparam("b_new_version"),
-    )
-)
-_item_update = (
-    update(action_items)
-    .where(action_items.c.action_id == bindparam("b_id"), action_items.c.position == bindparam("b_pos"))
-    .values(quantity=bindparam("b_q"), amount=bindparam("b_amt"), payout=bindparam("b_pay"))
-)
-
-
-def write_actions(conn: Connection, finals: dict[int, tuple[int, int, wf.Action, wf.Action]]) -> None:
-    """Write the final state of each changed action: {id: (version, n_changes, first_before, after)}.
-
-    Version-checked in bulk (R14): if any row's version moved, the whole chunk rolls back.
-    """
-    if not finals:
-        return
-    rows = []
-    item_rows = []
-    for aid, (version, n, before, after) in finals.items():
-        rows.append({
-            "b_id": aid, "b_version": version, "b_state": after.state.value, "b_reason": after.reason,
-            "b_amount": after.amount, "b_payout": after.payout, "b_locked_at": after.locked_at,
-            "b_restore": json.dumps(after.restore) if after.restore is not None else None,
-            "b_update_count": after.update_count, "b_new_version": version + n,
-        })
-        for pos, (b, a) in enumerate(zip(before.items, after.items, strict=True)):
-            if a != b:
-                item_rows.append({"b_id": aid, "b_pos": pos, "b_q": a.quantity, "b_amt": a.amount, "b_pay": a.payout})
-    result = conn.execute(_action_update, rows)
-    if result.rowcount is not None and result.rowcount >= 0 and result.rowcount != len(rows):
-        raise StaleVersion("an action of this chunk changed meanwhile; the chunk is retried")
-    if item_rows:
-        conn.execute(_item_update, item_rows)
-
-
-def insert_updates(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(insert(action_updates), rows)
-
-
-def update_row(change: wf.Change, values: dict[str, Any]) -> dict[str, Any]:
-    changed = change.changed_items()
-    return {
-        "action_id": change.after.id, "kind": change.kind.value, "state": change.after.state.value,
-        "reason": change.reason, "delta_amount": change.delta_amount, "delta_payout": change.delta_payout,
-        "items": items_json(changed) if changed else None, **values,
-    }
-
-
 def _chunks(seq: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
     for i in range(0, len(seq), n):
         yield seq[i : i + n]
 
-
-__all__ = ["tuple_"]

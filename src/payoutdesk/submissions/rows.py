@@ -17,6 +17,7 @@ from payoutdesk.kit.money import parse_amount
 from payoutdesk.ledger import workflow as wf
 
 MAX_NOTE = 2000
+MAX_QUANTITY = 10**9  # as the API and record_conversion; the column is a 32-bit integer
 _ITEM_RE = re.compile(r"^(Sku|Quantity|Amount|Category)(\d+)$")
 
 
@@ -101,6 +102,9 @@ def interpret(number: int, fields: Mapping[str, str], currency: str) -> Intent |
         if qty is None:
             return _err(number, f"Quantity{n}", "invalid_quantity",
                         f"Quantity{n} '{slot['Quantity']}' is not a whole number ≥ 0.")
+        if qty > MAX_QUANTITY:
+            return _err(number, f"Quantity{n}", "invalid_quantity",
+                        f"Quantity{n} {qty} is more than {MAX_QUANTITY:,}.")
         item_amount = None
         if slot.get("Amount"):
             try:
