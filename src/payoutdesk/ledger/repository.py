@@ -288,8 +288,13 @@ def _typed(sql: str) -> TextClause:
     return stmt
 
 
-def lock_chunk(conn: Connection, as_of: date, now: datetime, account_id: int | None, chunk: int) -> int:
-    """R3, one bounded chunk: lock due actions and write their LOCKED entries. Returns how many."""
+def lock_chunk(conn: Connection, as_of: date, now: datetime, account_id: int | None, chunk: int,
+               *, skip_locked: bool = True) -> int:
+    """R3, one bounded chunk: lock due actions and write their LOCKED entries. Returns how many.
+
+    On PostgreSQL, ``skip_locked`` passes over rows another transaction holds (a concurrent lock
+    run shares the work that way); without it the chunk waits for them and re-checks them.
+    """
     account_sql = "AND account_id = :account_id" if account_id is not None else ""
     params: dict[str, Any] = {"as_of": as_of, "now": now, "chunk": chunk, "account_id": account_id}
     if is_sqlite(conn):
@@ -321,7 +326,7 @@ def lock_chunk(conn: Connection, as_of: date, now: datetime, account_id: int | N
             # the ids as an array: the update then fetches each row by its primary key, where a join
             # with the CTE would be planned as a hash join over a sequential scan of all actions
             "WITH due AS (SELECT id FROM actions WHERE locked_at IS NULL AND lock_due <= :as_of "
-            f"{account_sql} ORDER BY lock_due, id LIMIT :chunk FOR UPDATE SKIP LOCKED), "
+            f"{account_sql} ORDER BY lock_due, id LIMIT :chunk FOR UPDATE{' SKIP LOCKED' if skip_locked else ''}), "
             "locked AS (UPDATE actions a SET state = CASE a.state WHEN 'PENDING' THEN 'APPROVED' ELSE a.state END, "
             "locked_at = :now, version = a.version + 1, update_count = a.update_count + 1 "
             "WHERE a.id = ANY(ARRAY(SELECT id FROM due)) RETURNING a.id, a.state) "

@@ -342,16 +342,23 @@ def find_by_order(conn: Connection, account_id: int, event_type_id: int, order_i
 
 def lock_run(engine: Engine, as_of: date | None = None, account_id: int | None = None,
              now: datetime | None = None, chunk: int = LOCK_CHUNK) -> int:
-    """R3: lock every due action in bounded chunks, each its own transaction. Returns how many."""
+    """R3: lock every due action in bounded chunks, each its own transaction. Returns how many.
+
+    Concurrent runs share the work (rows another run holds are skipped); a last pass then waits
+    for rows that other writers held meanwhile (a change in flight), so that every action due
+    when the run started is locked when it returns.
+    """
     now = now or utcnow()
     as_of = as_of or now.date()
     total = 0
-    while True:
-        with db.write(engine) as conn:
-            n = repo.lock_chunk(conn, as_of, now, account_id, chunk)
-        total += n
-        if n == 0:
-            return total
+    for skip_locked in (True, False):
+        while True:
+            with db.write(engine) as conn:
+                n = repo.lock_chunk(conn, as_of, now, account_id, chunk, skip_locked=skip_locked)
+            total += n
+            if n == 0:
+                break
+    return total
 
 
 def action_row(conn: Connection, account_id: int, action_id: int) -> Row[Any]:
