@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Row, update
 
 from payoutdesk.accounts.service import hash_password
 from payoutdesk.catalog import repository as repo
+from payoutdesk.catalog import returns_settings
 from payoutdesk.context import Actor
 from payoutdesk.contracts.terms import Period, Terms
 from payoutdesk.errors import NoContract, NotAttributable, NotFound, ValidationFailed
@@ -200,7 +201,7 @@ def patch_event_type(
                 f"returns_processing needs a mode: one of {', '.join(RETURNS_MODES)}."
             )
         old = json.loads(row.returns_settings or "{}") if row.returns_mode == rp["mode"] else {}
-        settings: dict[str, Any] = {k: v for k, v in rp.items() if k != "mode"}
+        settings: dict[str, Any] = returns_settings.check(rp)
         for key in SECRET_SETTINGS:
             if settings.get(key):
                 settings[key] = box.seal(str(settings[key]))
