@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--only", default=",".join(WORKS), help="comma-separated subset of " + ",".join(WORKS))
     p.add_argument("--quick", action="store_true", help="50,000 actions, fewer samples, short API runs")
     p.add_argument("--rounds", type=int, default=3, help="runs per figure; medians are quoted (default 3)")
+    p.add_argument("--lock-rounds", type=int, default=None, help="runs of the lock run (default: --rounds)")
     p.add_argument("--samples", type=int, default=None, help="list: samples per filter and round (default 20)")
     p.add_argument("--api-seconds", type=float, default=None, help="length of one API run (default 10 s)")
     p.add_argument("--api-clients", type=int, default=8, help="concurrent API clients (default 8)")
@@ -44,6 +46,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true",
                    help="keep the generated data (and the PostgreSQL cluster) for the next run, and reuse it")
     p.add_argument("--out", type=Path, default=None, help="JSON results file (default bench/results/...)")
+    p.add_argument("--report", type=Path, default=None, help="only print the table of a results file")
     a = p.parse_args(argv)
     if a.actions is None:
         a.actions = 50_000 if a.quick else 5_000_000
@@ -71,6 +74,7 @@ def prepare(name: str, args: argparse.Namespace) -> tuple[Backend, datagen.Meta,
     if meta is not None and meta.actions == args.actions and meta.seed == args.seed:
         log(f"  reusing the {meta.actions:,} actions generated before ({backend.url})")
         datagen.db.migrate(backend.url)
+        datagen.sync_indexes(backend, log)
         return backend, meta, None
     reset_database(backend)
     log(f"  generating {args.actions:,} actions (seed {args.seed}) ...")
@@ -82,7 +86,8 @@ def prepare(name: str, args: argparse.Namespace) -> tuple[Backend, datagen.Meta,
 def run_backend(name: str, args: argparse.Namespace) -> dict[str, Any]:
     log(f"== {name}")
     backend, meta, gen_s = prepare(name, args)
-    out: dict[str, Any] = {"backend": name, "actions": meta.actions, "generation_seconds": gen_s}
+    out: dict[str, Any] = {"backend": name, "actions": meta.actions, "generation_seconds": gen_s,
+                           "load_average_start": os.getloadavg()}
     try:
         out["actions_in_db"] = count_actions(backend.engine)
         out["machine"] = machine([backend])
@@ -97,8 +102,9 @@ def run_backend(name: str, args: argparse.Namespace) -> dict[str, Any]:
             out["api"] = bench_api(backend, meta, args.rounds, args.api_seconds, args.api_clients, log)
         if "lock" in args.only:
             log(f"  lock run of {meta.lock_due:,} due actions (ledger.lock_run)")
-            out["lock"] = bench_lock(backend, meta, args.rounds, log)
+            out["lock"] = bench_lock(backend, meta, args.lock_rounds or args.rounds, log)
     finally:
+        out["load_average_end"] = os.getloadavg()
         backend.close()
     return out
 
@@ -147,6 +153,10 @@ def summary(results: list[dict[str, Any]]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
+    if args.report:
+        for line in summary(json.loads(args.report.read_text())["results"]):
+            log(line)
+        return 0
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     started = datetime.now(UTC)
     cmd = "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime, timedelta
 from itertools import accumulate
 from typing import Any
 
-from sqlalchemy import Connection, Date, bindparam, text
+from sqlalchemy import Connection, Date, Index, bindparam, text
 
 from payoutdesk.accounts.service import create_account
 from payoutdesk.catalog import service as catalog
@@ -236,18 +236,56 @@ class _Rows:
         return a_rows, i_rows, u_rows
 
 
-def _drop_indexes(conn: Connection) -> None:
+def _expected_indexes(dialect: str) -> dict[str, Index]:
+    """The secondary indexes of actions and action_updates that the models define for a backend."""
+    out = {}
     for table in (actions, action_updates):
         for ix in table.indexes:
-            ix.drop(conn)
+            cond = getattr(ix, "_ddl_if", None)
+            if cond is not None and cond.dialect is not None and cond.dialect != dialect:
+                continue
+            out[str(ix.name)] = ix
+    return out
+
+
+def _existing_indexes(conn: Connection) -> set[str]:
+    if conn.dialect.name == "sqlite":
+        sql = ("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name IN ('actions', 'action_updates') "
+               "AND name LIKE 'ix_%'")
+    else:
+        sql = ("SELECT indexname FROM pg_indexes WHERE tablename IN ('actions', 'action_updates') "
+               "AND indexname LIKE 'ix_%'")
+    return {r[0] for r in conn.execute(text(sql))}
+
+
+def _drop_indexes(conn: Connection) -> None:
+    for name in _existing_indexes(conn):
+        conn.execute(text(f"DROP INDEX {name}"))
 
 
 def _create_indexes(conn: Connection, log: Any) -> None:
-    for table in (actions, action_updates):
-        for ix in sorted(table.indexes, key=lambda i: str(i.name)):
-            t0 = time.perf_counter()
-            ix.create(conn)
-            log(f"    index {ix.name}: {time.perf_counter() - t0:.1f} s")
+    have = _existing_indexes(conn)
+    for name, ix in sorted(_expected_indexes(conn.dialect.name).items()):
+        if name in have:
+            continue
+        t0 = time.perf_counter()
+        ix.create(conn)
+        log(f"    index {name}: {time.perf_counter() - t0:.1f} s")
+
+
+def sync_indexes(backend: Backend, log: Any) -> bool:
+    """Bring reused data to the indexes the models define now (they change while tuning)."""
+    with db.write(backend.engine) as conn:
+        have = _existing_indexes(conn)
+        want = _expected_indexes(conn.dialect.name)
+        for name in have - set(want):
+            conn.execute(text(f"DROP INDEX {name}"))
+            log(f"    dropped index {name}")
+        _create_indexes(conn, log)
+    changed = have != set(want)
+    if changed:
+        analyze(backend)
+    return changed
 
 
 def _load_sqlite(conn: Connection, rows: _Rows, n: int, chunk: int, log: Any) -> None:

@@ -105,6 +105,8 @@ def _raw(engine: Engine) -> Any:
     raw = engine.raw_connection()
     if engine.dialect.name != "sqlite":
         raw.driver_connection.autocommit = True  # type: ignore[union-attr]
+        # as list_page does for its per-day statement: plans for the values at hand
+        raw.driver_connection.execute("SET plan_cache_mode = force_custom_plan")  # type: ignore[union-attr]
     return raw
 
 
@@ -146,10 +148,9 @@ def bench_list(backend: Backend, meta: Meta, rounds: int, samples: int, log: Log
         for _ in range(3):
             c = rnd.randrange(1, max(top, 2))
             with db.read(engine) as conn:
-                got = conn.execute(repo.filtered(select(func.max(actions.c.id)), meta.account_id, f)
-                                   .where(actions.c.id <= c)).scalar()
-            if got is not None:
-                return str(got + 1)
+                got = repo.list_page(conn, meta.account_id, f, 1, c + 1)
+            if got:
+                return str(got[0].id + 1)
         return None
 
     try:

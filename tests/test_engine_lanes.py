@@ -84,10 +84,9 @@ def test_one_item_payout(amount: int, category: str | None, terms: Terms) -> Non
 
 
 ODD = ["", " ", "12.0", ".5", "+5", "-1", "1e3", "1_000", "²", "١٢", " 12", "12 ", "9" * 19, "abc", "12.345"]
-IDS = st.sampled_from(["7", "007", "0", "9" * 18, "123456"]) | st.sampled_from(ODD)
-AMOUNTS = st.sampled_from(["0", "7", "80.", "80.5", "80.00", "12.34", "9" * 13, "9" * 13 + ".99", "9" * 16]) | \
-    st.sampled_from(ODD)
-REASONS = st.sampled_from(["ORDER_UPDATE", " ITEM_RETURNED ", "APPROVED", "x"]) | st.sampled_from(ODD)
+IDS = st.sampled_from(["7", "007", "0", "9" * 18, "123456"] * 8 + ODD)
+AMOUNTS = st.sampled_from(["0", "7", "80.", "80.5", "80.00", "12.34", "9" * 13, "9" * 13 + ".99", "9" * 16] * 4 + ODD)
+REASONS = st.sampled_from(["ORDER_UPDATE", " ITEM_RETURNED ", "APPROVED", "x"] * 8 + ODD)
 EXTRA = ["Note", "CurrencyCode", "CustomerStatus", "Category1", "Sku01", "Quantity1000", "Sku1001", "Other", "Amount3"]
 
 
@@ -109,7 +108,7 @@ def row_fields(draw: st.DrawFn) -> dict[str, str]:
             fields[f"Quantity{n}"] = draw(IDS)
         if draw(st.booleans()):
             fields[f"Amount{n}"] = draw(AMOUNTS)
-    for key in draw(st.lists(st.sampled_from(EXTRA), max_size=2)):
+    for key in draw(st.lists(st.sampled_from(EXTRA), max_size=2)) if not draw(st.integers(0, 2)) else []:
         fields[key] = draw(st.sampled_from(["USD", "usd", "EUR", "note", "", "x" * 2001, "5", "A"]))
     items = list(fields.items())
     return dict(draw(st.permutations(items)))

@@ -118,6 +118,22 @@ def test_modify_amount_spreads_exactly(action: wf.Action, total: int) -> None:
     assert c.delta_amount == total - action.amount and c.delta_payout == c.after.payout - action.payout
 
 
+def test_a_total_over_zero_amounts_skips_returned_items() -> None:
+    """R6 + R7: with every current amount 0 the total is shared by the items still there, never by a
+    returned one (quantity 0)."""
+    a = wf.new_action((("S0", None, None, 1, 100), ("S1", None, None, 1, 200), ("S2", None, None, 2, 300)), T10)
+    a = change(wf.decide(a, wf.Modify(items=(wf.ItemChange("S0", 0),)), T10, NOW)).after
+    a = change(wf.decide(a, wf.Modify(items=(wf.ItemChange("S1", 1, 0), wf.ItemChange("S2", 2, 0))), T10, NOW)).after
+    assert a.state is wf.State.PENDING and a.amount == 0
+    c = change(wf.decide(a, wf.Modify(amount=1001), T10, NOW))
+    assert [(i.quantity, i.amount, i.payout) for i in c.after.items] == [(0, 0, 0), (1, 501, 50), (2, 500, 50)]
+    rows = [(i.sku, i.name, i.category, i.quantity, i.amount, i.payout, i.intended_quantity, i.intended_amount,
+             i.intended_payout) for i in a.items]
+    assert wf.quick_modify(rows, 1001, (), T10) == [
+        (i.sku, i.name, i.category, i.quantity, i.amount, i.payout, i.intended_quantity, i.intended_amount,
+         i.intended_payout) for i in c.after.items]
+
+
 @given(actions(), st.data())
 def test_item_quantity_scales_the_amount(action: wf.Action, data: st.DataObject) -> None:
     n = data.draw(st.integers(0, len(action.items) - 1))

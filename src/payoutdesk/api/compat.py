@@ -20,29 +20,20 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
-from sqlalchemy import Connection, Row, func, select
+from sqlalchemy import Connection, Row
 
 from payoutdesk.accounts.service import AccountRef
 from payoutdesk.api.app import authenticate, problem
-from payoutdesk.api.native import IdemKey, _check_text, _json, _write
+from payoutdesk.api.native import IdemKey, _check_text, _read, _write
 from payoutdesk.catalog import repository as catalog_repo
 from payoutdesk.catalog.service import get_owned, parse_time
 from payoutdesk.context import Actor
 from payoutdesk.errors import NotFound, PayoutdeskError, ValidationFailed
-from payoutdesk.kit import db
 from payoutdesk.kit.money import format_amount
 from payoutdesk.kit.time import iso
 from payoutdesk.ledger import repository as ledger_repo
 from payoutdesk.ledger import workflow as wf
-from payoutdesk.models import (
-    action_updates,
-    actions,
-    campaigns,
-    event_types,
-    partners,
-    submission_results,
-    submissions,
-)
+from payoutdesk.models import campaigns, event_types, partners
 from payoutdesk.submissions import repository as sub_repo
 from payoutdesk.submissions import service as sub_service
 from payoutdesk.submissions.rows import RowError, command_for, interpret
@@ -249,35 +240,11 @@ def _envelope(request: Request, key: str, items: list[dict[str, Any]], page: int
 # --- actions -----------------------------------------------------------------------------------
 
 
-def _names(conn: Connection, table: Any, ids: set[int]) -> dict[int, str]:
-    if not ids:
-        return {}
-    return {int(r.id): str(r.name) for r in conn.execute(select(table.c.id, table.c.name).where(table.c.id.in_(ids)))}
-
-
-def _last_changes(conn: Connection, ids: Sequence[int]) -> dict[int, Any]:
-    """The newest change of each action (a lock is a state transition, not a change, as in impact.com)."""
-    if not ids:
-        return {}
-    u = action_updates.c
-    newest = (
-        select(u.action_id, func.max(u.id).label("uid"))
-        .where(u.action_id.in_(list(ids)), u.kind != wf.Kind.LOCKED.value)
-        .group_by(u.action_id)
-        .subquery()
-    )
-    rows = conn.execute(
-        select(u.action_id, u.at, u.delta_amount, u.delta_payout, u.note, u.reason)
-        .join(newest, u.id == newest.c.uid)
-    )
-    return {int(r.action_id): r for r in rows}
-
-
 def _action_dicts(conn: Connection, sid: str, rows: Sequence[Row[Any]]) -> list[dict[str, Any]]:
-    camp = _names(conn, campaigns, {r.campaign_id for r in rows})
-    ets = _names(conn, event_types, {r.event_type_id for r in rows})
-    parts = _names(conn, partners, {r.partner_id for r in rows})
-    last = _last_changes(conn, [r.id for r in rows])
+    camp = catalog_repo.names_of(conn, campaigns, {r.campaign_id for r in rows})
+    ets = catalog_repo.names_of(conn, event_types, {r.event_type_id for r in rows})
+    parts = catalog_repo.names_of(conn, partners, {r.partner_id for r in rows})
+    last = ledger_repo.newest_changes(conn, [r.id for r in rows])
     out = []
     for r in rows:
         c = r.currency
@@ -314,7 +281,9 @@ def _action_dicts(conn: Connection, sid: str, rows: Sequence[Row[Any]]) -> list[
     return out
 
 
-def _item_dicts(currency: str, items: Sequence[Row[Any]]) -> list[dict[str, Any]]:
+def _items(conn: Connection, action: Row[Any]) -> list[dict[str, Any]]:
+    """The action's items in impact.com's shape."""
+    currency = action.currency
     return [{
         "Sku": i.sku,
         "ItemName": i.name or "",
@@ -327,7 +296,7 @@ def _item_dicts(currency: str, items: Sequence[Row[Any]]) -> list[dict[str, Any]
         "IntendedQuantity": str(i.intended_quantity),
         "IntendedSaleAmount": format_amount(i.intended_amount, currency),
         "IntendedPayout": format_amount(i.intended_payout, currency),
-    } for i in items]
+    } for i in ledger_repo.items_of(conn, int(action.id))]
 
 
 def _action_filters(conn: Connection, account: AccountRef, q: Mapping[str, str]) -> ledger_repo.Filters:
@@ -360,12 +329,10 @@ def list_actions(request: Request, account: Owner) -> Response:
     def read(conn: Connection) -> dict[str, Any]:
         f = _action_filters(conn, account, q)
         total = ledger_repo.count(conn, account.id, f)
-        stmt = ledger_repo.filtered(select(actions), account.id, f)
-        rows = list(conn.execute(stmt.order_by(actions.c.id.desc()).offset((page - 1) * size).limit(size)))
+        rows = ledger_repo.offset_page(conn, account.id, f, (page - 1) * size, size)
         return _envelope(request, "Actions", _action_dicts(conn, account.sid, rows), page, size, total)
 
-    with db.read(request.app.state.engine) as conn:
-        return _json(request, read(conn))
+    return _read(request, read)
 
 
 def _owned_action(conn: Connection, account: AccountRef, raw: str) -> Row[Any]:
@@ -379,19 +346,19 @@ def _owned_action(conn: Connection, account: AccountRef, raw: str) -> Row[Any]:
 @router.get(BASE + "/Actions/{ActionId}")
 def get_action(request: Request, ActionId: str, account: Owner) -> Response:  # noqa: N803 - impact.com's name
     """One action in impact.com's shape, with its items (extra field `Items`)."""
-    with db.read(request.app.state.engine) as conn:
+
+    def read(conn: Connection) -> dict[str, Any]:
         row = _owned_action(conn, account, ActionId)
         out = _action_dicts(conn, account.sid, [row])[0]
-        out["Items"] = _item_dicts(row.currency, ledger_repo.items_of(conn, int(row.id)))
-        return _json(request, out)
+        out["Items"] = _items(conn, row)
+        return out
+
+    return _read(request, read)
 
 
 @router.get(BASE + "/Actions/{ActionId}/Items")
 def get_action_items(request: Request, ActionId: str, account: Owner) -> Response:  # noqa: N803
-    with db.read(request.app.state.engine) as conn:
-        row = _owned_action(conn, account, ActionId)
-        items = _item_dicts(row.currency, ledger_repo.items_of(conn, int(row.id)))
-        return _json(request, {"ActionItems": items})
+    return _read(request, lambda conn: {"ActionItems": _items(conn, _owned_action(conn, account, ActionId))})
 
 
 # --- PUT and DELETE /Actions: one queued row ---------------------------------------------------
@@ -517,7 +484,7 @@ def _queue(conn: Connection, actor: Actor, account: AccountRef, fields: dict[str
            ) -> dict[str, Any]:
     campaign_id, et_id, ident = _identify(conn, account, fields)
     row = {**ident, **{k: v for k, v in fields.items() if k not in ("ActionId", "ActionTrackerId", "Oid")}}
-    currency = str(get_owned(conn, campaigns, account.id, campaign_id, "campaign").currency)
+    currency = _currency(conn, account, campaign_id)
     has_change = any(k == "Amount" or k.startswith(("Sku", "Quantity", "Amount")) for k in row)
     if method == "DELETE":
         if has_change:
@@ -576,13 +543,13 @@ async def reverse_action(request: Request, account: Owner, key: IdemKey = None) 
 # --- submissions -------------------------------------------------------------------------------
 
 
+def _currency(conn: Connection, account: AccountRef, campaign_id: int) -> str:
+    return str(get_owned(conn, campaigns, account.id, campaign_id, "campaign").currency)
+
+
 def _error_dicts(conn: Connection, sub: Row[Any], rows: Sequence[Row[Any]]) -> list[dict[str, Any]]:
-    ids = {int(r.action_id) for r in rows if r.action_id is not None}
-    found: dict[int, Any] = {}
-    if ids:
-        found = {int(a.id): a for a in conn.execute(
-            select(actions.c.id, actions.c.event_type_id, actions.c.order_id, actions.c.partner_id)
-            .where(actions.c.id.in_(ids), actions.c.account_id == sub.account_id))}
+    found = ledger_repo.order_keys(conn, int(sub.account_id), [int(r.action_id) for r in rows
+                                                               if r.action_id is not None])
     out = []
     for r in rows:
         a = found.get(int(r.action_id)) if r.action_id is not None else None
@@ -648,9 +615,8 @@ def _payload(conn: Connection, sub: Row[Any]) -> list[dict[str, Any]] | None:
     return rows if isinstance(rows, list) else None
 
 
-def _api_submission(conn: Connection, sid: str, sub: Row[Any]) -> dict[str, Any]:
-    currency = sub_service._currency(conn, sub.campaign_id)
-    out = _common(sub, currency)
+def _api_submission(conn: Connection, account: AccountRef, sub: Row[Any]) -> dict[str, Any]:
+    out = _common(sub, _currency(conn, account, sub.campaign_id))
     rows = _payload(conn, sub)
     one = rows[0] if rows is not None and len(rows) == 1 and isinstance(rows[0], dict) else None
     results = sub_repo.results(conn, int(sub.id), errors_only=False, after_row=0, limit=2)
@@ -682,7 +648,7 @@ def _api_submission(conn: Connection, sid: str, sub: Row[Any]) -> dict[str, Any]
         "ErrorReason": " ".join(dict.fromkeys(e["Reason"] for e in errors)),
         "ErrorMessage": errors[0]["Message"] if errors else "",
         "Errors": errors,
-        "Uri": f"/Advertisers/{sid}/APISubmissions/{sub_service.label(sub)}",
+        "Uri": f"/Advertisers/{account.sid}/APISubmissions/{sub_service.label(sub)}",
     })
     return out
 
@@ -704,9 +670,7 @@ def _owned_submission(conn: Connection, account: AccountRef, raw: str, kind: str
 @router.get(BASE + "/APISubmissions/{BatchId}")
 def get_api_submission(request: Request, BatchId: str, account: Owner) -> Response:  # noqa: N803
     """An API submission (A-…): status, counts and, for a one-row submission, why it failed."""
-    with db.read(request.app.state.engine) as conn:
-        sub = _owned_submission(conn, account, BatchId, "A")
-        return _json(request, _api_submission(conn, account.sid, sub))
+    return _read(request, lambda conn: _api_submission(conn, account, _owned_submission(conn, account, BatchId, "A")))
 
 
 def _file_dict(sid: str, sub: Row[Any], currency: str) -> dict[str, Any]:
@@ -727,38 +691,30 @@ def list_file_submissions(request: Request, account: Owner) -> Response:
     """Every file submission of the account (F-…, whatever channel brought it), newest first."""
     q = _query(request)
     page, size = _page(q, SUBMISSIONS_PAGE)
-    s = submissions.c
-    conds = [s.account_id == account.id, s.kind == "F"]
     campaign_id = _int(q, "CampaignId")
-    if campaign_id is not None:
-        conds.append(s.campaign_id == campaign_id)
-    lo, hi = _lower(q, "SubmissionDateStart"), _upper(q, "SubmissionDateEnd")
-    if lo is not None:
-        conds.append(s.created_at >= lo)
-    if hi is not None:
-        conds.append(s.created_at < hi)
-    lo, hi = _lower(q, "CompletedDateStart"), _upper(q, "CompletedDateEnd")
-    if lo is not None:
-        conds.append(s.finished_at >= lo)
-    if hi is not None:
-        conds.append(s.finished_at < hi)
-    with db.read(request.app.state.engine) as conn:
+    created_from, created_to = _lower(q, "SubmissionDateStart"), _upper(q, "SubmissionDateEnd")
+    finished_from, finished_to = _lower(q, "CompletedDateStart"), _upper(q, "CompletedDateEnd")
+
+    def read(conn: Connection) -> dict[str, Any]:
         if campaign_id is not None:
             get_owned(conn, campaigns, account.id, campaign_id, "campaign")
-        total = int(conn.execute(select(func.count()).select_from(submissions).where(*conds)).scalar_one())
-        rows = list(conn.execute(select(submissions).where(*conds).order_by(s.id.desc())
-                                 .offset((page - 1) * size).limit(size)))
-        currency = {int(r.id): str(r.currency) for r in conn.execute(
-            select(campaigns.c.id, campaigns.c.currency).where(campaigns.c.account_id == account.id))}
+        total, rows = sub_repo.files_page(
+            conn, account.id, (page - 1) * size, size, campaign_id=campaign_id, created_from=created_from,
+            created_to=created_to, finished_from=finished_from, finished_to=finished_to)
+        currency = {int(r.id): str(r.currency) for r in catalog_repo.list_rows(conn, campaigns, account.id)}
         items = [_file_dict(account.sid, r, currency[int(r.campaign_id)]) for r in rows]
-        return _json(request, _envelope(request, "FTPFileSubmissions", items, page, size, total))
+        return _envelope(request, "FTPFileSubmissions", items, page, size, total)
+
+    return _read(request, read)
 
 
 @router.get(BASE + "/FTPFileSubmissions/{BatchId}")
 def get_file_submission(request: Request, BatchId: str, account: Owner) -> Response:  # noqa: N803
-    with db.read(request.app.state.engine) as conn:
+    def read(conn: Connection) -> dict[str, Any]:
         sub = _owned_submission(conn, account, BatchId, "F")
-        return _json(request, _file_dict(account.sid, sub, sub_service._currency(conn, sub.campaign_id)))
+        return _file_dict(account.sid, sub, _currency(conn, account, sub.campaign_id))
+
+    return _read(request, read)
 
 
 @router.get(BASE + "/FTPFileSubmissions/{BatchId}/ErrorDetails")
@@ -766,16 +722,15 @@ def file_submission_errors(request: Request, BatchId: str, account: Owner) -> Re
     """The rows of a file that had errors (a file refused as a whole shows one entry, Line 0)."""
     q = _query(request)
     page, size = _page(q, ERRORS_PAGE)
-    r = submission_results.c
-    with db.read(request.app.state.engine) as conn:
+
+    def read(conn: Connection) -> dict[str, Any]:
         sub = _owned_submission(conn, account, BatchId, "F")
-        conds = [r.submission_id == sub.id, r.outcome == "error"]
-        total = int(conn.execute(select(func.count()).select_from(submission_results).where(*conds)).scalar_one())
-        rows = list(conn.execute(select(submission_results).where(*conds).order_by(r.row_no)
-                                 .offset((page - 1) * size).limit(size)))
+        total, rows = sub_repo.errors_page(conn, int(sub.id), (page - 1) * size, size)
         items = _error_dicts(conn, sub, rows)
         if sub.status == "FAILED":
             total += 1
             if page == 1:
                 items.insert(0, _file_failure(sub))
-        return _json(request, _envelope(request, "ErrorDetail", items, page, size, total))
+        return _envelope(request, "ErrorDetail", items, page, size, total)
+
+    return _read(request, read)

@@ -116,4 +116,11 @@ def recent_clicks(conn: Connection, campaign_id: int, customer_id: str, before: 
     )
 
 
+def names_of(conn: Connection, table: Table, ids: set[int]) -> dict[int, str]:
+    """The names of these rows of ``table`` (campaigns, partners, event types), by id; missing ids are left out."""
+    if not ids:
+        return {}
+    return {int(r.id): str(r.name) for r in conn.execute(select(table.c.id, table.c.name).where(table.c.id.in_(ids)))}
+
+
 __all__ = ["event_types", "partners"]

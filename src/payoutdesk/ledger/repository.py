@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -22,13 +22,16 @@ from sqlalchemy import (
     select,
     text,
     type_coerce,
+    union_all,
     update,
 )
 
 from payoutdesk.errors import StaleVersion
 from payoutdesk.kit.db import is_sqlite
+from payoutdesk.kit.time import as_utc
 from payoutdesk.ledger import workflow as wf
 from payoutdesk.models import action_items, action_updates, actions
+from payoutdesk.models.tables import EVENT_DAY_POSTGRESQL, EVENT_DAY_SQLITE
 from payoutdesk.models.types import UTCDateTime
 
 
@@ -72,12 +75,57 @@ def filtered(stmt: Select[Any], account_id: int, f: Filters) -> Select[Any]:
     return stmt.where(and_(*conds))
 
 
+DAY_PLAN_MAX_DAYS = 93
+
+
+def _day_plan(conn: Connection, f: Filters) -> list[tuple[Any, date, Filters]] | None:
+    """Per day of a bounded date range: the day column, the day, and the filters left to apply.
+
+    An index on (account, day, id) holds each day's actions in id order, so the newest matches of
+    every day of the range are found without sorting the range, and the page is the newest of
+    those. The plain query would either sort every action of the range or walk back through all
+    newer actions (ids follow the event dates), which at millions of actions takes seconds.
+    """
+    plans: list[list[tuple[Any, date, Filters]]] = []
+    if f.locking_date_from is not None and f.locking_date_to is not None:
+        n = (f.locking_date_to - f.locking_date_from).days + 1
+        rest = replace(f, locking_date_from=None, locking_date_to=None)  # implied by each day
+        plans.append([(actions.c.locking_date, f.locking_date_from + timedelta(days=k), rest) for k in range(n)])
+    if f.event_date_from is not None and f.event_date_to is not None:
+        lo = as_utc(f.event_date_from).date()
+        hi = (as_utc(f.event_date_to) - timedelta(microseconds=1)).date()  # the bound is exclusive
+        n = (hi - lo).days + 1 if f.event_date_to > f.event_date_from else 0
+        col = EVENT_DAY_SQLITE if is_sqlite(conn) else EVENT_DAY_POSTGRESQL
+        inner = replace(f, event_date_from=None, event_date_to=None)  # a whole day inside the range
+        plans.append([(col, lo + timedelta(days=k), f if k in (0, n - 1) else inner) for k in range(n)])
+    plans = [p for p in plans if len(p) <= DAY_PLAN_MAX_DAYS]
+    return min(plans, key=len) if plans else None
+
+
 def list_page(conn: Connection, account_id: int, f: Filters, limit: int, after_id: int | None) -> list[Row[Any]]:
     """One page, newest first, keyset-paged on the id."""
-    stmt = filtered(select(actions), account_id, f)
-    if after_id is not None:
-        stmt = stmt.where(actions.c.id < after_id)
-    return list(conn.execute(stmt.order_by(actions.c.id.desc()).limit(limit)))
+    id_ = actions.c.id
+    plan = _day_plan(conn, f)
+    if plan is None:
+        stmt = filtered(select(actions), account_id, f)
+        if after_id is not None:
+            stmt = stmt.where(id_ < after_id)
+        return list(conn.execute(stmt.order_by(id_.desc()).limit(limit)))
+    if not plan:
+        return []
+    if not is_sqlite(conn):
+        # planned with the values at hand: a generic plan of this statement (psycopg prepares it once
+        # it repeats) may walk another filter's index back through all newer actions instead
+        conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
+    per_day = []
+    for day_col, day, rest in plan:
+        one = filtered(select(id_), account_id, rest).where(day_col == day)
+        if after_id is not None:
+            one = one.where(id_ < after_id)
+        per_day.append(select(one.order_by(id_.desc()).limit(limit).subquery().c.id))
+    ids = union_all(*per_day).subquery()
+    stmt = select(actions).where(id_.in_(select(ids.c.id))).order_by(id_.desc()).limit(limit)
+    return list(conn.execute(stmt))
 
 
 def items_of_many(conn: Connection, action_ids: Sequence[int]) -> dict[int, list[Row[Any]]]:
@@ -356,3 +404,45 @@ def reserve_action_ids(conn: Connection, n: int) -> list[int]:
             text("SELECT nextval(pg_get_serial_sequence('actions', 'id')) FROM generate_series(1, :n)"), {"n": n}
         ).scalars()
     ]
+
+
+# --- reads of the impact.com-compatible API (api/compat.py) ------------------------------------
+
+
+def offset_page(conn: Connection, account_id: int, f: Filters, offset: int, limit: int) -> list[Row[Any]]:
+    """One page of the account's matching actions, newest first, from row ``offset`` on (impact.com's
+    Page/PageSize paging; ``list_page`` is the keyset-paged one)."""
+    stmt = filtered(select(actions), account_id, f)
+    return list(conn.execute(stmt.order_by(actions.c.id.desc()).offset(offset).limit(limit)))
+
+
+def newest_changes(conn: Connection, action_ids: Sequence[int]) -> dict[int, Row[Any]]:
+    """The newest change of each of these actions, by action id: its ``at``, ``delta_amount``,
+    ``delta_payout``, ``note`` and ``reason``. A lock is a state transition, not a change (as in
+    impact.com), so LOCKED entries are passed over; an action without a change is missing."""
+    if not action_ids:
+        return {}
+    u = action_updates.c
+    newest = (
+        select(u.action_id, func.max(u.id).label("uid"))
+        .where(u.action_id.in_(list(action_ids)), u.kind != wf.Kind.LOCKED.value)
+        .group_by(u.action_id)
+        .subquery()
+    )
+    stmt: Select[Any] = select(u.action_id, u.at, u.delta_amount, u.delta_payout, u.note, u.reason).join(
+        newest, u.id == newest.c.uid
+    )
+    return {int(r.action_id): r for r in conn.execute(stmt)}
+
+
+def order_keys(conn: Connection, account_id: int, action_ids: Sequence[int]) -> dict[int, Row[Any]]:
+    """The ``event_type_id``, ``order_id`` and ``partner_id`` of each of these actions of the account,
+    by action id (other accounts' actions are missing)."""
+    ids = set(action_ids)
+    if not ids:
+        return {}
+    a = actions.c
+    stmt: Select[Any] = select(a.id, a.event_type_id, a.order_id, a.partner_id).where(
+        a.id.in_(ids), a.account_id == account_id
+    )
+    return {int(r.id): r for r in conn.execute(stmt)}

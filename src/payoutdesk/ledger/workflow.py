@@ -236,6 +236,14 @@ def _item(i: Item, quantity: int, amount: int, payout: int) -> Item:
     return new
 
 
+def spread_total(total: int, amounts: Sequence[int], quantities: Sequence[int]) -> list[int]:
+    """R6: a new order total over the items in proportion to their current amounts; when those are all
+    zero, evenly over the items still there (quantity > 0): a returned item (R7) gets no amount."""
+    if not any(amounts) and any(quantities):
+        return allocate(total, [1 if q > 0 else 0 for q in quantities])
+    return allocate(total, amounts)
+
+
 def _recompute(items: tuple[Item, ...], terms: Terms, *, reversed_: bool) -> tuple[Item, ...]:
     payouts = item_payouts(terms, [i.amount for i in items], [i.category for i in items], reversed_=reversed_)
     return tuple(_item(i, i.quantity, i.amount, p) for i, p in zip(items, payouts, strict=True))
@@ -350,7 +358,7 @@ def _modify(action: Action, command: Modify, terms: Terms) -> Outcome:
         return Change(action, _reversed(action, tuple(items), rev_reason), Kind.REVERSED, rev_reason)
 
     if command.amount is not None:
-        spread = allocate(command.amount, [i.amount for i in items])
+        spread = spread_total(command.amount, [i.amount for i in items], [i.quantity for i in items])
         items = [_item(i, i.quantity, a, i.payout) for i, a in zip(items, spread, strict=True)]
     new_items = _recompute(tuple(items), terms, reversed_=False)
     amounts_same = all(
@@ -415,7 +423,7 @@ def quick_modify(items: Sequence[ItemRow], amount: int | None, changes: Sequence
             return SLOW  # every item returned: a reversal
     amounts = [row[4] for row in rows]
     if amount is not None:
-        amounts = allocate(amount, amounts)
+        amounts = spread_total(amount, amounts, [row[3] for row in rows])
     payouts = item_payouts(terms, amounts, [row[2] for row in rows], reversed_=False)
     if all(row[3] == old[3] and a == old[4] for row, a, old in zip(rows, amounts, items, strict=True)):
         return None

@@ -15,6 +15,9 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    cast,
+    func,
+    literal_column,
     text,
 )
 
@@ -170,7 +173,7 @@ actions = Table(
     Index("ix_actions_partner", "account_id", "partner_id", "id"),
     Index("ix_actions_event_type_order", "event_type_id", "order_id", "id"),
     Index("ix_actions_order", "account_id", "order_id", "id"),
-    Index("ix_actions_event_date", "account_id", "event_date", "id"),
+    # the event date by UTC day is indexed as an expression, per backend (see EVENT_DAY below)
     Index("ix_actions_locking_date", "account_id", "locking_date", "id"),
     Index(
         "ix_actions_lock_due_open",
@@ -179,6 +182,15 @@ actions = Table(
         sqlite_where=text("locked_at IS NULL"),
         postgresql_where=text("locked_at IS NULL"),
     ),
+)
+
+# The UTC day of an action's event, as the list's per-day plan asks for it (ledger.repository):
+# the expression must be written exactly like this for the indexes below to serve it.
+EVENT_DAY_SQLITE = func.date(actions.c.event_date)  # stored as naive UTC text
+EVENT_DAY_POSTGRESQL = cast(func.timezone(literal_column("'UTC'"), actions.c.event_date), Date)
+Index("ix_actions_event_day", actions.c.account_id, EVENT_DAY_SQLITE, actions.c.id).ddl_if(dialect="sqlite")
+Index("ix_actions_event_day_pg", actions.c.account_id, EVENT_DAY_POSTGRESQL, actions.c.id).ddl_if(
+    dialect="postgresql"
 )
 
 action_items = Table(

@@ -6,6 +6,15 @@ row results in bulk, and records the submission's progress. Progress is recorded
 worker still owns the submission at the row where the chunk began, so a chunk applies exactly
 once even when a worker dies or loses its lease; a restarted worker resumes at the first row
 not yet recorded.
+
+Speed (DESIGN §6): the file is read lazily, a chunk at a time, so memory stays bounded; rows
+become plain tuples (``quick_plan``, falling back to ``rows.interpret``); actions are loaded and
+written as tuples through the driver (``repository.Bulk``: executemany on SQLite, binary COPY
+into staging tables and ``UPDATE … FROM`` on PostgreSQL); and the common modification of a
+plain pending action takes a lane that computes what ``workflow.decide`` would (inline for the
+order-level change of a one-item action, else ``workflow.quick_modify``) without building
+domain objects. Everything else goes through ``command_for`` and ``decide`` as before.
+tests/test_engine_lanes.py and tests/test_submission_equivalence.py hold the lanes to that.
 """
 
 from __future__ import annotations
@@ -65,8 +74,7 @@ class Unit:
     """An action to put back (undo)."""
 
     row: int
-    intent: Intent | RowError | None = None
-    undo_action: int | None = None
+    undo_action: int
 
 
 # A valid row: the fields of rows.Intent (row, action id, event type id, order id, reason, amount, items,
@@ -270,7 +278,7 @@ def apply_chunk(
                 ids.add(u[1])
             else:
                 pairs.add((u[2], u[3]))  # type: ignore[arg-type]
-        elif isinstance(u, Unit) and u.undo_action is not None:
+        elif isinstance(u, Unit):
             ids.add(u.undo_action)
     by_order = bulk.newest_by_orders(account_id, campaign_id, pairs) if pairs else {}
     ids.update(by_order.values())
@@ -279,7 +287,7 @@ def apply_chunk(
                                      for_update=not dry).items():
         current[aid] = _Cur(a, items)
     undo_history = (
-        repo.history(conn, [u.undo_action for u in units if isinstance(u, Unit) and u.undo_action is not None])
+        repo.history(conn, [u.undo_action for u in units if isinstance(u, Unit)])
         if sub.undo_of is not None else {}
     )
     results: list[tuple[Any, ...]] = []
@@ -385,7 +393,6 @@ def apply_chunk(
             continue
         else:
             assert isinstance(u, Unit)
-            assert u.undo_action is not None
             row_no, aid = u.row, u.undo_action
             cur = current.get(aid)
             if cur is None:
@@ -490,8 +497,7 @@ def source_of(conn: Connection, sub: Row[Any], currency: str) -> tuple[str, int,
     units, so that a big file is never held as objects all at once. Raises FileRejected."""
     if sub.undo_of is not None:
         ids = repo.updates_of_submission(conn, int(sub.undo_of))
-        return "undo", len(ids), lambda start: (Unit(n, undo_action=aid)
-                                                for n, aid in enumerate(ids[start:], start + 1))
+        return "undo", len(ids), lambda start: (Unit(n, aid) for n, aid in enumerate(ids[start:], start + 1))
     data = repo.file_of(conn, int(sub.id))
     exp = exponent(currency)
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, and_, func, insert, or_, select, update
+from sqlalchemy.exc import DBAPIError
 
 from payoutdesk.errors import StaleVersion
 from payoutdesk.kit.db import is_sqlite
@@ -148,6 +150,11 @@ UPDATE_COLUMNS = ("action_id", "at", "kind", "state", "reason", "note", "delta_a
                   "channel", "submission_id", "actor")
 RESULT_COLUMNS = ("submission_id", "row_no", "outcome", "action_id", "amount_before", "amount_after",
                   "payout_before", "payout_after", "state_after", "column_name", "error_type", "code", "message")
+# PostgreSQL types of the columns above, for binary COPY (which needs the exact width of every integer)
+_UPDATE_TYPES = ("int8", "timestamptz", "text", "text", "text", "text", "int8", "int8", "text", "text", "int8", "text")
+_RESULT_TYPES = ("int8", "int4", "text", "int8", "int8", "int8", "int8", "int8", "text", "text", "text", "text", "text")
+_STAGE_ACTION_TYPES = ("int8", "int4", "int4", "bool", "text", "text", "int8", "int8", "timestamptz", "text", "int4")
+_STAGE_ITEM_TYPES = ("int8", "int4", "int4", "int8", "int8")
 _STAGE_ACTIONS = (
     "CREATE TEMP TABLE IF NOT EXISTS pd_stage_actions (id bigint NOT NULL, version integer NOT NULL, "
     "new_version integer NOT NULL, full_row boolean NOT NULL, state varchar(10), reason varchar(64), "
@@ -173,12 +180,35 @@ class Bulk:
         self.bind_time = impl.bind_processor(conn.dialect) or _same
         self._read_time = impl.result_processor(conn.dialect, None) or _same
         self.cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        self._dbapi_error: type[Exception] = conn.dialect.loaded_dbapi.Error
+
+    @contextmanager
+    def _driver(self, what: str) -> Iterator[None]:
+        """Driver errors as SQLAlchemy's, as if the statement had gone through SQLAlchemy (so that
+        db.transaction retries a deadlock, and callers see one kind of error)."""
+        try:
+            yield
+        except self._dbapi_error as exc:
+            raise DBAPIError.instance(what, None, exc, self._dbapi_error) from exc
+
+    def _copy(self, table: str, columns: Sequence[str], types: Sequence[str], rows: Iterable[Sequence[Any]]
+              ) -> None:
+        with self.cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(list(types))
+            write = copy.write_row
+            for r in rows:
+                write(r)
 
     def _q(self, sql: str) -> str:
         return sql if self.sqlite else sql.replace("?", "%s")
 
     def load(self, account_id: int, campaign_id: int, ids: Sequence[int], *, for_update: bool
              ) -> dict[int, tuple[ActionTuple, list[ItemTuple]]]:
+        with self._driver("SELECT FROM actions"):
+            return self._load(account_id, campaign_id, ids, for_update=for_update)
+
+    def _load(self, account_id: int, campaign_id: int, ids: Sequence[int], *, for_update: bool
+              ) -> dict[int, tuple[ActionTuple, list[ItemTuple]]]:
         """The actions of the account and campaign among ``ids`` (ascending), with their items in position
         order; locked for update on PostgreSQL when ``for_update`` (SQLite's write transaction excludes
         other writers already)."""
@@ -226,6 +256,11 @@ class Bulk:
     def newest_by_orders(self, account_id: int, campaign_id: int, pairs: Iterable[tuple[int, str]]
                          ) -> dict[tuple[int, str], int]:
         """R12 in bulk: the newest action of the account and campaign for each (event type, order id)."""
+        with self._driver("SELECT FROM actions"):
+            return self._newest_by_orders(account_id, campaign_id, pairs)
+
+    def _newest_by_orders(self, account_id: int, campaign_id: int, pairs: Iterable[tuple[int, str]]
+                          ) -> dict[tuple[int, str], int]:
         by_type: dict[int, list[str]] = {}
         for et, oid in set(pairs):
             by_type.setdefault(et, []).append(oid)
@@ -249,6 +284,10 @@ class Bulk:
         return out
 
     def write_actions(self, rows: Sequence[tuple[Any, ...]], items: Sequence[tuple[Any, ...]]) -> None:
+        with self._driver("UPDATE actions"):
+            self._write_actions(rows, items)
+
+    def _write_actions(self, rows: Sequence[tuple[Any, ...]], items: Sequence[tuple[Any, ...]]) -> None:
         """Write changed actions and items, version-checked in bulk (R14): if any action's version moved,
         ``StaleVersion`` rolls the whole chunk back.
 
@@ -282,10 +321,8 @@ class Bulk:
             return
         # one index probe per staged row, never a hash join over the whole table: a chunk is small beside it
         cur.execute(f"{_STAGE_ACTIONS}; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
-        with cur.copy("COPY pd_stage_actions (id, version, new_version, full_row, state, reason, amount, payout, "
-                      "locked_at, restore, update_count) FROM STDIN") as copy:
-            for r in rows:
-                copy.write_row(r)
+        self._copy("pd_stage_actions", ("id", "version", "new_version", "full_row", "state", "reason", "amount",
+                                        "payout", "locked_at", "restore", "update_count"), _STAGE_ACTION_TYPES, rows)
         cur.execute(
             "UPDATE actions AS a SET amount = s.amount, payout = s.payout, update_count = s.update_count, "
             "version = s.new_version, "
@@ -299,9 +336,8 @@ class Bulk:
             raise StaleVersion("an action of this chunk changed meanwhile; the chunk is retried")
         if items:
             cur.execute(_STAGE_ITEMS)
-            with cur.copy("COPY pd_stage_items (action_id, position, quantity, amount, payout) FROM STDIN") as copy:
-                for r in items:
-                    copy.write_row(r)
+            self._copy("pd_stage_items", ("action_id", "position", "quantity", "amount", "payout"),
+                       _STAGE_ITEM_TYPES, items)
             cur.execute(
                 "UPDATE action_items AS t SET quantity = s.quantity, amount = s.amount, payout = s.payout "
                 "FROM pd_stage_items AS s WHERE t.action_id = s.action_id AND t.position = s.position"
@@ -310,23 +346,23 @@ class Bulk:
 
     def insert_updates(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """History rows, as tuples in the order of ``UPDATE_COLUMNS`` (``at`` already through ``bind_time``)."""
-        self._insert("action_updates", UPDATE_COLUMNS, rows)
+        with self._driver("INSERT INTO action_updates"):
+            self._insert("action_updates", UPDATE_COLUMNS, _UPDATE_TYPES, rows)
 
     def insert_results(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Row results, as tuples in the order of ``RESULT_COLUMNS``."""
-        self._insert("submission_results", RESULT_COLUMNS, rows)
+        with self._driver("INSERT INTO submission_results"):
+            self._insert("submission_results", RESULT_COLUMNS, _RESULT_TYPES, rows)
 
-    def _insert(self, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+    def _insert(self, table: str, columns: Sequence[str], types: Sequence[str], rows: Sequence[tuple[Any, ...]]
+                ) -> None:
         if not rows:
             return
-        names = ", ".join(columns)
         if self.sqlite:
             marks = ", ".join("?" * len(columns))
-            self.cur.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+            self.cur.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
             return
-        with self.cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-            for r in rows:
-                copy.write_row(r)
+        self._copy(table, columns, types, rows)
 
 
 def updates_of_submission(conn: Connection, submission_id: int) -> list[int]:
@@ -355,3 +391,37 @@ def _chunks(seq: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
     for i in range(0, len(seq), n):
         yield seq[i : i + n]
 
+
+
+# --- reads of the impact.com-compatible API (api/compat.py) ------------------------------------
+
+
+def files_page(conn: Connection, account_id: int, offset: int, limit: int, *, campaign_id: int | None = None,
+               created_from: datetime | None = None, created_to: datetime | None = None,
+               finished_from: datetime | None = None, finished_to: datetime | None = None,
+               ) -> tuple[int, list[Row[Any]]]:
+    """How many of the account's file submissions (kind F, whatever the channel) match, and one page of
+    them, newest first, from row ``offset`` on. The ``_from`` bounds are inclusive, the ``_to`` ones
+    exclusive; ``created`` bounds the submission time, ``finished`` the completion time."""
+    s = submissions.c
+    conds = [s.account_id == account_id, s.kind == "F"]
+    if campaign_id is not None:
+        conds.append(s.campaign_id == campaign_id)
+    for col, lo, hi in ((s.created_at, created_from, created_to), (s.finished_at, finished_from, finished_to)):
+        if lo is not None:
+            conds.append(col >= lo)
+        if hi is not None:
+            conds.append(col < hi)
+    total = int(conn.execute(select(func.count()).select_from(submissions).where(*conds)).scalar_one())
+    rows = list(conn.execute(select(submissions).where(*conds).order_by(s.id.desc()).offset(offset).limit(limit)))
+    return total, rows
+
+
+def errors_page(conn: Connection, submission_id: int, offset: int, limit: int) -> tuple[int, list[Row[Any]]]:
+    """How many rows of a submission had an error, and one page of those results in row order, from
+    the ``offset``-th on (``results`` pages by row number instead)."""
+    r = submission_results.c
+    conds = [r.submission_id == submission_id, r.outcome == "error"]
+    total = int(conn.execute(select(func.count()).select_from(submission_results).where(*conds)).scalar_one())
+    rows = list(conn.execute(select(submission_results).where(*conds).order_by(r.row_no).offset(offset).limit(limit)))
+    return total, rows

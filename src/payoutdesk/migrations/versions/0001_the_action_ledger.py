@@ -171,13 +171,17 @@ def upgrade() -> None:
     with op.batch_alter_table('actions', schema=None) as batch_op:
         batch_op.create_index('ix_actions_account_id', ['account_id', 'id'], unique=False)
         batch_op.create_index('ix_actions_campaign', ['account_id', 'campaign_id', 'id'], unique=False)
-        batch_op.create_index('ix_actions_event_date', ['account_id', 'event_date', 'id'], unique=False)
         batch_op.create_index('ix_actions_event_type_order', ['event_type_id', 'order_id', 'id'], unique=False)
         batch_op.create_index('ix_actions_lock_due_open', ['lock_due', 'id'], unique=False, sqlite_where=sa.text('locked_at IS NULL'), postgresql_where=sa.text('locked_at IS NULL'))
         batch_op.create_index('ix_actions_locking_date', ['account_id', 'locking_date', 'id'], unique=False)
         batch_op.create_index('ix_actions_order', ['account_id', 'order_id', 'id'], unique=False)
         batch_op.create_index('ix_actions_partner', ['account_id', 'partner_id', 'id'], unique=False)
         batch_op.create_index('ix_actions_state', ['account_id', 'state', 'id'], unique=False)
+    # the UTC day of the event, for the list's per-day plan (models.tables.EVENT_DAY_*)
+    if op.get_bind().dialect.name == 'postgresql':
+        op.execute("CREATE INDEX ix_actions_event_day_pg ON actions (account_id, CAST(timezone('UTC', event_date) AS DATE), id)")
+    else:
+        op.execute("CREATE INDEX ix_actions_event_day ON actions (account_id, date(event_date), id)")
 
     op.create_table('contract_payouts',
     sa.Column('contract_id', sa.Integer(), nullable=False),
@@ -247,6 +251,8 @@ def downgrade() -> None:
     op.drop_table('action_items')
     op.drop_table('disposition_codes')
     op.drop_table('contract_payouts')
+    op.execute("DROP INDEX IF EXISTS ix_actions_event_day_pg")
+    op.execute("DROP INDEX IF EXISTS ix_actions_event_day")
     with op.batch_alter_table('actions', schema=None) as batch_op:
         batch_op.drop_index('ix_actions_state')
         batch_op.drop_index('ix_actions_partner')
@@ -254,7 +260,6 @@ def downgrade() -> None:
         batch_op.drop_index('ix_actions_locking_date')
         batch_op.drop_index('ix_actions_lock_due_open', sqlite_where=sa.text('locked_at IS NULL'), postgresql_where=sa.text('locked_at IS NULL'))
         batch_op.drop_index('ix_actions_event_type_order')
-        batch_op.drop_index('ix_actions_event_date')
         batch_op.drop_index('ix_actions_campaign')
         batch_op.drop_index('ix_actions_account_id')
 
