@@ -13,6 +13,8 @@ tests/conftest.py does unless ``--pg-url`` names one):
   ``submissions.engine.process`` in a child process: read the stored bytes, parse, validate, resolve,
   apply the rules, write actions, items, history and row results, chunk by chunk with progress. Rows/s
   is rows over the wall time of ``process``; memory is the child's peak RSS (VmHWM), imports included.
+  Also reported: CPU seconds of the worker and of its PostgreSQL server processes, and rows per CPU
+  second, a steadier figure than wall time on a shared, busy machine (SQLite works inside the worker).
 - **floor**: the same rows' new amounts applied by bare SQL in one transaction, in a child process: the
   (id, amount) pairs (already parsed) loaded into a TEMP staging table (executemany on SQLite, COPY on
   PostgreSQL), one ``UPDATE actions SET amount = s.amount FROM staging s WHERE actions.id = s.id``, commit.
@@ -249,8 +251,9 @@ def item_file(meta: dict[str, Any], rows: int, run: int) -> tuple[bytes, list[tu
 
 
 def server_cpu(url: str) -> float:
-    """CPU seconds used so far by the PostgreSQL server of ``url`` (postmaster and its live children: backends,
-    WAL writer, checkpointer, autovacuum); 0 on SQLite, which works inside the worker's own process."""
+    """CPU seconds used so far by the PostgreSQL server processes connected to the database of ``url``
+    (the benchmark's own connections, which stay open in the engine's pool until it is disposed; background
+    workers such as the WAL writer or autovacuum are left out); 0 on SQLite, which works inside the worker."""
     if url.startswith("sqlite"):
         return 0.0
     from sqlalchemy import text
@@ -259,20 +262,18 @@ def server_cpu(url: str) -> float:
 
     engine = db.make_engine(url)
     with engine.connect() as conn:
-        data_dir = str(conn.execute(text("SHOW data_directory")).scalar_one())
+        pids = [int(p) for p in conn.execute(text(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )).scalars()]
     engine.dispose()
-    postmaster = int(Path(data_dir, "postmaster.pid").read_text().split()[0])
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    for pid in pids:
         try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(proc.name) == postmaster or int(fields[1]) == postmaster:
-            total += (int(fields[11]) + int(fields[12])) / tick
+        total += (int(fields[11]) + int(fields[12])) / tick
     return total
 
 

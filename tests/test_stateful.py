@@ -15,6 +15,7 @@ decisions recorded in the implementation; it does not call ``ledger.workflow``. 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -396,6 +397,7 @@ def machine_for(engine: Engine) -> type[RuleBasedStateMachine]:
                 weights = [a for _, a in new]
                 if not any(weights) and any(q for q, _ in new):  # nothing to weigh by: the items still there
                     weights = [1 if q > 0 else 0 for q, _ in new]
+                    event("a total spread over zero amounts")
                 new = list(zip([q for q, _ in new], spread(amount, weights), strict=True))
             if new == [(i.q, i.a) for i in m.items]:
                 return False  # R11: nothing different (payouts are not recomputed then)
@@ -733,13 +735,14 @@ def test_ledger_state_machine(engine: Engine, backend: str, monkeypatch: pytest.
     # make_world hashes a generated FTP password with argon2 (0.2 s), irrelevant here: one world per example
     monkeypatch.setattr(catalog, "hash_password", lambda password: "not-hashed")
     sqlite = backend == "sqlite"
+    more = os.environ.get("PAYOUTDESK_STATEFUL_EXAMPLES")  # a longer shake-out locally, e.g. 1000
     # SQLite checkpoints its WAL whenever the last connection closes (NullPool: after every transaction);
     # one idle connection held open for the run makes that cost go away (three times faster).
     with engine.connect():
         run_state_machine_as_test(
             machine_for(engine),
             settings=settings(
-                max_examples=60 if sqlite else 35,
+                max_examples=int(more) if more else 60 if sqlite else 35,
                 stateful_step_count=30,
                 deadline=None,
                 database=None,
