@@ -84,6 +84,25 @@ def spread(total: int, weights: list[int]) -> list[int]:
     return shares
 
 
+def total_over(amount: int, new: list[tuple[int, int]], fixed: set[int]) -> list[tuple[int, int]]:
+    """R6 with R7: items whose amount the change set keep it; the rest of the total goes to the other
+    items still there, by their amounts (evenly when those are all zero)."""
+    rest = amount - sum(new[n][1] for n in fixed)
+    free = [n for n in range(len(new)) if n not in fixed and (not fixed or new[n][0] > 0)]
+    if rest < 0 or (fixed and not free and rest):
+        raise Refused(errors.InvalidAmount)
+    if not free:
+        return new
+    weights = [new[n][1] for n in free]
+    if not any(weights) and any(new[n][0] for n in free):  # nothing to weigh by: the items still there
+        weights = [1 if new[n][0] > 0 else 0 for n in free]
+        event("a total spread over zero amounts")
+    out = list(new)
+    for n, a in zip(free, spread(rest, weights), strict=True):
+        out[n] = (new[n][0], a)
+    return out
+
+
 @dataclass(frozen=True)
 class MTerms:
     seq: int
@@ -356,6 +375,7 @@ def machine_for(engine: Engine) -> type[RuleBasedStateMachine]:
                 raise Refused(errors.ValidationFailed)
             skus = [i.sku for i in m.items]
             new = [(i.q, i.a) for i in m.items]
+            fixed: set[int] = set()  # items whose amount the change sets (given, or returned)
             for sku, q, a in changes:
                 if sku not in skus:
                     raise Refused(errors.UnknownSku)
@@ -364,6 +384,8 @@ def machine_for(engine: Engine) -> type[RuleBasedStateMachine]:
                 n = skus.index(sku)
                 item = m.items[n]
                 cur_q, cur_a = new[n]
+                if q == 0 or a is not None:
+                    fixed.add(n)
                 if q == 0:
                     new_a = 0  # R7: quantity 0 = returned
                 elif a is not None:
@@ -383,6 +405,8 @@ def machine_for(engine: Engine) -> type[RuleBasedStateMachine]:
                     return False  # R11: the amount it already has
                 if (returned_all or to_zero) and m.reason == (reason or "REJECTED"):
                     return False  # R11: reversing a reversed action with the same reason
+                if not (returned_all or to_zero) and amount is not None:
+                    total_over(amount, new, fixed)  # a total that cannot fit is refused first
                 self.can_change(m)
                 raise Refused(errors.InvalidState)
             if returned_all or to_zero:
@@ -394,11 +418,7 @@ def machine_for(engine: Engine) -> type[RuleBasedStateMachine]:
                 self.record(m, "REVERSED", m.reason, before)
                 return True
             if amount is not None:
-                weights = [a for _, a in new]
-                if not any(weights) and any(q for q, _ in new):  # nothing to weigh by: the items still there
-                    weights = [1 if q > 0 else 0 for q, _ in new]
-                    event("a total spread over zero amounts")
-                new = list(zip([q for q, _ in new], spread(amount, weights), strict=True))
+                new = total_over(amount, new, fixed)
             if new == [(i.q, i.a) for i in m.items]:
                 return False  # R11: nothing different (payouts are not recomputed then)
             self.can_change(m)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import pytest
 
 from payoutdesk.contracts.terms import Period, Terms
-from payoutdesk.errors import ActionLocked, InvalidState, TooManyUpdates, UnknownSku, ValidationFailed
+from payoutdesk.errors import ActionLocked, InvalidAmount, InvalidState, TooManyUpdates, UnknownSku, ValidationFailed
 from payoutdesk.ledger import workflow as wf
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -136,3 +136,17 @@ def test_update_cap() -> None:
         wf.decide(a, wf.Modify(amount=50), T10, NOW)
     assert isinstance(wf.decide(a, wf.Modify(amount=100), T10, NOW), wf.Unchanged)
     assert isinstance(wf.lock(a, NOW), wf.Change)  # the lock run always locks
+
+
+def test_order_total_with_explicit_item_amounts() -> None:
+    """R7 amounts are absolute: with an order total too, the given amounts stay and the rest is spread."""
+    a = order(("S0", 1, 10000), ("S1", 1, 20000), ("S2", 1, 10000))
+    cmd = wf.Modify(amount=25000, items=(wf.ItemChange("S0", 1, 5000),))
+    c = change(wf.decide(a, cmd, T10, NOW))
+    assert [i.amount for i in c.after.items] == [5000, 13334, 6666]
+    assert isinstance(wf.decide(c.after, cmd, T10, NOW), wf.Unchanged)  # a replay is harmless (R11)
+    with pytest.raises(InvalidAmount, match="more than the new order amount"):
+        wf.decide(a, wf.Modify(amount=100, items=(wf.ItemChange("S0", 1, 5000),)), T10, NOW)
+    only = order(("S0", 1, 10000))
+    with pytest.raises(InvalidAmount, match="no other item"):
+        wf.decide(only, wf.Modify(amount=6000, items=(wf.ItemChange("S0", 1, 5000),)), T10, NOW)

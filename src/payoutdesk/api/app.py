@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import logging
+import threading
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from payoutdesk import __version__
-from payoutdesk.accounts.service import AccountRef, authenticate_token
+from payoutdesk.accounts.service import AccountRef, authenticate_token, hash_token
 from payoutdesk.api.ratelimit import TokenBuckets, Verdict
 from payoutdesk.config import Settings
 from payoutdesk.errors import PayoutdeskError, RateLimited, Unauthorized
@@ -71,6 +75,43 @@ def _human_validation(exc: RequestValidationError) -> tuple[int, str, str]:
     return 422, "validation_error", "; ".join(dict.fromkeys(parts)) or "The request is invalid."
 
 
+class SignIns:
+    """Accounts that signed in lately, by SID: (account, hash of the token that worked, until when).
+
+    A request whose token hashes to the remembered hash is signed in without reading the
+    database; anything else (an unknown SID, another token, an expired entry) is checked against
+    the database as before, and only a successful check is remembered. The hash is compared on
+    every request; an entry lives ``ttl`` seconds, so a changed token or a removed account is
+    noticed within that time.
+    """
+
+    def __init__(self, ttl: float = 10.0, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[AccountRef, str, float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, sid: str, token_hash: str) -> AccountRef | None:
+        entry = self._entries.get(sid)
+        if entry is None:
+            return None
+        account, known_hash, until = entry
+        if time.monotonic() >= until or not hmac.compare_digest(known_hash, token_hash):
+            return None
+        return account
+
+    def remember(self, sid: str, account: AccountRef, token_hash: str) -> None:
+        with self._lock:
+            if len(self._entries) >= self.max_entries and sid not in self._entries:
+                self._entries.clear()  # bounded memory
+            self._entries[sid] = (account, token_hash, time.monotonic() + self.ttl)
+
+
+def _sign_in(engine: Engine, sid: str, token: str) -> AccountRef:
+    with db.read(engine) as conn:
+        return authenticate_token(conn, sid, token)
+
+
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app = FastAPI(
         title="payoutdesk",
@@ -85,6 +126,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.state.box = SecretBox(load_secret_key(settings.secret_key, settings.data_dir))
     app.state.api_buckets = TokenBuckets(settings.api_rate_limit)
     app.state.login_buckets = TokenBuckets(settings.login_rate_limit, per=60.0)
+    app.state.sign_ins = SignIns()
 
     @app.exception_handler(PayoutdeskError)
     def _domain_error(request: Request, exc: PayoutdeskError) -> JSONResponse:
@@ -134,8 +176,13 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     return app
 
 
-def authenticate(request: Request) -> AccountRef:
-    """HTTP Basic with Account SID and auth token, then the account's API rate limit."""
+async def authenticate(request: Request) -> AccountRef:
+    """HTTP Basic with Account SID and auth token, then the account's API rate limit.
+
+    Asynchronous, so that FastAPI runs it on the event loop rather than handing it to a worker
+    thread: a recent sign-in of the same SID and token (``SignIns``) needs no database; otherwise
+    the database check runs in a worker thread.
+    """
     app = request.app
     client = request.client.host if request.client else "unknown"
     logins: TokenBuckets = app.state.login_buckets
@@ -155,12 +202,16 @@ def authenticate(request: Request) -> AccountRef:
         raise Unauthorized("The Authorization header is not valid HTTP Basic.") from None
     if "\x00" in sid or "\x00" in token:
         raise Unauthorized("The Authorization header is not valid HTTP Basic.")
-    try:
-        with db.read(app.state.engine) as conn:
-            account = authenticate_token(conn, sid, token)
-    except Unauthorized:
-        logins.take(client)
-        raise
+    sign_ins: SignIns = app.state.sign_ins
+    token_hash = hash_token(token)
+    account = sign_ins.check(sid, token_hash)
+    if account is None:
+        try:
+            account = await run_in_threadpool(_sign_in, app.state.engine, sid, token)
+        except Unauthorized:
+            logins.take(client)
+            raise
+        sign_ins.remember(sid, account, token_hash)
     verdict = app.state.api_buckets.take(f"api:{account.id}")
     request.state.rate_headers = rate_headers(verdict)
     if not verdict.allowed:

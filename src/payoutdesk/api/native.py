@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, Row
 
 from payoutdesk.accounts.service import AccountRef
 from payoutdesk.api import idempotency
@@ -106,7 +106,11 @@ def _write(
     handler: Callable[[Connection, Actor], tuple[int, Any]],
 ) -> Response:
     actor = Actor(account.id, f"api:{account.sid}", wf.Channel.API)
-    request_hash = idempotency.fingerprint(request.method, request.url.path, body)
+    # the fingerprint is needed only to answer a repeated Idempotency-Key; ``body`` may be a function
+    # giving it, so that requests without a key do not build it
+    request_hash = ""
+    if key is not None:
+        request_hash = idempotency.fingerprint(request.method, request.url.path, body() if callable(body) else body)
     status, out, replayed = idempotency.run(
         _engine(request), account.id, key, request_hash, lambda conn: handler(conn, actor)
     )
@@ -416,15 +420,14 @@ def get_action(request: Request, action_id: ActionIdPath, account: Account) -> R
     return _read(request, lambda conn: ledger.get_action(conn, account.id, action_id))
 
 
-def _change(request: Request, account: AccountRef, key: str | None, action_id: int, body: Any,
-            command: Callable[[Connection], wf.Command], note: str | None) -> Response:
+def _change(request: Request, account: AccountRef, key: str | None, action_id: int, body: Callable[[], Any],
+            command: wf.Command | ledger.CommandOf, note: str | None) -> Response:
+    """One change of one action in one transaction: the change, the answer (the action as it is
+    after it, with ``outcome``) and, with an Idempotency-Key, the stored answer."""
     def handler(conn: Connection, actor: Actor) -> tuple[int, Any]:
-        applied = ledger.apply(conn, actor, action_id, command(conn), note=note)
-        out = ledger.get_action(conn, actor.account_id, action_id)
-        out["outcome"] = "unchanged" if applied.unchanged else "applied"
-        return 200, out
+        return 200, ledger.change(conn, actor, action_id, command, note=note)
 
-    return _write(request, account, key, [action_id, body], handler)
+    return _write(request, account, key, lambda: [action_id, body()], handler)
 
 
 class ReverseIn(Body):
@@ -453,29 +456,27 @@ class NoteIn(Body):
 def approve(request: Request, action_id: ActionIdPath, account: Account, body: NoteIn | None = None,
             key: IdemKey = None) -> Response:
     note = body.note if body else None
-    return _change(request, account, key, action_id, {"approve": note}, lambda _c: wf.Approve(), note)
+    return _change(request, account, key, action_id, lambda: {"approve": note}, wf.Approve(), note)
 
 
 @router.post("/actions/{action_id}/reverse", tags=["actions"])
 def reverse(request: Request, action_id: ActionIdPath, account: Account, body: ReverseIn | None = None,
             key: IdemKey = None) -> Response:
     body = body or ReverseIn()
-    return _change(request, account, key, action_id, body.model_dump(),
-                   lambda _c: wf.Reverse(body.reason), body.note)
+    return _change(request, account, key, action_id, body.model_dump, wf.Reverse(body.reason), body.note)
 
 
 @router.post("/actions/{action_id}/reset", tags=["actions"])
 def reset(request: Request, action_id: ActionIdPath, account: Account, body: NoteIn | None = None,
           key: IdemKey = None) -> Response:
     note = body.note if body else None
-    return _change(request, account, key, action_id, {"reset": note}, lambda _c: wf.Reset(), note)
+    return _change(request, account, key, action_id, lambda: {"reset": note}, wf.Reset(), note)
 
 
 @router.post("/actions/{action_id}/modify", tags=["actions"])
 def modify(request: Request, action_id: ActionIdPath, body: ModifyIn, account: Account,
            key: IdemKey = None) -> Response:
-    def command(conn: Connection) -> wf.Command:
-        row = ledger.action_row(conn, account.id, action_id)
+    def command(row: Row[Any]) -> wf.Command:
         amount = parse_amount(body.amount, row.currency) if body.amount is not None else None
         items = tuple(
             wf.ItemChange(
@@ -488,7 +489,7 @@ def modify(request: Request, action_id: ActionIdPath, body: ModifyIn, account: A
 
     if body.amount is None and not body.items:
         raise ValidationFailed("Give a new amount, item changes, or both.")
-    return _change(request, account, key, action_id, body.model_dump(mode="json"), command, body.note)
+    return _change(request, account, key, action_id, lambda: body.model_dump(mode="json"), command, body.note)
 
 
 # --- locking and reasons ---------------------------------------------------------------------

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, update
+from sqlalchemy import Connection, Row, and_, bindparam, select, update
 
 from payoutdesk.accounts.service import hash_password
 from payoutdesk.catalog import repository as repo
@@ -339,10 +339,48 @@ def terms_of(conn: Connection, contract: Row[Any], event_type_id: int) -> Terms 
     )
 
 
+# The contract in force (``repo.contract_in_force``) and its payout for the event type
+# (``repo.contract_payout``) in one round trip; built once, executed with bound values.
+_in_force = (
+    select(contracts)
+    .where(
+        contracts.c.campaign_id == bindparam("campaign_id"),
+        contracts.c.partner_id == bindparam("partner_id"),
+        contracts.c.starts_on <= bindparam("on"),
+    )
+    .order_by(contracts.c.starts_on.desc(), contracts.c.id.desc())
+    .limit(1)
+    .subquery()
+)
+_TERMS_IN_FORCE = select(
+    _in_force, contract_payouts.c.rate_ppm, contract_payouts.c.fixed_minor,
+    contract_payouts.c.event_type_id.label("payout_event_type_id"),
+).select_from(
+    _in_force.outerjoin(
+        contract_payouts,
+        and_(contract_payouts.c.contract_id == _in_force.c.id,
+             contract_payouts.c.event_type_id == bindparam("event_type_id")),
+    )
+)
+
+
 def terms_in_force(conn: Connection, campaign_id: int, partner_id: int, event_type_id: int, on: date) -> Terms:
     """R8: the terms of the contract in force on a day for one event type, or ``NoContract``."""
-    contract = repo.contract_in_force(conn, campaign_id, partner_id, on)
-    terms = terms_of(conn, contract, event_type_id) if contract is not None else None
+    row = conn.execute(
+        _TERMS_IN_FORCE,
+        {"campaign_id": campaign_id, "partner_id": partner_id, "on": on, "event_type_id": event_type_id},
+    ).first()
+    terms = None
+    if row is not None and row.payout_event_type_id is not None:
+        terms = Terms(
+            contract_id=row.id,
+            lock_after=Period(row.lock_months, row.lock_days),
+            pay_after=Period(row.pay_months, row.pay_days),
+            referral_window_days=row.referral_window_days,
+            rate_ppm=row.rate_ppm,
+            fixed_minor=row.fixed_minor,
+            category_ppm=json.loads(row.category_rates),
+        )
     if terms is None:
         raise NoContract(
             f"No contract of partner {partner_id} in campaign {campaign_id} pays for event type "

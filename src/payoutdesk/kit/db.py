@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +18,14 @@ from sqlalchemy.pool import NullPool, QueuePool
 T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+# On a SQLite file, the write transactions of one process queue on a lock of the engine before
+# BEGIN IMMEDIATE. Without it, a writer that finds the database locked polls in SQLite's busy
+# handler, sleeping 1, 2, 5, 10 ... 100 ms between tries: under a few concurrent writers most of
+# the time goes to those sleeps and the write lock sits free. Writers of other processes still
+# meet the busy timeout. Reentrant, so a nested write behaves as it did without the lock.
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+WRITE_LOCK_WAIT = 60.0  # then BEGIN IMMEDIATE and the busy timeout decide, as without the lock
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -38,6 +48,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         else:
             kwargs.setdefault("poolclass", NullPool)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60}, **kwargs)
+        if on_disk:
+            _WRITE_LOCKS[engine] = threading.RLock()
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -68,10 +80,17 @@ def is_sqlite(conn: Connection | Engine) -> bool:
 @contextmanager
 def write(engine: Engine) -> Iterator[Connection]:
     """One write transaction: committed on success, rolled back on any exception."""
-    with engine.connect() as raw:
-        conn = raw.execution_options(payoutdesk_write=True)
-        with conn.begin():
-            yield conn
+    lock = _WRITE_LOCKS.get(engine)
+    locked = lock is not None and lock.acquire(timeout=WRITE_LOCK_WAIT)
+    try:
+        with engine.connect() as raw:
+            conn = raw.execution_options(payoutdesk_write=True)
+            with conn.begin():
+                yield conn
+    finally:
+        if locked:
+            assert lock is not None
+            lock.release()
 
 
 @contextmanager

@@ -446,3 +446,82 @@ def order_keys(conn: Connection, account_id: int, action_ids: Sequence[int]) -> 
         a.id.in_(ids), a.account_id == account_id
     )
     return {int(r.id): r for r in conn.execute(stmt)}
+
+
+# --- one action's change over the API (ledger.service.change) ----------------------------------
+# The same statements as items_of, updates_of and write_change, built once and run with bound
+# values: building a statement (and its cache key) costs more than running it on a warm cache.
+
+_ITEMS_OF_ACTION = (
+    select(action_items).where(action_items.c.action_id == bindparam("action_id")).order_by(action_items.c.position)
+)
+_UPDATES_OF_ACTION = (
+    select(action_updates).where(action_updates.c.action_id == bindparam("action_id")).order_by(action_updates.c.id)
+)
+_WRITE_ACTION = (
+    update(actions)
+    .where(actions.c.id == bindparam("a_id"), actions.c.version == bindparam("a_version"))
+    .values(
+        state=bindparam("a_state"),
+        reason=bindparam("a_reason"),
+        amount=bindparam("a_amount"),
+        payout=bindparam("a_payout"),
+        locked_at=bindparam("a_locked_at", type_=UTCDateTime()),
+        restore=bindparam("a_restore"),
+        update_count=bindparam("a_update_count"),
+        version=bindparam("a_new_version"),
+    )
+)
+_INSERT_UPDATE = insert(action_updates)
+
+
+def items_of_action(conn: Connection, action_id: int) -> list[Row[Any]]:
+    """``items_of``."""
+    return list(conn.execute(_ITEMS_OF_ACTION, {"action_id": action_id}))
+
+
+def updates_of_action(conn: Connection, action_id: int) -> list[Row[Any]]:
+    """``updates_of``: the whole history, oldest first (one indexed query)."""
+    return list(conn.execute(_UPDATES_OF_ACTION, {"action_id": action_id}))
+
+
+def write_one_change(conn: Connection, version: int, change: wf.Change, update_values: dict[str, Any]) -> None:
+    """``write_change``: the action (version-checked, R14), its changed items, one history entry."""
+    after = change.after
+    result = conn.execute(
+        _WRITE_ACTION,
+        {
+            "a_id": after.id,
+            "a_version": version,
+            "a_state": after.state.value,
+            "a_reason": after.reason,
+            "a_amount": after.amount,
+            "a_payout": after.payout,
+            "a_locked_at": after.locked_at,
+            "a_restore": json.dumps(after.restore) if after.restore is not None else None,
+            "a_update_count": after.update_count,
+            "a_new_version": version + 1,
+        },
+    )
+    if result.rowcount != 1:
+        raise StaleVersion(f"Action {after.id} was changed by someone else meanwhile.")
+    changed = [
+        {"a_id": after.id, "pos": n, "q": a.quantity, "amt": a.amount, "pay": a.payout}
+        for n, (b, a) in enumerate(zip(change.before.items, after.items, strict=True))
+        if a != b
+    ]
+    if changed:
+        conn.execute(_item_update, changed)
+    conn.execute(
+        _INSERT_UPDATE,
+        {
+            "action_id": after.id,
+            "kind": change.kind.value,
+            "state": after.state.value,
+            "reason": change.reason,
+            "delta_amount": change.delta_amount,
+            "delta_payout": change.delta_payout,
+            "items": items_json(change.changed_items()) if changed else None,
+            **update_values,
+        },
+    )

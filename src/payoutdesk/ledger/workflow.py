@@ -244,6 +244,35 @@ def spread_total(total: int, amounts: Sequence[int], quantities: Sequence[int]) 
     return allocate(total, amounts)
 
 
+def apply_total(total: int | None, amounts: Sequence[int], quantities: Sequence[int], fixed: set[int]) -> list[int]:
+    """R6 with R7: a new order total over the items after an item change.
+
+    Items whose amount the change set (an explicit amount, or returned) keep it; the rest of the
+    total is spread over the other items still there. Refused when the set amounts exceed the
+    total, or when a rest is left and no other item can carry it.
+    """
+    if total is None:
+        return list(amounts)
+    if not fixed:
+        return spread_total(total, amounts, quantities)
+    rest = total - sum(amounts[n] for n in fixed)
+    if rest < 0:
+        raise InvalidAmount(
+            f"The item amounts given add up to more than the new order amount ({sum(amounts[n] for n in fixed)} "
+            f"> {total} in minor units)."
+        )
+    free = [n for n in range(len(amounts)) if n not in fixed and quantities[n] > 0]
+    out = list(amounts)
+    if not free:
+        if rest:
+            raise InvalidAmount("The new order amount differs from the items' amounts, and no other item is left "
+                                "to carry the difference.")
+        return out
+    for n, a in zip(free, spread_total(rest, [amounts[n] for n in free], [quantities[n] for n in free]), strict=True):
+        out[n] = a
+    return out
+
+
 def _recompute(items: tuple[Item, ...], terms: Terms, *, reversed_: bool) -> tuple[Item, ...]:
     payouts = item_payouts(terms, [i.amount for i in items], [i.category for i in items], reversed_=reversed_)
     return tuple(_item(i, i.quantity, i.amount, p) for i, p in zip(items, payouts, strict=True))
@@ -315,6 +344,7 @@ def _modify(action: Action, command: Modify, terms: Terms) -> Outcome:
         raise ValidationFailed("The new amount must not be negative.")
     by_sku = {item.sku: n for n, item in enumerate(action.items)}
     items = list(action.items)
+    fixed: set[int] = set()
     for change in command.items:
         if change.sku not in by_sku:
             known = ", ".join(sorted(by_sku)) or "none"
@@ -325,6 +355,8 @@ def _modify(action: Action, command: Modify, terms: Terms) -> Outcome:
             raise ValidationFailed(f"The amount of sku '{change.sku}' must not be negative.")
         n = by_sku[change.sku]
         item = items[n]
+        if change.quantity == 0 or change.amount is not None:
+            fixed.add(n)
         if change.quantity == 0:
             new_amount = 0
         elif change.amount is not None:
@@ -358,7 +390,7 @@ def _modify(action: Action, command: Modify, terms: Terms) -> Outcome:
         return Change(action, _reversed(action, tuple(items), rev_reason), Kind.REVERSED, rev_reason)
 
     if command.amount is not None:
-        spread = spread_total(command.amount, [i.amount for i in items], [i.quantity for i in items])
+        spread = apply_total(command.amount, [i.amount for i in items], [i.quantity for i in items], fixed)
         items = [_item(i, i.quantity, a, i.payout) for i, a in zip(items, spread, strict=True)]
     new_items = _recompute(tuple(items), terms, reversed_=False)
     amounts_same = all(
@@ -398,6 +430,7 @@ def quick_modify(items: Sequence[ItemRow], amount: int | None, changes: Sequence
     elif amount <= 0:
         return SLOW
     rows = list(items)
+    fixed: set[int] = set()
     if changes:
         by_sku = {row[0]: n for n, row in enumerate(items)}
         for change in changes:
@@ -406,6 +439,8 @@ def quick_modify(items: Sequence[ItemRow], amount: int | None, changes: Sequence
             if n < 0 or quantity < 0 or (given is not None and given < 0):
                 return SLOW
             row = rows[n]
+            if quantity == 0 or given is not None:
+                fixed.add(n)
             if quantity == 0:
                 new_amount = 0
             elif given is not None:
@@ -423,7 +458,10 @@ def quick_modify(items: Sequence[ItemRow], amount: int | None, changes: Sequence
             return SLOW  # every item returned: a reversal
     amounts = [row[4] for row in rows]
     if amount is not None:
-        amounts = spread_total(amount, amounts, [row[3] for row in rows])
+        try:
+            amounts = apply_total(amount, amounts, [row[3] for row in rows], fixed)
+        except InvalidAmount:
+            return SLOW
     payouts = item_payouts(terms, amounts, [row[2] for row in rows], reversed_=False)
     if all(row[3] == old[3] and a == old[4] for row, a, old in zip(rows, amounts, items, strict=True)):
         return None
