@@ -93,3 +93,15 @@ def fresh_engine(fresh_url: str) -> Iterator[Engine]:
     eng = make_engine(fresh_url)
     yield eng
     eng.dispose()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cheap_password_hashing() -> Iterator[None]:
+    """Real argon2, with the cheapest parameters: every tenant a test makes hashes an FTP password."""
+    from argon2 import PasswordHasher
+
+    from payoutdesk.accounts import service
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(service, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+        yield

@@ -296,3 +296,15 @@ def test_an_unexpected_error_is_problem_json_and_hides_the_cause(api: TestClient
     r = post(api, world, "/conversions", {"event_type_id": world.sale, "order_id": "BOOM", "amount": "1",
                                           "event_date": "2026-11-01", "partner_id": world.partners[0]})
     assert_problem(r, 500, "internal_error")
+
+
+def test_reset_is_not_a_reason_for_a_reversal(engine: Engine, tmp_path: Path) -> None:
+    w = make_world(engine)
+    api = client_for(engine, tmp_path)
+    aid = conversion(w, "O-R", "10.00")
+    for path, body in ((f"/api/v1/actions/{aid}/reverse", {"reason": "RESET"}),
+                       (f"/api/v1/actions/{aid}/modify", {"amount": "5.00", "reason": "RESET"})):
+        r = api.post(path, headers=w.auth, json=body)
+        assert r.status_code == 422 and r.json()["code"] == "unknown_reason"
+        assert "/reset" in r.json()["detail"]
+    assert api.get(f"/api/v1/actions/{aid}", headers=w.auth).json()["amount"] == "10.00"

@@ -397,6 +397,10 @@ class _AfterItem:
 
 
 def _resolve_command(conn: Connection, actor: Actor, event_type_id: int, command: wf.Command) -> wf.Command:
+    reason = command.reason if isinstance(command, wf.Reverse | wf.Modify) else None
+    if reason is not None and reason.strip() == "RESET":
+        raise UnknownReason("RESET is not a reason for a reversal or a modification: it resets the action to "
+                            "its original (POST /actions/{id}/reset, or Reason RESET in a file).")
     if isinstance(command, wf.Reverse):
         return wf.Reverse(resolve_reason(conn, actor, event_type_id, command.reason))
     if isinstance(command, wf.Modify):
