@@ -37,11 +37,11 @@ def _stored(conn: Connection, account_id: int, key: str) -> Any:
 
 
 def run(
-    engine: Engine, account_id: int, key: str | None, request_hash: str, handler: Handler
+    engine: Engine, account_id: int, key: str | None, request_hash: str, handler: Handler, *, wait: bool = True
 ) -> tuple[int, bytes, bool]:
-    """Run a write; returns (status, body, replayed)."""
+    """Run a write; returns (status, body, replayed). ``wait=False``: see ``db.transaction``."""
     if key is None:
-        status, payload = db.transaction(engine, handler)
+        status, payload = db.transaction(engine, handler, wait=wait)
         return status, dumps(payload), False
     if not key.strip() or len(key) > 255 or not key.isprintable():
         raise ValidationFailed("Idempotency-Key must be 1 to 255 printable characters.")
@@ -61,7 +61,7 @@ def run(
         return status, body, False
 
     try:
-        return db.transaction(engine, unit)
+        return db.transaction(engine, unit, wait=wait)
     except IntegrityError:
         # another request with the same key won the race; answer what it answered
         with db.read(engine) as conn:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from sqlalchemy import Connection, Engine, Row
+from starlette.concurrency import run_in_threadpool
 
 from payoutdesk.accounts.service import AccountRef
 from payoutdesk.api import idempotency
@@ -103,7 +104,7 @@ def _read(request: Request, fn: Callable[[Connection], Any]) -> Response:
 
 def _write(
     request: Request, account: AccountRef, key: str | None, body: Any,
-    handler: Callable[[Connection, Actor], tuple[int, Any]],
+    handler: Callable[[Connection, Actor], tuple[int, Any]], *, wait: bool = True,
 ) -> Response:
     actor = Actor(account.id, f"api:{account.sid}", wf.Channel.API)
     # the fingerprint is needed only to answer a repeated Idempotency-Key; ``body`` may be a function
@@ -112,9 +113,26 @@ def _write(
     if key is not None:
         request_hash = idempotency.fingerprint(request.method, request.url.path, body() if callable(body) else body)
     status, out, replayed = idempotency.run(
-        _engine(request), account.id, key, request_hash, lambda conn: handler(conn, actor)
+        _engine(request), account.id, key, request_hash, lambda conn: handler(conn, actor), wait=wait
     )
     return _respond(request, status, out, replayed)
+
+
+async def _write_soon(
+    request: Request, account: AccountRef, key: str | None, body: Any,
+    handler: Callable[[Connection, Actor], tuple[int, Any]],
+) -> Response:
+    """``_write`` right here on the event loop when the database takes it at once, else in a worker thread.
+
+    Handing a request to a worker thread and back costs about as much CPU as a whole single-action
+    change (thread wake-ups, the GIL, caches), so a change runs on the event loop, but only when it
+    cannot wait for a lock (``db.WouldWait``, nothing done): then it runs again in a thread, where
+    waiting does not hold up the other requests.
+    """
+    try:
+        return _write(request, account, key, body, handler, wait=False)
+    except db.WouldWait:
+        return await run_in_threadpool(_write, request, account, key, body, handler)
 
 
 def _mail_domain(request: Request) -> str:
@@ -420,14 +438,14 @@ def get_action(request: Request, action_id: ActionIdPath, account: Account) -> R
     return _read(request, lambda conn: ledger.get_action(conn, account.id, action_id))
 
 
-def _change(request: Request, account: AccountRef, key: str | None, action_id: int, body: Callable[[], Any],
-            command: wf.Command | ledger.CommandOf, note: str | None) -> Response:
+async def _change(request: Request, account: AccountRef, key: str | None, action_id: int, body: Callable[[], Any],
+                  command: wf.Command | ledger.CommandOf, note: str | None) -> Response:
     """One change of one action in one transaction: the change, the answer (the action as it is
     after it, with ``outcome``) and, with an Idempotency-Key, the stored answer."""
     def handler(conn: Connection, actor: Actor) -> tuple[int, Any]:
         return 200, ledger.change(conn, actor, action_id, command, note=note)
 
-    return _write(request, account, key, lambda: [action_id, body()], handler)
+    return await _write_soon(request, account, key, lambda: [action_id, body()], handler)
 
 
 class ReverseIn(Body):
@@ -453,29 +471,29 @@ class NoteIn(Body):
 
 
 @router.post("/actions/{action_id}/approve", tags=["actions"])
-def approve(request: Request, action_id: ActionIdPath, account: Account, body: NoteIn | None = None,
-            key: IdemKey = None) -> Response:
+async def approve(request: Request, action_id: ActionIdPath, account: Account, body: NoteIn | None = None,
+                  key: IdemKey = None) -> Response:
     note = body.note if body else None
-    return _change(request, account, key, action_id, lambda: {"approve": note}, wf.Approve(), note)
+    return await _change(request, account, key, action_id, lambda: {"approve": note}, wf.Approve(), note)
 
 
 @router.post("/actions/{action_id}/reverse", tags=["actions"])
-def reverse(request: Request, action_id: ActionIdPath, account: Account, body: ReverseIn | None = None,
-            key: IdemKey = None) -> Response:
+async def reverse(request: Request, action_id: ActionIdPath, account: Account, body: ReverseIn | None = None,
+                  key: IdemKey = None) -> Response:
     body = body or ReverseIn()
-    return _change(request, account, key, action_id, body.model_dump, wf.Reverse(body.reason), body.note)
+    return await _change(request, account, key, action_id, body.model_dump, wf.Reverse(body.reason), body.note)
 
 
 @router.post("/actions/{action_id}/reset", tags=["actions"])
-def reset(request: Request, action_id: ActionIdPath, account: Account, body: NoteIn | None = None,
-          key: IdemKey = None) -> Response:
+async def reset(request: Request, action_id: ActionIdPath, account: Account, body: NoteIn | None = None,
+                key: IdemKey = None) -> Response:
     note = body.note if body else None
-    return _change(request, account, key, action_id, lambda: {"reset": note}, wf.Reset(), note)
+    return await _change(request, account, key, action_id, lambda: {"reset": note}, wf.Reset(), note)
 
 
 @router.post("/actions/{action_id}/modify", tags=["actions"])
-def modify(request: Request, action_id: ActionIdPath, body: ModifyIn, account: Account,
-           key: IdemKey = None) -> Response:
+async def modify(request: Request, action_id: ActionIdPath, body: ModifyIn, account: Account,
+                 key: IdemKey = None) -> Response:
     def command(row: Row[Any]) -> wf.Command:
         amount = parse_amount(body.amount, row.currency) if body.amount is not None else None
         items = tuple(
@@ -489,7 +507,7 @@ def modify(request: Request, action_id: ActionIdPath, body: ModifyIn, account: A
 
     if body.amount is None and not body.items:
         raise ValidationFailed("Give a new amount, item changes, or both.")
-    return _change(request, account, key, action_id, lambda: body.model_dump(mode="json"), command, body.note)
+    return await _change(request, account, key, action_id, lambda: body.model_dump(mode="json"), command, body.note)
 
 
 # --- locking and reasons ---------------------------------------------------------------------

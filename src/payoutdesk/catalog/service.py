@@ -340,7 +340,9 @@ def terms_of(conn: Connection, contract: Row[Any], event_type_id: int) -> Terms 
 
 
 # The contract in force (``repo.contract_in_force``) and its payout for the event type
-# (``repo.contract_payout``) in one round trip; built once, executed with bound values.
+# (``repo.contract_payout``) in one round trip; built once, executed with bound values (campaign_id,
+# partner_id, on, event_type_id). One row, or none when no contract has started; its ``payout_event_type_id``
+# is null when that contract does not pay for the event type. ``terms_from_row`` reads it.
 _in_force = (
     select(contracts)
     .where(
@@ -352,9 +354,10 @@ _in_force = (
     .limit(1)
     .subquery()
 )
-_TERMS_IN_FORCE = select(
-    _in_force, contract_payouts.c.rate_ppm, contract_payouts.c.fixed_minor,
-    contract_payouts.c.event_type_id.label("payout_event_type_id"),
+TERMS_IN_FORCE = select(
+    _in_force.c.id, _in_force.c.lock_months, _in_force.c.lock_days, _in_force.c.pay_months, _in_force.c.pay_days,
+    _in_force.c.referral_window_days, _in_force.c.category_rates, contract_payouts.c.rate_ppm,
+    contract_payouts.c.fixed_minor, contract_payouts.c.event_type_id.label("payout_event_type_id"),
 ).select_from(
     _in_force.outerjoin(
         contract_payouts,
@@ -364,23 +367,31 @@ _TERMS_IN_FORCE = select(
 )
 
 
+def terms_from_row(row: Any, prefix: str = "") -> Terms | None:
+    """The terms of a ``TERMS_IN_FORCE`` row, its columns named with ``prefix`` (None for no row, or for
+    a contract that does not pay for the event type)."""
+    if row is None:
+        return None
+    m = row._mapping
+    if m[prefix + "payout_event_type_id"] is None:
+        return None
+    return Terms(
+        contract_id=m[prefix + "id"],
+        lock_after=Period(m[prefix + "lock_months"], m[prefix + "lock_days"]),
+        pay_after=Period(m[prefix + "pay_months"], m[prefix + "pay_days"]),
+        referral_window_days=m[prefix + "referral_window_days"],
+        rate_ppm=m[prefix + "rate_ppm"],
+        fixed_minor=m[prefix + "fixed_minor"],
+        category_ppm=json.loads(m[prefix + "category_rates"]),
+    )
+
+
 def terms_in_force(conn: Connection, campaign_id: int, partner_id: int, event_type_id: int, on: date) -> Terms:
     """R8: the terms of the contract in force on a day for one event type, or ``NoContract``."""
-    row = conn.execute(
-        _TERMS_IN_FORCE,
+    terms = terms_from_row(conn.execute(
+        TERMS_IN_FORCE,
         {"campaign_id": campaign_id, "partner_id": partner_id, "on": on, "event_type_id": event_type_id},
-    ).first()
-    terms = None
-    if row is not None and row.payout_event_type_id is not None:
-        terms = Terms(
-            contract_id=row.id,
-            lock_after=Period(row.lock_months, row.lock_days),
-            pay_after=Period(row.pay_months, row.pay_days),
-            referral_window_days=row.referral_window_days,
-            rate_ppm=row.rate_ppm,
-            fixed_minor=row.fixed_minor,
-            category_ppm=json.loads(row.category_rates),
-        )
+    ).first())
     if terms is None:
         raise NoContract(
             f"No contract of partner {partner_id} in campaign {campaign_id} pays for event type "

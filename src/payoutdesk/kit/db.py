@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import NullPool, QueuePool
 
 T = TypeVar("T")
@@ -26,6 +27,18 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # meet the busy timeout. Reentrant, so a nested write behaves as it did without the lock.
 _WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
 WRITE_LOCK_WAIT = 60.0  # then BEGIN IMMEDIATE and the busy timeout decide, as without the lock
+
+# A write that must not wait (``wait=False``, run on the web server's event loop) gets the
+# PostgreSQL connection from a small engine of its own whose sessions give up on a lock after
+# this long (``lock_timeout``) instead of queueing behind, say, a lock run's chunk.
+NOWAIT_LOCK_TIMEOUT_MS = 20
+_NOWAIT_ENGINES: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+_NOWAIT_ENGINES_LOCK = threading.Lock()
+
+
+class WouldWait(Exception):
+    """A write asked not to wait found the database busy (a lock held by another writer) and did
+    nothing: run it again where waiting is fine (``wait=True``, in a worker thread)."""
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -64,8 +77,19 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
-            mode = "IMMEDIATE" if conn.get_execution_options().get("payoutdesk_write") else "DEFERRED"
-            conn.exec_driver_sql(f"BEGIN {mode}")
+            options = conn.get_execution_options()
+            mode = "IMMEDIATE" if options.get("payoutdesk_write") else "DEFERRED"
+            if not options.get("payoutdesk_nowait"):
+                conn.exec_driver_sql(f"BEGIN {mode}")
+                return
+            # no busy handler for this BEGIN: a write lock held by another process fails it at once
+            dbapi_conn = conn.connection.driver_connection
+            assert dbapi_conn is not None
+            dbapi_conn.execute("PRAGMA busy_timeout=0")
+            try:
+                conn.exec_driver_sql(f"BEGIN {mode}")
+            finally:
+                dbapi_conn.execute("PRAGMA busy_timeout=60000")
 
         return engine
     kwargs.setdefault("pool_size", 10)
@@ -78,19 +102,76 @@ def is_sqlite(conn: Connection | Engine) -> bool:
 
 
 @contextmanager
-def write(engine: Engine) -> Iterator[Connection]:
-    """One write transaction: committed on success, rolled back on any exception."""
+def write(engine: Engine, *, wait: bool = True) -> Iterator[Connection]:
+    """One write transaction: committed on success, rolled back on any exception.
+
+    ``wait=False``: raise ``WouldWait`` (having done nothing) instead of waiting for a writer that
+    holds a lock: on SQLite the write lock of this process or of the database, on PostgreSQL any
+    lock held for longer than ``NOWAIT_LOCK_TIMEOUT_MS`` (the whole transaction is then rolled back).
+    """
     lock = _WRITE_LOCKS.get(engine)
-    locked = lock is not None and lock.acquire(timeout=WRITE_LOCK_WAIT)
+    if lock is None:
+        locked = False
+    elif wait:
+        locked = lock.acquire(timeout=WRITE_LOCK_WAIT)
+    elif lock.acquire(blocking=False):
+        locked = True
+    else:
+        raise WouldWait("another write of this process is in progress")
     try:
-        with engine.connect() as raw:
-            conn = raw.execution_options(payoutdesk_write=True)
-            with conn.begin():
-                yield conn
+        target = engine if wait or is_sqlite(engine) else _nowait_engine(engine)
+        try:
+            raw = target.connect()
+        except PoolTimeout:
+            if wait:
+                raise
+            raise WouldWait("no connection free at once") from None
+        with raw:
+            conn = raw.execution_options(payoutdesk_write=True, payoutdesk_nowait=not wait)
+            try:
+                transaction = conn.begin()
+            except OperationalError as exc:
+                if wait or "locked" not in str(exc.orig):
+                    raise
+                raise WouldWait("another process holds the write lock") from None
+            with transaction:
+                try:
+                    yield conn
+                except DBAPIError as exc:
+                    # the connection was found dead before anything was committed (the engine of
+                    # ``wait=False`` does not ping a connection before it hands it out)
+                    if not wait and exc.connection_invalidated:
+                        raise WouldWait("the connection was lost") from None
+                    raise
+    except DBAPIError as exc:
+        if not wait and getattr(exc.orig, "sqlstate", None) == "55P03":  # lock_not_available
+            raise WouldWait("a lock is held by another transaction") from None
+        raise
     finally:
         if locked:
             assert lock is not None
             lock.release()
+
+
+def _nowait_engine(engine: Engine) -> Engine:
+    """The PostgreSQL engine of ``write(engine, wait=False)``: same database, ``lock_timeout`` set."""
+    found = _NOWAIT_ENGINES.get(engine)
+    if found is not None:
+        return found
+    with _NOWAIT_ENGINES_LOCK:
+        found = _NOWAIT_ENGINES.get(engine)
+        if found is None:
+            # Used from one thread (the event loop) at a time: a connection or two is enough. No ping
+            # before each checkout (a round trip): a dead connection fails the first statement,
+            # before anything is committed, and ``write`` then answers WouldWait.
+            found = create_engine(
+                engine.url, pool_size=1, max_overflow=1, pool_timeout=0.01,
+                connect_args={"options": f"-c lock_timeout={NOWAIT_LOCK_TIMEOUT_MS}"},
+            )
+            nowait = found
+            event.listen(engine, "engine_disposed", lambda _engine: nowait.dispose())
+            _NOWAIT_ENGINES[engine] = found
+    return found
 
 
 @contextmanager
@@ -115,24 +196,29 @@ def migrate(url: str) -> None:
     command.upgrade(alembic_config(url), "head")
 
 
-def transaction(engine: Engine, fn: Callable[[Connection], T], attempts: int = 8) -> T:
+def transaction(engine: Engine, fn: Callable[[Connection], T], attempts: int = 8, *, wait: bool = True) -> T:
     """Run ``fn`` in one write transaction, again from the start when it lost a race (R14).
 
     A change refused for a stale version, a PostgreSQL serialization failure or deadlock is
     retried; after ``attempts`` the error reaches the caller, never silently dropped.
+    ``wait=False`` (see ``write``) raises ``WouldWait`` instead of waiting for a lock or for a retry.
     """
     from payoutdesk.errors import StaleVersion
 
     for attempt in range(attempts):
         try:
-            with write(engine) as conn:
+            with write(engine, wait=wait) as conn:
                 return fn(conn)
         except StaleVersion:
+            if not wait:
+                raise WouldWait("lost a race; to be retried") from None
             if attempt == attempts - 1:
                 raise
         except DBAPIError as exc:
             code = getattr(exc.orig, "sqlstate", None)
             if code not in ("40001", "40P01") or attempt == attempts - 1:
                 raise
+            if not wait:
+                raise WouldWait("lost a race; to be retried") from None
         time.sleep(min(0.2, 0.005 * 2**attempt) * random.random())
     raise AssertionError("unreachable")

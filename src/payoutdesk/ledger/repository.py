@@ -448,16 +448,10 @@ def order_keys(conn: Connection, account_id: int, action_ids: Sequence[int]) -> 
     return {int(r.id): r for r in conn.execute(stmt)}
 
 
-# --- one action's change over the API (ledger.service.change) ----------------------------------
-# The same statements as items_of, updates_of and write_change, built once and run with bound
-# values: building a statement (and its cache key) costs more than running it on a warm cache.
+# --- one action's change (ledger.service.apply and change) ------------------------------------
+# Statements built once and run with bound values: building a statement (and its cache key) costs
+# more than running it on a warm cache.
 
-_ITEMS_OF_ACTION = (
-    select(action_items).where(action_items.c.action_id == bindparam("action_id")).order_by(action_items.c.position)
-)
-_UPDATES_OF_ACTION = (
-    select(action_updates).where(action_updates.c.action_id == bindparam("action_id")).order_by(action_updates.c.id)
-)
 _WRITE_ACTION = (
     update(actions)
     .where(actions.c.id == bindparam("a_id"), actions.c.version == bindparam("a_version"))
@@ -473,16 +467,6 @@ _WRITE_ACTION = (
     )
 )
 _INSERT_UPDATE = insert(action_updates)
-
-
-def items_of_action(conn: Connection, action_id: int) -> list[Row[Any]]:
-    """``items_of``."""
-    return list(conn.execute(_ITEMS_OF_ACTION, {"action_id": action_id}))
-
-
-def updates_of_action(conn: Connection, action_id: int) -> list[Row[Any]]:
-    """``updates_of``: the whole history, oldest first (one indexed query)."""
-    return list(conn.execute(_UPDATES_OF_ACTION, {"action_id": action_id}))
 
 
 def write_one_change(conn: Connection, version: int, change: wf.Change, update_values: dict[str, Any]) -> None:
@@ -525,3 +509,126 @@ def write_one_change(conn: Connection, version: int, change: wf.Change, update_v
             **update_values,
         },
     )
+
+
+_HISTORY: dict[str, Select[Any]] = {}
+
+
+def history_of_action(conn: Connection, action_id: int) -> Sequence[Sequence[Any]]:
+    """An action's history as the API shows it, oldest first (one indexed query): per entry (at, kind,
+    state, reason, note, delta_amount, delta_payout, items, channel, submission_id, actor), with ``at``
+    already ISO text as ``kit.time.iso`` writes it (rendered by the database, like the export's times)."""
+    stmt = _HISTORY.get(conn.dialect.name)
+    if stmt is None:
+        u = action_updates.c
+        stmt = _HISTORY[conn.dialect.name] = (
+            select(_iso_time(conn, u.at).label("at"), u.kind, u.state, u.reason, u.note, u.delta_amount,
+                   u.delta_payout, u["items"], u.channel, u.submission_id, u.actor)
+            .where(u.action_id == bindparam("action_id"))
+            .order_by(u.id)
+        )
+    return list(conn.execute(stmt, {"action_id": action_id}))
+
+
+# PostgreSQL: the writes of ``write_one_change`` and the history read after them in one statement (one
+# round trip instead of four). Every part depends on the version-checked UPDATE of the action: when it
+# matches nothing, nothing is written and no new entry comes back. The history is the entries the
+# statement's snapshot sees (all but the new one) followed by the new one, as INSERT ... RETURNING
+# answers it.
+_HISTORY_COLUMNS_PG = (
+    "to_char(timezone('UTC', {t}.at), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), {t}.kind, {t}.state, {t}.reason, "
+    "{t}.note, {t}.delta_amount, {t}.delta_payout, {t}.items, {t}.channel, {t}.submission_id, {t}.actor"
+)
+_WRITE_AND_HISTORY_PG = text(
+    "WITH a AS ("
+    " UPDATE actions SET state = :a_state, reason = :a_reason, amount = :a_amount, payout = :a_payout,"
+    " locked_at = :a_locked_at, restore = :a_restore, update_count = :a_update_count, version = :a_new_version"
+    " WHERE id = :a_id AND version = :a_version RETURNING id"
+    "), i AS ("
+    " UPDATE action_items SET quantity = v.q, amount = v.amt, payout = v.pay"
+    " FROM unnest(CAST(:i_pos AS integer[]), CAST(:i_q AS integer[]), CAST(:i_amt AS bigint[]),"
+    " CAST(:i_pay AS bigint[])) AS v(pos, q, amt, pay)"
+    " WHERE action_items.action_id = (SELECT id FROM a) AND action_items.position = v.pos"
+    "), u AS ("
+    " INSERT INTO action_updates (action_id, at, kind, state, reason, note, delta_amount, delta_payout, items,"
+    " channel, submission_id, actor)"
+    " SELECT id, :at, :kind, :state, :reason, :note, :delta_amount, :delta_payout, :items, :channel,"
+    " :submission_id, :actor FROM a"
+    " RETURNING id, at, kind, state, reason, note, delta_amount, delta_payout, items, channel, submission_id, actor"
+    ") "
+    f"SELECT * FROM (SELECT false AS new, h.id, {_HISTORY_COLUMNS_PG.format(t='h')}"
+    " FROM action_updates h WHERE h.action_id = :a_id"
+    f" UNION ALL SELECT true, u.id, {_HISTORY_COLUMNS_PG.format(t='u')} FROM u) AS all_updates ORDER BY id"
+).bindparams(bindparam("a_locked_at", type_=UTCDateTime()), bindparam("at", type_=UTCDateTime()))
+
+
+def write_change_with_history_pg(
+    conn: Connection, version: int, change: wf.Change, update_values: dict[str, Any]
+) -> list[tuple[Any, ...]]:
+    """PostgreSQL: ``write_one_change`` then ``history_of_action``, in one statement and round trip."""
+    after = change.after
+    changed = [
+        (n, a) for n, (b, a) in enumerate(zip(change.before.items, after.items, strict=True)) if a != b
+    ]
+    rows = conn.execute(
+        _WRITE_AND_HISTORY_PG,
+        {
+            "a_id": after.id,
+            "a_version": version,
+            "a_state": after.state.value,
+            "a_reason": after.reason,
+            "a_amount": after.amount,
+            "a_payout": after.payout,
+            "a_locked_at": after.locked_at,
+            "a_restore": json.dumps(after.restore) if after.restore is not None else None,
+            "a_update_count": after.update_count,
+            "a_new_version": version + 1,
+            "i_pos": [n for n, _ in changed],
+            "i_q": [a.quantity for _, a in changed],
+            "i_amt": [a.amount for _, a in changed],
+            "i_pay": [a.payout for _, a in changed],
+            "kind": change.kind.value,
+            "state": after.state.value,
+            "reason": change.reason,
+            "delta_amount": change.delta_amount,
+            "delta_payout": change.delta_payout,
+            "items": items_json(change.changed_items()) if changed else None,
+            **update_values,
+        },
+    ).all()
+    if not rows or not rows[-1][0]:
+        raise StaleVersion(f"Action {after.id} was changed by someone else meanwhile.")
+    return [tuple(r)[2:] for r in rows]
+
+
+def _items_and_terms_statement() -> Select[Any]:
+    from sqlalchemy import true
+
+    from payoutdesk.catalog.service import TERMS_IN_FORCE  # the catalog's statement, as it reads the terms
+
+    terms = TERMS_IN_FORCE.subquery()
+    i = action_items.c
+    return (
+        select(i.sku, i.name, i.category, i.quantity, i.amount, i.payout, i.intended_quantity, i.intended_amount,
+               i.intended_payout, *[c.label(f"t_{c.name}") for c in terms.c])
+        .select_from(action_items.outerjoin(terms, true()))
+        .where(i.action_id == bindparam("action_id"))
+        .order_by(i.position)
+    )
+
+
+_ITEMS_AND_TERMS: list[Select[Any]] = []
+
+
+def items_and_terms(conn: Connection, action_id: int, campaign_id: int, partner_id: int, event_type_id: int,
+                    on: date) -> tuple[list[Row[Any]], Row[Any] | None]:
+    """``items_of`` and, in the same round trip, the row of ``catalog.service.TERMS_IN_FORCE`` for the
+    campaign, partner, event type and day (its columns prefixed ``t_``; None when no contract started).
+    The items rows have the item columns ``to_domain`` and the API read."""
+    if not _ITEMS_AND_TERMS:
+        _ITEMS_AND_TERMS.append(_items_and_terms_statement())
+    rows = list(conn.execute(_ITEMS_AND_TERMS[0], {
+        "action_id": action_id, "campaign_id": campaign_id, "partner_id": partner_id, "on": on,
+        "event_type_id": event_type_id,
+    }))
+    return rows, (rows[0] if rows and rows[0].t_id is not None else None)

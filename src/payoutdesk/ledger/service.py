@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -12,7 +13,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Engine, Row
 
 from payoutdesk.catalog import repository as catalog_repo
-from payoutdesk.catalog.service import attribute, get_owned, parse_time, terms_in_force, terms_of
+from payoutdesk.catalog.service import attribute, get_owned, parse_time, terms_from_row, terms_in_force, terms_of
 from payoutdesk.context import Actor
 from payoutdesk.contracts.terms import Terms, locking_date, open_ended_lock_date
 from payoutdesk.errors import NotFound, UnknownReason, ValidationFailed, WrongCurrency
@@ -311,8 +312,12 @@ def _apply(
     note: str | None,
     submission_id: int | None,
     now: datetime | None,
-) -> tuple[Applied, Row[Any], list[Row[Any]]]:
-    """``apply``, also answering the action's row and items as loaded (before the change).
+    *,
+    with_history: bool = False,
+) -> tuple[Applied, Row[Any], list[Row[Any]], Sequence[Sequence[Any]] | None]:
+    """``apply``, also answering the action's row and items as loaded (before the change) and, with
+    ``with_history`` on PostgreSQL when something changed, the history after the change as
+    ``repo.history_of_action`` answers it (read by the statement that writes the change).
 
     ``command`` may be a function of the loaded row (a modification's amounts are parsed in the
     currency of the action), called right after the action was found.
@@ -326,22 +331,24 @@ def _apply(
     if note is not None and len(note) > 2000:
         raise ValidationFailed("A note has at most 2,000 characters.")
     command = _resolve_command(conn, actor, row.event_type_id, command)
-    items = repo.items_of_action(conn, action_id)
-    outcome = wf.decide(repo.to_domain(row, items), command, current_terms(conn, row, now.date()), now)
+    today = now.date()
+    items, terms_row = repo.items_and_terms(conn, action_id, row.campaign_id, row.partner_id, row.event_type_id, today)
+    terms = terms_from_row(terms_row, "t_") or current_terms(conn, row, today)
+    outcome = wf.decide(repo.to_domain(row, items), command, terms, now)
+    history = None
     if isinstance(outcome, wf.Change):
-        repo.write_one_change(
-            conn,
-            row.version,
-            outcome,
-            {
-                "at": now,
-                "note": note,
-                "channel": actor.channel.value,
-                "submission_id": submission_id,
-                "actor": actor.name,
-            },
-        )
-    return Applied(action_id, outcome), row, items
+        entry = {
+            "at": now,
+            "note": note,
+            "channel": actor.channel.value,
+            "submission_id": submission_id,
+            "actor": actor.name,
+        }
+        if with_history and not db.is_sqlite(conn):
+            history = repo.write_change_with_history_pg(conn, row.version, outcome, entry)
+        else:
+            repo.write_one_change(conn, row.version, outcome, entry)
+    return Applied(action_id, outcome), row, items, history
 
 
 def change(
@@ -351,17 +358,46 @@ def change(
 
     The answer is built from what the change loaded and wrote (the action row with the values
     ``write_change`` set, its items likewise) instead of reading them again; only the history is
-    read, after the new entry, in one indexed query.
+    read, after the new entry, in one indexed query (on PostgreSQL by the statement that writes).
     """
-    applied, row, items = _apply(conn, actor, action_id, command, note, None, None)
+    applied, row, items, history = _apply(conn, actor, action_id, command, note, None, None, with_history=True)
     outcome = applied.outcome
-    updates = repo.updates_of_action(conn, action_id)
     if isinstance(outcome, wf.Change):
         after_items = [_AfterItem(i, a) for i, a in zip(items, outcome.after.items, strict=True)]
-        out = action_dict(cast(Row[Any], _AfterRow(row, outcome)), cast(list[Row[Any]], after_items), updates)
+        out = action_dict(cast(Row[Any], _AfterRow(row, outcome)), cast(list[Row[Any]], after_items))
     else:
-        out = action_dict(row, items, updates)
+        out = action_dict(row, items)
+    if history is None:
+        history = repo.history_of_action(conn, action_id)
+    out["updates"] = _history(history, row.currency)
     out["outcome"] = "unchanged" if applied.unchanged else "applied"
+    return out
+
+
+def _history(rows: Sequence[Sequence[Any]], currency: str) -> list[dict[str, Any]]:
+    """An action's ``updates`` as ``schemas.update_dict`` shows them, from ``repo.history_of_action`` rows."""
+    fmt = _amount_format(currency)
+    out = []
+    for r in rows:
+        items = json.loads(r[7]) if r[7] else None
+        out.append({
+            "at": r[0],
+            "kind": r[1],
+            "state": r[2],
+            "reason": r[3],
+            "note": r[4],
+            "delta_amount": fmt(r[5]),
+            "delta_payout": fmt(r[6]),
+            "items": [
+                {"sku": i["sku"], "quantity": i["quantity"], "amount": fmt(i["amount"]), "payout": fmt(i["payout"])}
+                for i in items
+            ]
+            if items is not None
+            else None,
+            "channel": r[8],
+            "submission_id": r[9],
+            "actor": r[10],
+        })
     return out
 
 
