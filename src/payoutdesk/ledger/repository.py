@@ -285,48 +285,6 @@ _item_update = (
 )
 
 
-def write_change(
-    conn: Connection, version: int, change: wf.Change, update_values: dict[str, Any]
-) -> None:
-    """Write one change: the action (version-checked, R14), its changed items, one history entry."""
-    after = change.after
-    result = conn.execute(
-        update(actions)
-        .where(actions.c.id == after.id, actions.c.version == version)
-        .values(
-            state=after.state.value,
-            reason=after.reason,
-            amount=after.amount,
-            payout=after.payout,
-            locked_at=after.locked_at,
-            restore=json.dumps(after.restore) if after.restore is not None else None,
-            update_count=after.update_count,
-            version=version + 1,
-        )
-    )
-    if result.rowcount != 1:
-        raise StaleVersion(f"Action {after.id} was changed by someone else meanwhile.")
-    changed = [
-        {"a_id": after.id, "pos": n, "q": a.quantity, "amt": a.amount, "pay": a.payout}
-        for n, (b, a) in enumerate(zip(change.before.items, after.items, strict=True))
-        if a != b
-    ]
-    if changed:
-        conn.execute(_item_update, changed)
-    conn.execute(
-        insert(action_updates).values(
-            action_id=after.id,
-            kind=change.kind.value,
-            state=after.state.value,
-            reason=change.reason,
-            delta_amount=change.delta_amount,
-            delta_payout=change.delta_payout,
-            items=items_json(change.changed_items()) if changed else None,
-            **update_values,
-        )
-    )
-
-
 def _typed(sql: str) -> TextClause:
     """A text statement whose time and date parameters go through the column types."""
     stmt = text(sql)
@@ -469,23 +427,28 @@ _WRITE_ACTION = (
 _INSERT_UPDATE = insert(action_updates)
 
 
-def write_one_change(conn: Connection, version: int, change: wf.Change, update_values: dict[str, Any]) -> None:
-    """``write_change``: the action (version-checked, R14), its changed items, one history entry."""
+def _action_params(after: wf.Action, version: int) -> dict[str, Any]:
+    """The parameters of the version-checked action write (R14)."""
+    return {
+        "a_id": after.id,
+        "a_version": version,
+        "a_state": after.state.value,
+        "a_reason": after.reason,
+        "a_amount": after.amount,
+        "a_payout": after.payout,
+        "a_locked_at": after.locked_at,
+        "a_restore": json.dumps(after.restore) if after.restore is not None else None,
+        "a_update_count": after.update_count,
+        "a_new_version": version + 1,
+    }
+
+
+def write_change(conn: Connection, version: int, change: wf.Change, update_values: dict[str, Any]) -> None:
+    """Write one change: the action (version-checked, R14), its changed items, one history entry."""
     after = change.after
     result = conn.execute(
         _WRITE_ACTION,
-        {
-            "a_id": after.id,
-            "a_version": version,
-            "a_state": after.state.value,
-            "a_reason": after.reason,
-            "a_amount": after.amount,
-            "a_payout": after.payout,
-            "a_locked_at": after.locked_at,
-            "a_restore": json.dumps(after.restore) if after.restore is not None else None,
-            "a_update_count": after.update_count,
-            "a_new_version": version + 1,
-        },
+        _action_params(after, version),
     )
     if result.rowcount != 1:
         raise StaleVersion(f"Action {after.id} was changed by someone else meanwhile.")
@@ -530,7 +493,7 @@ def history_of_action(conn: Connection, action_id: int) -> Sequence[Sequence[Any
     return list(conn.execute(stmt, {"action_id": action_id}))
 
 
-# PostgreSQL: the writes of ``write_one_change`` and the history read after them in one statement (one
+# PostgreSQL: the writes of ``write_change`` and the history read after them in one statement (one
 # round trip instead of four). Every part depends on the version-checked UPDATE of the action: when it
 # matches nothing, nothing is written and no new entry comes back. The history is the entries the
 # statement's snapshot sees (all but the new one) followed by the new one, as INSERT ... RETURNING
@@ -565,7 +528,7 @@ _WRITE_AND_HISTORY_PG = text(
 def write_change_with_history_pg(
     conn: Connection, version: int, change: wf.Change, update_values: dict[str, Any]
 ) -> list[tuple[Any, ...]]:
-    """PostgreSQL: ``write_one_change`` then ``history_of_action``, in one statement and round trip."""
+    """PostgreSQL: ``write_change`` then ``history_of_action``, in one statement and round trip."""
     after = change.after
     changed = [
         (n, a) for n, (b, a) in enumerate(zip(change.before.items, after.items, strict=True)) if a != b
@@ -573,16 +536,7 @@ def write_change_with_history_pg(
     rows = conn.execute(
         _WRITE_AND_HISTORY_PG,
         {
-            "a_id": after.id,
-            "a_version": version,
-            "a_state": after.state.value,
-            "a_reason": after.reason,
-            "a_amount": after.amount,
-            "a_payout": after.payout,
-            "a_locked_at": after.locked_at,
-            "a_restore": json.dumps(after.restore) if after.restore is not None else None,
-            "a_update_count": after.update_count,
-            "a_new_version": version + 1,
+            **_action_params(after, version),
             "i_pos": [n for n, _ in changed],
             "i_q": [a.quantity for _, a in changed],
             "i_amt": [a.amount for _, a in changed],

@@ -347,7 +347,7 @@ def _apply(
         if with_history and not db.is_sqlite(conn):
             history = repo.write_change_with_history_pg(conn, row.version, outcome, entry)
         else:
-            repo.write_one_change(conn, row.version, outcome, entry)
+            repo.write_change(conn, row.version, outcome, entry)
     return Applied(action_id, outcome), row, items, history
 
 
