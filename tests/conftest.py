@@ -14,15 +14,23 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
+from payoutdesk.kit import time as clock
 from payoutdesk.kit.db import make_engine, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
+# The tests' dates (events in November 2026, locking dates from late December 2026) were written for
+# a clock at this moment: the application's clock (kit.time.utcnow) starts there in this process and
+# in every process the tests start, whatever day the suite runs.
+CLOCK_START = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+os.environ["PAYOUTDESK_CLOCK_OFFSET_SECONDS"] = str(int((CLOCK_START - datetime.now(UTC)).total_seconds()))
+clock.OFFSET = clock._offset_from_env()
 SAMPLES = ROOT.parent / "shared" / "samples"
 BACKENDS = ["sqlite", "postgresql"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
+from payoutdesk.kit import db
+from payoutdesk.ledger import service as ledger
+from payoutdesk.ledger import workflow as wf
 from payoutdesk.models import submissions
 from payoutdesk.worker.runner import run_once
 from tests.helpers import World, client_for, conversion, make_world
@@ -271,7 +275,8 @@ def test_list_actions_paging_and_filters(api: TestClient, engine: Engine) -> Non
     w = make_world(engine)
     ids = [conversion(w, f"L-{n}", "10.00", event_date=f"2026-0{n}-15T10:00:00Z") for n in range(1, 6)]
     lead = conversion(w, "L-lead", "1.00", event_type=w.lead, event_date="2026-03-01T00:00:00Z")
-    api.post(f"/api/v1/actions/{ids[0]}/reverse", headers=w.auth, json={"reason": "CONS_FRAUD"})
+    with db.write(engine) as conn:  # reversed in February, before its locking date (R1)
+        ledger.apply(conn, w.actor, ids[0], wf.Reverse("CONS_FRAUD"), now=datetime(2026, 2, 1, tzinfo=UTC))
 
     page = get(api, w, f"{base(w)}/Actions?PageSize=2")
     assert (page["@page"], page["@numpages"], page["@pagesize"], page["@total"]) == ("1", "3", "2", "6")

@@ -199,8 +199,9 @@ def due_world(fresh_engine: Engine) -> tuple[World, list[int], list[int], list[i
             "partner_id": w.partners[0], "amount": "100.00"})
 
     with db.write(fresh_engine) as conn:
-        due = [record(f"DUE-{n}", "2026-01-10T10:00:00Z") for n in range(90)]  # locks 2026-02-28
-        later = [record(f"LATER-{n}", "2026-05-10T10:00:00Z") for n in range(15)]  # locks 2026-06-28
+        # not yet due at the tests' clock (2026-11-26), so they may still change (R1); the runs lock as of 12-01
+        due = [record(f"DUE-{n}", "2026-10-10T10:00:00Z") for n in range(90)]  # locks 2026-11-28
+        later = [record(f"LATER-{n}", "2026-11-10T10:00:00Z") for n in range(15)]  # locks 2026-12-28
         reversed_ = due[::3]
         for aid in reversed_:
             ledger.apply(conn, w.actor, aid, wf.Reverse("CONS_FRAUD"))
@@ -218,7 +219,7 @@ def test_concurrent_lock_runs_lock_each_action_once(fresh_engine: Engine, due_wo
     totals: list[int] = []
 
     def work(_i: int) -> None:
-        totals.append(ledger.lock_run(fresh_engine, as_of=date(2026, 3, 1), chunk=7))
+        totals.append(ledger.lock_run(fresh_engine, as_of=date(2026, 12, 1), chunk=7))
 
     run_threads(runners, work)
     assert sum(totals) == len(due), totals
@@ -232,7 +233,7 @@ def test_concurrent_lock_runs_lock_each_action_once(fresh_engine: Engine, due_wo
         assert rows[aid].locked_at is not None
         assert rows[aid].state == ("REVERSED" if aid in reversed_ else "APPROVED")
     assert all(rows[aid].locked_at is None and rows[aid].state == "PENDING" for aid in later)
-    assert ledger.lock_run(fresh_engine, as_of=date(2026, 3, 1)) == 0  # idempotent
+    assert ledger.lock_run(fresh_engine, as_of=date(2026, 12, 1)) == 0  # idempotent
 
 
 def test_lock_run_racing_modifications(fresh_engine: Engine, due_world: Any) -> None:
@@ -244,7 +245,7 @@ def test_lock_run_racing_modifications(fresh_engine: Engine, due_world: Any) -> 
 
     def work(i: int) -> None:
         if i == 0:
-            ledger.lock_run(fresh_engine, as_of=date(2026, 3, 1), chunk=5)
+            ledger.lock_run(fresh_engine, as_of=date(2026, 12, 1), chunk=5)
             return
         for aid in pending[i - 1::3]:
             try:
@@ -259,7 +260,7 @@ def test_lock_run_racing_modifications(fresh_engine: Engine, due_world: Any) -> 
     run_threads(4, work)
     assert sum(outcomes.values()) == len(pending)
     # the racing run waited for the changes in flight: it left nothing due behind (R3)
-    assert ledger.lock_run(fresh_engine, as_of=date(2026, 3, 1)) == 0
+    assert ledger.lock_run(fresh_engine, as_of=date(2026, 12, 1)) == 0
     with db.read(fresh_engine) as conn:
         assert _locked_rows(conn) == Counter(due)
         for aid in pending:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +61,33 @@ def test_action_locked_names_the_action_and_its_lock_time(api: TestClient, world
         assert str(approved) in body_["detail"] and locked_at in body_["detail"], body_["detail"]
         assert body_["action_id"] == approved and body_["locked_at"] == locked_at
     # a reversal that has locked by the lock run is final too
-    reversed_ = conversion(world, "LOCK-2", event_date="2026-01-10T00:00:00Z")
+    reversed_ = conversion(world, "LOCK-2", event_date="2026-10-10T00:00:00Z")  # locks 2026-11-28
     post(api, world, f"/actions/{reversed_}/reverse")
-    assert post(api, world, "/locking/run", {"as_of": "2026-03-01"}).json() == {"locked": 1}
+    assert post(api, world, "/locking/run", {"as_of": "2026-12-01"}).json() == {"locked": 1}
     before = db_snapshot(engine)
     assert_problem(post(api, world, f"/actions/{reversed_}/approve"), 409, "action_locked", str(reversed_))
     assert db_snapshot(engine) == before
+
+
+def test_action_final_from_its_locking_date_before_the_lock_run(api: TestClient, world: World, engine: Engine) -> None:
+    """R1: an action whose locking date has come is final even before a lock run marks it."""
+    pending = conversion(world, "DUE-1", event_date="2026-01-10T00:00:00Z")  # locking date 2026-02-28
+    reversed_ = conversion(world, "DUE-2", event_date="2026-01-11T00:00:00Z")
+    with db.write(engine) as conn:  # reversed while it could still change
+        ledger.apply(conn, world.actor, reversed_, wf.Reverse("CONS_FRAUD"), now=datetime(2026, 2, 1, tzinfo=UTC))
+    shown = api.get(f"/api/v1/actions/{pending}", headers=world.auth).json()
+    assert shown["locking_date"] == "2026-02-28" and shown["locked_at"] is None and shown["state"] == "PENDING"
+    before = db_snapshot(engine)
+    for aid, path, body in [(pending, "modify", {"amount": "1.00"}), (pending, "reverse", {"reason": "CONS_FRAUD"}),
+                            (pending, "approve", None), (reversed_, "approve", None), (reversed_, "reset", None)]:
+        body_ = assert_problem(post(api, world, f"/actions/{aid}/{path}", body), 409, "action_locked",
+                               "reached its locking date on 2026-02-2")
+        assert body_["action_id"] == aid and body_["locked_at"] is None
+    # replaying what it already is changes nothing and is not an error (R11)
+    assert post(api, world, f"/actions/{reversed_}/reverse", {"reason": "CONS_FRAUD"}).json()["outcome"] == "unchanged"
+    assert db_snapshot(engine) == before
+    assert post(api, world, "/locking/run").json() == {"locked": 2}
+    assert api.get(f"/api/v1/actions/{pending}", headers=world.auth).json()["state"] == "APPROVED"
 
 
 def test_invalid_state(api: TestClient, world: World) -> None:

@@ -314,6 +314,9 @@ def machine_for(engine: Engine) -> type[RuleBasedStateMachine]:
         def can_change(self, m: MAction) -> None:
             if m.locked_at is not None:
                 raise Refused(errors.ActionLocked)
+            if m.lock_due <= self.now.date():  # R1: final from its locking date, before the lock run marks it
+                event("refused: locking date has come, not yet locked by a run")
+                raise Refused(errors.ActionLocked)
             if m.update_count >= CAP:
                 raise Refused(errors.TooManyUpdates)
 
@@ -474,7 +477,9 @@ def machine_for(engine: Engine) -> type[RuleBasedStateMachine]:
                 assert isinstance(expected, Refused), f"{command} on {aid} raised {refusal!r}; model: {expected}"
                 assert type(refusal) is expected.error, f"{command} on {aid}: {refusal!r}, model {expected.error}"
                 if isinstance(refusal, errors.ActionLocked):  # R11: the error names the action and its lock time
-                    assert f"Action {aid} " in refusal.detail and f"since {iso(m.locked_at)}" in refusal.detail
+                    when = (f"since {iso(m.locked_at)}" if m.locked_at is not None
+                            else f"reached its locking date on {m.lock_due.isoformat()}")
+                    assert f"Action {aid} " in refusal.detail and when in refusal.detail, refusal.detail
                 event(f"{type(command).__name__}: refused {type(refusal).__name__}")
                 self.refresh(set())
                 return

@@ -111,6 +111,33 @@ def test_row_errors(api: TestClient, world: World, engine: Engine) -> None:
     assert action(api, world, a)["amount"] == "100.00"
 
 
+def test_rows_on_actions_past_their_locking_date(api: TestClient, world: World, engine: Engine) -> None:
+    """R1 in files: an action whose locking date has come is final before the lock run marks it; every
+    lane of the engine refuses it (the order-level change of a one-item action, item changes, the rest)."""
+    due = conversion(world, "DUE-1", "100.00", event_date="2026-01-10T00:00:00Z")  # locking date 2026-02-28
+    multi = conversion(world, "DUE-2", items=[{"sku": "RED", "quantity": 2, "amount": "80.00"},
+                                             {"sku": "BLUE", "quantity": 1, "amount": "20.00"}],
+                       amount=None, event_date="2026-01-10T00:00:00Z")
+    fresh = conversion(world, "FRESH-1", "100.00")
+    s = submit_rows(api, world, [
+        {"ActionId": due, "Amount": "80.00", "Reason": "ORDER_UPDATE"},
+        {"ActionId": multi, "Amount": "50.00", "Reason": "ORDER_UPDATE"},
+        {"ActionId": multi, "Sku1": "RED", "Quantity1": "1", "Reason": "ITEM_RETURNED"},
+        {"ActionId": due, "Amount": "0", "Reason": "ITEM_RETURNED"},
+        {"ActionId": due, "Reason": "APPROVED"},
+        {"ActionId": due, "Amount": "100.00", "Reason": "ORDER_UPDATE"},  # what it is already: unchanged
+        {"ActionId": fresh, "Amount": "80.00", "Reason": "ORDER_UPDATE"},
+    ])
+    drain(engine)
+    done = sub(api, world, s["id"])
+    assert (done["applied"], done["unchanged"], done["errors"]) == (1, 1, 5), done
+    errs = sub(api, world, s["id"], "/errors")["items"]
+    assert [(e["row"], e["type"], e["code"]) for e in errs] == [(n, "CONTRACT", "action_locked") for n in range(1, 6)]
+    assert "reached its locking date on 2026-02-28" in errs[0]["message"]
+    assert action(api, world, due)["amount"] == "100.00" and action(api, world, multi)["amount"] == "100.00"
+    assert action(api, world, fresh)["amount"] == "80.00"
+
+
 def test_approved_reset_and_custom_codes(api: TestClient, world: World, engine: Engine) -> None:
     a = conversion(world, "O-1", "100.00")
     b = conversion(world, "O-2", "100.00")

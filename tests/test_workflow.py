@@ -130,6 +130,31 @@ def test_lock() -> None:
     assert change(wf.lock(rev, NOW)).after.state is wf.State.REVERSED
 
 
+@pytest.mark.parametrize("state", ["PENDING", "REVERSED"])
+def test_final_from_its_locking_date_before_a_lock_run(state: str) -> None:
+    """R1: on and after its locking date an action is final, though no lock run has marked it yet."""
+    a = change(wf.decide(order(("A", 2, 1000), ("B", 1, 500)), wf.Modify(amount=2000), T10, NOW)).after
+    if state == "REVERSED":
+        a = change(wf.decide(a, wf.Reverse("OTHER"), T10, NOW)).after
+    today = NOW.date()
+    day_before = replace(a, lock_due=today.replace(day=today.day + 1))
+    due = replace(a, lock_due=today)
+    commands: list[wf.Command] = [wf.Approve(), wf.Reverse("CONS_FRAUD"), wf.Modify(amount=700),
+                                  wf.Modify(items=(wf.ItemChange("A", 1),)), wf.Reset()]
+    for command in commands:
+        try:  # the day before it may change (a reversed action is restored first to be modified)
+            assert isinstance(wf.decide(day_before, command, T10, NOW), wf.Change), command
+        except InvalidState:
+            assert state == "REVERSED" and isinstance(command, wf.Modify)
+        with pytest.raises(ActionLocked, match=f"Action 7 reached its locking date on {today.isoformat()}"):
+            wf.decide(due, command, T10, NOW)
+    assert wf.is_final(due, today) and not wf.is_final(day_before, today)
+    # what changes nothing stays "unchanged" (R11), and the lock run locks it
+    same = wf.Reverse("OTHER") if state == "REVERSED" else wf.Modify(amount=2000)
+    assert isinstance(wf.decide(due, same, T10, NOW), wf.Unchanged)
+    assert change(wf.lock(due, NOW)).after.lock_due == today
+
+
 def test_update_cap() -> None:
     a = replace(order(("A", 1, 100)), update_count=wf.MAX_UPDATES)
     with pytest.raises(TooManyUpdates, match="1000 updates"):

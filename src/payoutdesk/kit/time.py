@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+import os
+from datetime import UTC, date, datetime, timedelta
+
+
+def _offset_from_env() -> timedelta:
+    """``PAYOUTDESK_CLOCK_OFFSET_SECONDS``: whole seconds added to the system clock (0 by default). The
+    test suite sets it so that its fixed dates stay in the future whatever day it runs; every process
+    it starts inherits the same offset, so all their clocks agree."""
+    raw = os.environ.get("PAYOUTDESK_CLOCK_OFFSET_SECONDS", "").strip()
+    return timedelta(seconds=int(raw)) if raw else timedelta(0)
+
+
+OFFSET = _offset_from_env()
 
 
 def utcnow() -> datetime:
+    """Now, timezone-aware UTC: the only clock of the application."""
+    if OFFSET:
+        return datetime.now(UTC) + OFFSET
     return datetime.now(UTC)
 
 

@@ -232,6 +232,7 @@ def to_domain(row: Row[Any], items: Sequence[Row[Any]]) -> wf.Action:
         reason=row.reason,
         update_count=row.update_count,
         restore=tuple((int(q), int(a)) for q, a in json.loads(row.restore)) if row.restore else None,
+        lock_due=row.lock_due,
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 
 from payoutdesk.contracts.terms import Terms, item_payouts
@@ -101,6 +101,9 @@ class Action:
     update_count: int = 1
     # what a reversal replaced, (quantity, amount) per item, so that approve can restore it (R4)
     restore: tuple[tuple[int, int], ...] | None = None
+    # the day the lock run locks it (R2; 730 days after the event for open-ended locking); from that
+    # day on the action is final (R1) even before a lock run has marked it
+    lock_due: date | None = None
 
     @property
     def amount(self) -> int:
@@ -212,9 +215,26 @@ def _locked_error(action: Action) -> ActionLocked:
     )
 
 
-def _check_can_change(action: Action) -> None:
+def is_final(action: Action, today: date) -> bool:
+    """R1: locked, or its locking date has come and only the lock run has not marked it yet."""
+    return action.locked_at is not None or (action.lock_due is not None and action.lock_due <= today)
+
+
+def check_not_final(action: Action, today: date) -> None:
     if action.locked_at is not None:
         raise _locked_error(action)
+    if action.lock_due is not None and action.lock_due <= today:
+        raise ActionLocked(
+            f"Action {action.id} reached its locking date on {action.lock_due.isoformat()}; it can no longer "
+            f"change (the next lock run marks it {'approved' if action.state is State.PENDING else 'locked'}).",
+            action_id=action.id,
+            locked_at=None,
+            lock_due=action.lock_due.isoformat(),
+        )
+
+
+def _check_can_change(action: Action, today: date) -> None:
+    check_not_final(action, today)
     if action.update_count >= MAX_UPDATES:
         raise TooManyUpdates(
             f"Action {action.id} already has {action.update_count} updates, the most one action may have."
@@ -285,7 +305,7 @@ def _reversed(before: Action, items: tuple[Item, ...], reason: str) -> Action:
     )
     return Action(
         before.id, State.REVERSED, tuple(_item(i, i.quantity, 0, 0) for i in items), before.locked_at, reason,
-        before.update_count + 1, snapshot,
+        before.update_count + 1, snapshot, before.lock_due,
     )
 
 
@@ -293,37 +313,38 @@ def decide(action: Action, command: Command, terms: Terms, now: datetime) -> Out
     """Apply one command to one action under the terms in force now."""
     if isinstance(command, Approve):
         return _approve(action, terms, now)
+    today = now.date()
     if isinstance(command, Reverse):
-        return _reverse(action, command.reason or DEFAULT_REVERSE_REASON)
+        return _reverse(action, command.reason or DEFAULT_REVERSE_REASON, today)
     if isinstance(command, Modify):
-        return _modify(action, command, terms)
+        return _modify(action, command, terms, today)
     if isinstance(command, Reset):
-        return _reset(action)
+        return _reset(action, today)
     return lock(action, now)
 
 
 def _approve(action: Action, terms: Terms, now: datetime) -> Outcome:
     if action.state is State.APPROVED:
         return Unchanged(action)
-    _check_can_change(action)
+    _check_can_change(action, now.date())
     if action.state is State.PENDING:
         after = Action(action.id, State.APPROVED, action.items, now, action.reason, action.update_count + 1,
-                       action.restore)
+                       action.restore, action.lock_due)
         return Change(action, after, Kind.APPROVED, None)
     # R4: approve on an unlocked reversal restores it
     snapshot = action.restore or tuple((i.quantity, i.intended_amount) for i in action.items)
     items = tuple(_item(i, q, a, i.payout) for i, (q, a) in zip(action.items, snapshot, strict=True))
     after = Action(
         action.id, State.PENDING, _recompute(items, terms, reversed_=False), action.locked_at, None,
-        action.update_count + 1, None,
+        action.update_count + 1, None, action.lock_due,
     )
     return Change(action, after, Kind.RESTORED, None)
 
 
-def _reverse(action: Action, reason: str) -> Outcome:
+def _reverse(action: Action, reason: str, today: date) -> Outcome:
     if action.state is State.REVERSED and action.reason == reason:
         return Unchanged(action)
-    _check_can_change(action)
+    _check_can_change(action, today)
     if action.state is State.APPROVED:  # pragma: no cover - approved is always locked
         raise _locked_error(action)
     return Change(action, _reversed(action, action.items, reason), Kind.REVERSED, reason)
@@ -337,7 +358,7 @@ def _scaled_amount(item: Item, quantity: int) -> int:
     return 0
 
 
-def _modify(action: Action, command: Modify, terms: Terms) -> Outcome:
+def _modify(action: Action, command: Modify, terms: Terms, today: date) -> Outcome:
     if command.amount is None and not command.items:
         raise ValidationFailed("A modification needs a new amount or item changes.")
     if command.amount is not None and command.amount < 0:
@@ -383,7 +404,7 @@ def _modify(action: Action, command: Modify, terms: Terms) -> Outcome:
     if returned_all or to_zero:
         if action.state is State.REVERSED and action.reason == (reason or DEFAULT_REVERSE_REASON):
             return Unchanged(action)
-        _check_can_change(action)
+        _check_can_change(action, today)
         if action.state is not State.PENDING:
             raise InvalidState(f"Action {action.id} is {action.state}; only a PENDING action can be modified.")
         rev_reason = reason or DEFAULT_REVERSE_REASON
@@ -398,14 +419,14 @@ def _modify(action: Action, command: Modify, terms: Terms) -> Outcome:
     )
     if amounts_same and action.state is not State.REVERSED:
         return Unchanged(action)
-    _check_can_change(action)
+    _check_can_change(action, today)
     if action.state is not State.PENDING:
         raise InvalidState(
             f"Action {action.id} is {action.state}; only a PENDING action can be modified "
             "(approve a reversed action to restore it first)."
         )
     after = Action(action.id, action.state, new_items, action.locked_at, action.reason, action.update_count + 1,
-                   action.restore)
+                   action.restore, action.lock_due)
     return Change(action, after, Kind.MODIFIED, reason or DEFAULT_MODIFY_REASON)
 
 
@@ -419,10 +440,11 @@ SLOW = "slow"  # quick_modify's answer for a case outside its lane: ask decide
 def quick_modify(items: Sequence[ItemRow], amount: int | None, changes: Sequence[ItemChange], terms: Terms
                  ) -> list[ItemRow] | str | None:
     """``decide(action, Modify(amount, changes, reason), terms, now)`` for an action that is PENDING, unlocked,
-    has fewer than MAX_UPDATES updates and nothing to restore, whose items are ``items``, without building
-    objects: None when decide answers Unchanged; the items of ``after`` (as rows) when it answers a MODIFIED
-    Change (``update_count`` + 1, reason ``reason or DEFAULT_MODIFY_REASON``, nothing else changed); SLOW for
-    every other case (a refusal, a reversal, a zero amount), which decide then answers itself.
+    not yet at its locking date (``is_final`` false), has fewer than MAX_UPDATES updates and nothing to
+    restore, whose items are ``items``, without building objects: None when decide answers Unchanged; the
+    items of ``after`` (as rows) when it answers a MODIFIED Change (``update_count`` + 1, reason
+    ``reason or DEFAULT_MODIFY_REASON``, nothing else changed); SLOW for every other case (a refusal, a
+    reversal, a zero amount), which decide then answers itself.
     """
     if amount is None:
         if not changes:
@@ -469,12 +491,13 @@ def quick_modify(items: Sequence[ItemRow], amount: int | None, changes: Sequence
             for row, a, p in zip(rows, amounts, payouts, strict=True)]
 
 
-def _reset(action: Action) -> Outcome:
+def _reset(action: Action, today: date) -> Outcome:
     items = tuple(_item(i, i.intended_quantity, i.intended_amount, i.intended_payout) for i in action.items)
     if action.state is State.PENDING and items == action.items:
         return Unchanged(action)
-    _check_can_change(action)
-    after = Action(action.id, State.PENDING, items, action.locked_at, None, action.update_count + 1, None)
+    _check_can_change(action, today)
+    after = Action(action.id, State.PENDING, items, action.locked_at, None, action.update_count + 1, None,
+                   action.lock_due)
     return Change(action, after, Kind.RESET, "RESET")
 
 
@@ -483,5 +506,6 @@ def lock(action: Action, now: datetime) -> Outcome:
     if action.locked_at is not None:
         return Unchanged(action)
     state = State.APPROVED if action.state is State.PENDING else State.REVERSED
-    after = Action(action.id, state, action.items, now, action.reason, action.update_count + 1, action.restore)
+    after = Action(action.id, state, action.items, now, action.reason, action.update_count + 1, action.restore,
+                   action.lock_due)
     return Change(action, after, Kind.LOCKED, None)

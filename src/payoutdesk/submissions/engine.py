@@ -194,12 +194,14 @@ def plan_of(number: int, fields: Mapping[str, str], currency: str) -> Plan | Row
 class _Cur:
     """An action of the chunk as it is now: loaded, then changed row after row."""
 
-    __slots__ = ("action", "contract_id", "event_type_id", "full", "id", "items", "items0", "locked_at", "n",
-                 "partner_id", "reason", "restore", "state", "update_count", "version")
+    __slots__ = ("action", "contract_id", "event_type_id", "full", "id", "items", "items0", "lock_due", "locked_at",
+                 "n", "partner_id", "reason", "restore", "state", "update_count", "version")
 
     def __init__(self, a: repo.ActionTuple, items: list[repo.ItemTuple]) -> None:
         (self.id, self.event_type_id, self.partner_id, self.contract_id, self.version, self.state, self.reason,
-         self.locked_at, self.update_count, raw_restore) = a
+         self.locked_at, self.update_count, raw_restore, lock_due) = a
+        # a date on PostgreSQL, ISO text from SQLite's driver
+        self.lock_due: date = date.fromisoformat(lock_due) if isinstance(lock_due, str) else lock_due
         # as ledger.repository.to_domain reads it
         self.restore = tuple((int(q), int(m)) for q, m in json.loads(raw_restore)) if raw_restore else None
         self.items = self.items0 = items
@@ -210,7 +212,7 @@ class _Cur:
     def domain(self) -> wf.Action:
         if self.action is None:
             self.action = wf.Action(self.id, wf.State(self.state), tuple(wf.Item(*i) for i in self.items),
-                                    self.locked_at, self.reason, self.update_count, self.restore)
+                                    self.locked_at, self.reason, self.update_count, self.restore, self.lock_due)
         return self.action
 
     def become(self, after: wf.Action) -> None:
@@ -323,7 +325,8 @@ def apply_chunk(
             codes = caches.codes.get(cur.event_type_id)
             if codes is None:
                 codes = _codes(conn, caches, cur.event_type_id)
-            if (cur.state == "PENDING" and cur.locked_at is None and cur.update_count < max_updates
+            if (cur.state == "PENDING" and cur.locked_at is None and cur.lock_due > today
+                    and cur.update_count < max_updates
                     and cur.restore is None and (amount is not None or changes)
                     and (codes.get(reason) == "modify" if reason in codes else reason in _PLAIN_MODIFY)
                     and reason not in _NOT_MODIFY):
@@ -397,12 +400,13 @@ def apply_chunk(
             cur = current.get(aid)
             if cur is None:
                 results.append(_error(sid, RowError(row_no, "Oid", "VALIDATION", "unknown_action",
-                                                    f"There is no the action in campaign {campaign_id}.")))
+                                                    f"There is no such action in campaign {campaign_id}.")))
                 counts.errors += 1
                 continue
             action = cur.domain()
             try:
-                outcome = _undo_outcome(action, undo_history.get(aid, []), int(sub.undo_of), str(undo_source))
+                outcome = _undo_outcome(action, undo_history.get(aid, []), int(sub.undo_of), str(undo_source),
+                                         today)
             except PayoutdeskError as exc:
                 results.append(_error(sid, RowError(row_no, _column_of(exc), exc.kind, exc.code, exc.detail), aid))
                 counts.errors += 1
@@ -448,7 +452,8 @@ def _column_of(exc: PayoutdeskError) -> str | None:
     return {"unknown_sku": "Sku1", "invalid_amount": "Amount", "unknown_reason": "Reason"}.get(exc.code)
 
 
-def _undo_outcome(action: wf.Action, updates: Sequence[Any], undo_of: int, label: str) -> wf.Outcome:
+def _undo_outcome(action: wf.Action, updates: Sequence[Any], undo_of: int, label: str, today: date
+                  ) -> wf.Outcome:
     """Put an action back as it was before the submission ``undo_of`` first changed it."""
     mine = [n for n, u in enumerate(updates) if u.submission_id == undo_of]
     if not mine:
@@ -459,8 +464,7 @@ def _undo_outcome(action: wf.Action, updates: Sequence[Any], undo_of: int, label
             f"Action {action.id} was changed after {label} ({last.kind} via {last.channel} at "
             f"{last.at:%Y-%m-%d %H:%M}); undo it by hand."
         )
-    if action.locked_at is not None:
-        raise wf._locked_error(action)
+    wf.check_not_final(action, today)
     target = history.state_after(action.id, updates[: mine[0]])
     items = tuple(
         replace(i, quantity=t.quantity, amount=t.amount, payout=t.payout)

@@ -138,13 +138,14 @@ def set_status(conn: Connection, submission_id: int, **values: Any) -> None:
 # SQLAlchemy per-row work. Times go through the column type's own processors, so they are stored
 # exactly as SQLAlchemy stores them (naive UTC text on SQLite, timestamptz on PostgreSQL).
 
-# An action's id, event_type_id, partner_id, contract_id, version, state, reason, locked_at, update_count and
-# restore; an item's sku, name, category, quantity, amount, payout and intended quantity, amount and payout.
+# An action's id, event_type_id, partner_id, contract_id, version, state, reason, locked_at, update_count,
+# restore and lock_due;
+# an item's sku, name, category, quantity, amount, payout and intended quantity, amount and payout.
 ActionTuple = tuple[Any, ...]
 ItemTuple = tuple[Any, ...]
 
 _A_COLS = ("a.id, a.event_type_id, a.partner_id, a.contract_id, a.version, a.state, a.reason, a.locked_at, "
-           "a.update_count, a.restore")
+           "a.update_count, a.restore, a.lock_due")
 _I_COLS = ("sku, name, category, quantity, amount, payout, intended_quantity, intended_amount, intended_payout")
 UPDATE_COLUMNS = ("action_id", "at", "kind", "state", "reason", "note", "delta_amount", "delta_payout", "items",
                   "channel", "submission_id", "actor")
@@ -228,12 +229,12 @@ class Bulk:
                 aid = r[0]
                 got = out.get(aid)
                 if got is None:
-                    a = r[:10]
+                    a = r[:11]
                     if a[7] is not None:
                         a = (*a[:7], read_time(a[7]), *a[8:])
                     got = out[aid] = (a, [])
-                if r[10] is not None:
-                    got[1].append(r[10:])
+                if r[11] is not None:
+                    got[1].append(r[11:])
             return out
         lock = " FOR UPDATE OF a" if for_update else ""
         self.cur.execute(
