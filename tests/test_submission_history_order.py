@@ -1,0 +1,69 @@
+"""The history a submission writes keeps the file's order, across actions too.
+
+The engine writes a chunk's history rows in action order (repository.Bulk.insert_updates) with the
+ids they would get row by row; undo relies on that order (``updates_of_submission`` lists the
+actions in the order the submission first changed them), so the ids must follow the file, not the
+action ids, whatever the chunk size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, select
+
+from payoutdesk.kit import db
+from payoutdesk.models import action_updates
+from payoutdesk.submissions import engine as sub_engine
+from payoutdesk.submissions import repository as repo
+from payoutdesk.worker.runner import claim
+from tests.helpers import World, client_for, conversion, make_world
+
+
+@pytest.fixture
+def world(engine: Engine) -> World:
+    return make_world(engine)
+
+
+@pytest.fixture
+def api(engine: Engine, tmp_path: Path) -> TestClient:
+    return client_for(engine, tmp_path)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 4, 1000])
+def test_history_ids_follow_the_file_across_actions(api: TestClient, world: World, engine: Engine, chunk: int
+                                                    ) -> None:
+    a1, a2, a3, a4 = (conversion(world, f"O-{n}", "100.00") for n in range(1, 5))
+    amounts = ["90.00", "80.00", "70.00", "60.00", "50.00", "40.00", "30.00"]
+    order = [a4, a2, a2, a1, a3, a2, a4]  # descending ids first, an action several times, straddling chunks
+    rows = [{"ActionId": aid, "Amount": amount, "Reason": "ORDER_UPDATE", "Note": f"row {n}"}
+            for n, (aid, amount) in enumerate(zip(order, amounts, strict=True), 1)]
+    r = api.post("/api/v1/submissions", headers=world.auth, json={"campaign_id": world.campaign_id, "rows": rows})
+    assert r.status_code == 202, r.text
+    sid = int(r.json()["id"][2:])
+    assert claim(engine, sid, "order-worker")
+    done = sub_engine.process(engine, sid, "order-worker", chunk=chunk)
+    assert done.status == "COMPLETE" and done.applied == len(rows)
+    with db.read(engine) as conn:
+        written = conn.execute(
+            select(action_updates.c.id, action_updates.c.action_id, action_updates.c.note)
+            .where(action_updates.c.submission_id == sid).order_by(action_updates.c.id)
+        ).all()
+        first_changed = repo.updates_of_submission(conn, sid)
+    assert [u.action_id for u in written] == order
+    assert [u.note for u in written] == [f"row {n}" for n in range(1, len(rows) + 1)]
+    assert len({u.id for u in written}) == len(rows)
+    assert first_changed == [a4, a2, a1, a3]
+    # undo walks the actions in that order: row N of the undo is the N-th action the file changed first
+    r = api.post(f"/api/v1/submissions/A-{sid}/undo", headers=world.auth)
+    assert r.status_code in (200, 202), r.text
+    undo_id = int(r.json()["id"][2:])
+    assert claim(engine, undo_id, "order-worker")
+    undone = sub_engine.process(engine, undo_id, "order-worker", chunk=chunk)
+    assert undone.status == "COMPLETE" and undone.applied == 4
+    with db.read(engine) as conn:
+        results = repo.results(conn, undo_id, errors_only=False, after_row=0, limit=10)
+    assert [res.action_id for res in results] == [a4, a2, a1, a3]
+    assert all(res.amount_after == 10_000 for res in results)
