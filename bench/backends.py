@@ -60,6 +60,8 @@ def _start_pg_cluster(dirpath: Path, keep: bool) -> tuple[str, Any]:
         assert binp is not None
         opts = (f"-k {dirpath} -h 127.0.0.1 -p {port} -c fsync=off -c synchronous_commit=off "
                 "-c full_page_writes=off -c max_connections=200")
+        if os.environ.get("PAYOUTDESK_PG_SHARED_BUFFERS"):  # bench-only, as in scripts/throwaway-postgres.sh
+            opts += f" -c shared_buffers={os.environ['PAYOUTDESK_PG_SHARED_BUFFERS']}"
         subprocess.run(_as_pg([str(binp / "pg_ctl"), "-D", str(dirpath / "data"), "-l", str(dirpath / "log"),
                                "-w", "-o", opts, "start"]), check=True, capture_output=True)
         url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"

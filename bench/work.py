@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import random
@@ -47,7 +48,7 @@ class Capture:
         self.engine = engine
 
     def _hook(self, _conn: Any, _cur: Any, statement: str, parameters: Any, _ctx: Any, _many: bool) -> None:
-        if self.on and statement.lstrip().upper().startswith("SELECT"):
+        if self.on and statement.lstrip().upper().startswith(("SELECT", "WITH")):
             self.statements.append((statement, parameters))
 
     def close(self) -> None:
@@ -98,6 +99,19 @@ def list_filters(meta: Meta) -> dict[str, Callable[[random.Random], repo.Filters
         "state+event_date(7d)": lambda r: f_event(r, state=r.choice(states)),
         "order_id+event_type_id": lambda r: repo.Filters(
             order_id=f"NW-{r.randrange(1, meta.actions + 1):09d}", event_type_id=r.choice(meta.event_types)),
+        # ranges open at one end, or longer than the per-day plan takes (93 days)
+        "event_date(from)": lambda r: repo.Filters(event_date_from=ev_range(r, 1)[0]),
+        "event_date(to)": lambda r: repo.Filters(event_date_to=ev_range(r, 1)[0]),
+        "event_date(120d)": lambda r: repo.Filters(event_date_from=(x := ev_range(r, 120))[0], event_date_to=x[1]),
+        "partner_id+event_date(to)": lambda r: repo.Filters(partner_id=r.choice(meta.partners),
+                                                            event_date_to=ev_range(r, 1)[0]),
+        "state+event_date(120d)": lambda r: repo.Filters(
+            state=r.choice(states), event_date_from=(x := ev_range(r, 120))[0], event_date_to=x[1]),
+        "locking_date(to)": lambda r: repo.Filters(locking_date_to=lock_range(r, 1)[0]),
+        "campaign_id+locking_date(from)": lambda r: repo.Filters(
+            campaign_id=r.choice(meta.campaigns), locking_date_from=lock_range(r, 1)[0]),
+        "event_type_id+locking_date(120d)": lambda r: repo.Filters(
+            event_type_id=r.choice(sales), locking_date_from=(y := lock_range(r, 120))[0], locking_date_to=y[1]),
     }
 
 
@@ -393,8 +407,11 @@ class Target:
 
 
 def _targets(engine: Engine, meta: Meta, count: int, seed: int) -> list[Target]:
-    """Unlocked PENDING sale actions that the lock run does not touch, with room to lower the amount."""
-    as_of = date.fromisoformat(meta.lock_as_of)
+    """Unlocked PENDING sale actions that the lock run does not touch, with room to lower the amount.
+
+    Their locking date must also be after today (the data's "today" is a fixed day, ``meta.lock_as_of``):
+    an action whose locking date has come is refused like a locked one."""
+    as_of = max(date.fromisoformat(meta.lock_as_of), datetime.now(UTC).date())
     with db.read(engine) as conn:
         rows = conn.execute(
             select(actions.c.id, actions.c.amount, actions.c.currency)
@@ -432,9 +449,50 @@ def _serve(backend: Backend, tmp: Path, log: Log) -> tuple[subprocess.Popen[byte
     raise RuntimeError("payoutdesk serve did not come up")
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (``/proc/<pid>/stat``; 0 for one that is gone)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / tick
+
+
+def _pg_backends(engine: Engine) -> Callable[[], list[int]]:
+    """The server processes of the PostgreSQL cluster behind ``engine`` (children of its postmaster),
+    found again on each call (a connection opened during a run gets a new process)."""
+    with db.read(engine) as conn:
+        data_dir = conn.exec_driver_sql("SHOW data_directory").scalar_one()
+    try:
+        postmaster = int((Path(data_dir) / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return list
+
+    def children() -> list[int]:
+        out = []
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                        out.append(int(d.name))
+                except (OSError, ValueError, IndexError):
+                    continue
+        return out
+
+    return children
+
+
 def _drive(clients: int, seconds: float, targets: list[Target], do: Callable[[Any, Target, int], bool],
-           make_client: Callable[[], Any], close_client: Callable[[Any], None]) -> dict[str, Any]:
-    """``clients`` threads, each on its own share of the targets, alternating the amounts."""
+           make_client: Callable[[], Any], close_client: Callable[[Any], None],
+           cpu_of: dict[str, Callable[[], list[int]]] | None = None) -> dict[str, Any]:
+    """``clients`` threads, each on its own share of the targets, alternating the amounts.
+
+    CPU time per change is counted for this process (``client_cpu_ms``: the clients) and for each
+    group of processes ``cpu_of`` names (``<name>_cpu_ms``: the API server, PostgreSQL's backends)."""
     stop = threading.Event()
     counts = [0] * clients
     errors = [0] * clients
@@ -464,44 +522,88 @@ def _drive(clients: int, seconds: float, targets: list[Target], do: Callable[[An
     for th in threads:
         th.start()
     start_barrier.wait()
+    groups = {name: pids() for name, pids in (cpu_of or {}).items()}
+    cpu0, own0 = {name: _cpu_seconds(p) for name, p in groups.items()}, time.process_time()
     t0 = time.perf_counter()
     time.sleep(seconds)
     stop.set()
     for th in threads:
         th.join()
     dt = time.perf_counter() - t0
+    cpu = {name: _cpu_seconds(p) - cpu0[name] for name, p in groups.items()}
+    own = time.process_time() - own0
     all_lat = [x for xs in lat for x in xs]
+    n = max(1, sum(counts))
     return {"changes": sum(counts), "errors": sum(errors), "seconds": dt, "per_s": sum(counts) / dt,
-            "lat_p50_ms": median(all_lat) * 1e3, "lat_p95_ms": pct(all_lat, 95) * 1e3}
+            "lat_p50_ms": median(all_lat) * 1e3, "lat_p95_ms": pct(all_lat, 95) * 1e3,
+            "client_cpu_ms": own * 1e3 / n, **{f"{name}_cpu_ms": c * 1e3 / n for name, c in cpu.items()},
+            "load_average": os.getloadavg()}
+
+
+def _api_client(base: str, auth: str) -> tuple[Callable[[], Any], Callable[[Any, Target, int], bool]]:
+    """A keep-alive client per thread and one modify request with it.
+
+    By default ``http.client`` of the standard library: the clients share the 2 CPUs with the server
+    under test, and httpx spends several times its CPU per request (about 1.4 ms against 0.3 ms
+    here). ``PAYOUTDESK_BENCH_API_CLIENT=httpx`` measures with httpx, as the runs before 2026-11-26
+    13:40 UTC did."""
+    if os.environ.get("PAYOUTDESK_BENCH_API_CLIENT", "stdlib") == "httpx":
+        def make_httpx() -> httpx.Client:
+            return httpx.Client(base_url=base, headers={"Authorization": auth}, timeout=60)
+
+        def do_httpx(client: httpx.Client, t: Target, phase: int) -> bool:
+            r = client.post(f"/api/v1/actions/{t.id}/modify",
+                            json={"amount": t.amounts[phase], "reason": "ORDER_UPDATE"})
+            return r.status_code == 200 and r.json()["outcome"] == "applied"
+
+        return make_httpx, do_httpx
+    host, _, port = base.removeprefix("http://").partition(":")
+    headers = {"Authorization": auth, "Content-Type": "application/json"}
+
+    def make() -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(host, int(port), timeout=60)
+
+    def do(conn: http.client.HTTPConnection, t: Target, phase: int) -> bool:
+        body = json.dumps({"amount": t.amounts[phase], "reason": "ORDER_UPDATE"})
+        try:
+            conn.request("POST", f"/api/v1/actions/{t.id}/modify", body, headers)
+            r = conn.getresponse()
+            data = r.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()  # the server closed it (after an error answer): the next request reconnects
+            return False
+        return r.status == 200 and json.loads(data)["outcome"] == "applied"
+
+    return make, do
 
 
 def bench_api(backend: Backend, meta: Meta, rounds: int, seconds: float, clients: int, log: Log) -> dict[str, Any]:
     """Service: POST /api/v1/actions/{id}/modify on one API process (uvicorn on create_app, as
     `payoutdesk serve` runs it but without its worker and scheduler threads; rate limit off) from
-    ``clients`` threads with keep-alive httpx clients in this process. Floor: per change the same
+    ``clients`` threads with keep-alive HTTP clients in this process (``_api_client``). Floor: per change the same
     writes (UPDATE actions, UPDATE action_items, INSERT action_updates) in one transaction, issued bare
     on DBAPI connections from as many threads."""
     auth = "Basic " + base64.b64encode(f"{meta.sid}:{meta.token}".encode()).decode()
     runs, floors = [], []
+    sqlite = backend.name == "sqlite"
+    db_pids = list if sqlite else _pg_backends(backend.engine)
     with tempfile.TemporaryDirectory(prefix="pd-bench-serve-") as tmpd:
         proc, base = _serve(backend, Path(tmpd), log)
         try:
-            def make() -> httpx.Client:
-                return httpx.Client(base_url=base, headers={"Authorization": auth}, timeout=60)
+            make, do = _api_client(base, auth)
 
-            def do(client: httpx.Client, t: Target, phase: int) -> bool:
-                r = client.post(f"/api/v1/actions/{t.id}/modify",
-                                json={"amount": t.amounts[phase], "reason": "ORDER_UPDATE"})
-                return r.status_code == 200 and r.json()["outcome"] == "applied"
-
+            cpu_of = {"server": lambda: [proc.pid], **({} if sqlite else {"db": db_pids})}
             warm = _targets(backend.engine, meta, 200, 1)
             _drive(clients, min(2.0, seconds), warm, do, make, lambda c: c.close())
             for r in range(rounds):
                 res = _drive(clients, seconds, _targets(backend.engine, meta, 2000, 100 + r), do, make,
-                             lambda c: c.close())
+                             lambda c: c.close(), cpu_of)
                 runs.append(res)
                 log(f"    API: {res['changes']:,} changes in {res['seconds']:.1f} s = {res['per_s']:,.0f}/s "
-                    f"(p50 {res['lat_p50_ms']:.1f} ms, p95 {res['lat_p95_ms']:.1f} ms, errors {res['errors']})")
+                    f"(p50 {res['lat_p50_ms']:.1f} ms, p95 {res['lat_p95_ms']:.1f} ms, errors {res['errors']}; "
+                    f"CPU per change: server {res['server_cpu_ms']:.2f} ms"
+                    + ("" if sqlite else f", PostgreSQL {res['db_cpu_ms']:.2f} ms")
+                    + f", clients {res['client_cpu_ms']:.2f} ms; load {res['load_average'][0]:.1f})")
         finally:
             proc.terminate()
             try:
@@ -509,7 +611,6 @@ def bench_api(backend: Backend, meta: Meta, rounds: int, seconds: float, clients
             except subprocess.TimeoutExpired:
                 proc.kill()
 
-    sqlite = backend.name == "sqlite"
     p = "?" if sqlite else "%s"
     upd_action = (f"UPDATE actions SET state = {p}, reason = {p}, amount = {p}, payout = {p}, locked_at = {p}, "
                   f"restore = {p}, update_count = update_count + 1, version = version + 1 WHERE id = {p}")
@@ -544,12 +645,16 @@ def bench_api(backend: Backend, meta: Meta, rounds: int, seconds: float, clients
         return True
 
     for r in range(rounds):
-        res = _drive(clients, seconds, _targets(backend.engine, meta, 2000, 200 + r), fdo, fmake, lambda c: c.close())
+        res = _drive(clients, seconds, _targets(backend.engine, meta, 2000, 200 + r), fdo, fmake, lambda c: c.close(),
+                     {} if sqlite else {"db": db_pids})
         floors.append(res)
-        log(f"    floor: {res['changes']:,} changes in {res['seconds']:.1f} s = {res['per_s']:,.0f}/s")
+        log(f"    floor: {res['changes']:,} changes in {res['seconds']:.1f} s = {res['per_s']:,.0f}/s "
+            f"(CPU per change: clients {res['client_cpu_ms']:.2f} ms"
+            + ("" if sqlite else f", PostgreSQL {res['db_cpu_ms']:.2f} ms") + ")")
     return {"clients": clients, "seconds_per_run": seconds, "per_s": median([r["per_s"] for r in runs]),
             "lat_p50_ms": median([r["lat_p50_ms"] for r in runs]),
             "lat_p95_ms": median([r["lat_p95_ms"] for r in runs]),
+            "server_cpu_ms": median([r["server_cpu_ms"] for r in runs]),
             "floor_per_s": median([r["per_s"] for r in floors]), "runs": runs, "floor_runs": floors}
 
 

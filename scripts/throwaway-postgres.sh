@@ -11,7 +11,10 @@ case "$cmd" in
     mkdir -p "$dir"
     [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$dir"
     as_pg "$PGBIN/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --no-sync >/dev/null
-    as_pg "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w -o "-k $dir -h 127.0.0.1 -p $port -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" start >/dev/null
+    # PAYOUTDESK_PG_SHARED_BUFFERS (e.g. 2GB): a bench-only option, see docs/PERFORMANCE.md; unset: 128MB
+    extra=""
+    if [ -n "${PAYOUTDESK_PG_SHARED_BUFFERS:-}" ]; then extra=" -c shared_buffers=$PAYOUTDESK_PG_SHARED_BUFFERS"; fi
+    as_pg "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w -o "-k $dir -h 127.0.0.1 -p $port -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200$extra" start >/dev/null
     echo "postgresql+psycopg://postgres@127.0.0.1:$port/postgres"
     ;;
   stop)

@@ -171,6 +171,10 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     from payoutdesk.api import compat, native, submissions
 
     app.include_router(native.router, prefix="/api/v1")
+    # single-action changes served without FastAPI's dispatch when their input is plainly valid
+    app.state.fast_changes = True
+    app.state.fast_changes_served = 0
+    app.add_middleware(native.ChangeFastPath)
     app.include_router(submissions.router, prefix="/api/v1")
     app.include_router(compat.router)  # impact.com paths
     return app

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import inspect
+import json
+import re
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
@@ -11,6 +14,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from sqlalchemy import Connection, Engine, Row
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from payoutdesk.accounts.service import AccountRef
 from payoutdesk.api import idempotency
@@ -527,3 +531,129 @@ def run_lock(request: Request, account: Account, body: LockRunIn | None = None) 
 @router.get("/reasons", tags=["reasons"])
 def reasons(request: Request, account: Account, event_type_id: IdQuery = None) -> Response:
     return _read(request, lambda conn: {"items": ledger.list_reasons(conn, account.id, event_type_id)})
+
+
+# --- the single-action change routes without FastAPI's dispatch -------------------------------
+
+_CHANGE_PATH = re.compile(r"/api/v1/actions/(0|[1-9][0-9]{0,18})/(modify|approve|reverse|reset)")
+_CHANGE_ROUTES: dict[str, tuple[Callable[..., Awaitable[Response]], type[BaseModel]]] = {
+    "modify": (modify, ModifyIn), "approve": (approve, NoteIn), "reverse": (reverse, ReverseIn),
+    "reset": (reset, NoteIn),
+}
+
+
+class ChangeFastPath:
+    """ASGI middleware that serves ``POST /api/v1/actions/{id}/modify|approve|reverse|reset`` by calling
+    the route's function itself, without FastAPI's routing, dependency solving and middleware layers
+    (about a third of the CPU of a change).
+
+    It only takes requests whose every input is plainly valid: a plain path and id, one
+    ``Content-Type: application/json`` with a JSON object the route's body model accepts (or no body
+    where the body is optional), at most one Idempotency-Key, no dependency overrides. Checking that
+    has no side effect, so anything else (a validation error, another content type, a body too big
+    ...) goes to the application unchanged, with the body read so far handed on, and is answered
+    as before. A taken request then runs what FastAPI would have run for it, in the same order:
+    ``authenticate`` (sign-in, rate limit), the route function, and for an error the application's
+    own exception handler, or the exception propagates to the server-error layer as before.
+    ``app.state.fast_changes = False`` turns it off.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope.get("root_path"):
+            await self.app(scope, receive, send)
+            return
+        match = _CHANGE_PATH.fullmatch(scope["path"])
+        application = scope.get("app")
+        if (match is None or application is None or application.dependency_overrides
+                or not getattr(application.state, "fast_changes", False)):
+            await self.app(scope, receive, send)
+            return
+        received: list[Message] = []
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            received.append(message)
+            if message["type"] != "http.request":
+                await self.app(scope, _replay(received, receive), send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        taken = self._parse(scope, match, b"".join(chunks))
+        if taken is None:
+            await self.app(scope, _replay(received, receive), send)
+            return
+        route, action_id, body, key = taken
+        request = Request(scope, _replay(received, receive))
+        try:
+            account = await authenticate(request)
+            response = await route(request=request, action_id=action_id, body=body, account=account, key=key)
+        except Exception as exc:
+            handler = _exception_handler(application, exc)
+            if handler is None:
+                raise
+            answer = handler(request, exc)
+            response = await answer if inspect.isawaitable(answer) else answer
+        application.state.fast_changes_served += 1
+        await response(scope, receive, send)
+
+    @staticmethod
+    def _parse(scope: Scope, match: re.Match[str], raw: bytes) -> tuple[Any, int, BaseModel | None, str | None] | None:
+        """The route, the id, the body model and the Idempotency-Key, or None to leave it to FastAPI."""
+        action_id = int(match.group(1))
+        if action_id > MAX_ACTION_ID:
+            return None
+        content_type: bytes | None = None
+        keys: list[bytes] = []
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                if content_type is not None:
+                    return None
+                content_type = value
+            elif name == b"idempotency-key":
+                keys.append(value)
+        if len(keys) > 1:
+            return None
+        route, model = _CHANGE_ROUTES[match.group(2)]
+        body: BaseModel | None = None
+        if raw:
+            if content_type != b"application/json":
+                return None
+            try:
+                data = json.loads(raw)
+                if not isinstance(data, dict):
+                    return None
+                body = model.model_validate(data)
+            except Exception:  # noqa: BLE001 - FastAPI answers it, as it always did
+                return None
+        elif content_type not in (None, b"application/json") or model is ModifyIn:
+            return None
+        return route, action_id, body, keys[0].decode("latin-1") if keys else None
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """``receive`` giving these messages first (the body already read), then the server's."""
+    pending = list(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
+
+
+def _exception_handler(application: Any, exc: Exception) -> Callable[[Request, Exception], Any] | None:
+    """The handler Starlette's ExceptionMiddleware would pick for ``exc`` (500/Exception are left to
+    the server-error layer, as there)."""
+    handlers = application.exception_handlers
+    for cls in type(exc).__mro__:
+        if cls is Exception:
+            return None
+        if cls in handlers:
+            handler: Callable[[Request, Exception], Any] = handlers[cls]
+            return handler
+    return None

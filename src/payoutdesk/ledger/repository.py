@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     Connection,
     Date,
     Row,
     Select,
-    String,
     TextClause,
     and_,
     bindparam,
@@ -21,10 +22,12 @@ from sqlalchemy import (
     insert,
     select,
     text,
-    type_coerce,
-    union_all,
     update,
 )
+from sqlalchemy.dialects.postgresql.base import PGDialect
+from sqlalchemy.dialects.sqlite.base import SQLiteDialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from payoutdesk.errors import StaleVersion
 from payoutdesk.kit.db import is_sqlite
@@ -75,57 +78,347 @@ def filtered(stmt: Select[Any], account_id: int, f: Filters) -> Select[Any]:
     return stmt.where(and_(*conds))
 
 
-DAY_PLAN_MAX_DAYS = 93
+DAY_PLAN_MAX_DAYS = 93  # the longest bounded date range found day by day
+WINDOW_MAX_DAYS = 1500  # the most days whose first and last ids are looked up for an id window
+LIST_PROBE = 4000  # index entries a walk in an id window (or on a rare value) may take before handing over
+
+# Statements of the list are SQL text built per shape of the filters and cached, compiled, by that
+# text: building and compiling the per-day statement with SQLAlchemy cost more than running it.
+_LIST_COLUMNS = ", ".join(f"actions.{c.name}" for c in actions.c)
+_EQ_FIELDS = (  # Filters field, column, the index on (account, column, id) if there is one
+    ("state", "state", "ix_actions_state"),
+    ("campaign_id", "campaign_id", "ix_actions_campaign"),
+    ("partner_id", "partner_id", "ix_actions_partner"),
+    ("event_type_id", "event_type_id", None),
+    ("order_id", "order_id", None),
+    ("action_id", "id", None),
+)
+# the UTC day of the event exactly as its indexes are written (models.tables)
+_EVENT_DAY_SQL = {
+    "sqlite": str(EVENT_DAY_SQLITE.compile(dialect=SQLiteDialect())),
+    "postgresql": str(EVENT_DAY_POSTGRESQL.compile(dialect=PGDialect())),  # type: ignore[no-untyped-call]
+}
 
 
-def _day_plan(conn: Connection, f: Filters) -> list[tuple[Any, date, Filters]] | None:
-    """Per day of a bounded date range: the day column, the day, and the filters left to apply.
+@functools.lru_cache(maxsize=512)
+def _list_stmt(sql: str, names: tuple[str, ...], full_rows: bool) -> Any:
+    """The text statement (typed where the driver needs it), cached: SQLAlchemy then reuses its compiled form."""
+    typed = [bindparam(n, type_=UTCDateTime()) for n in names if n.startswith("ev_")]
+    typed += [bindparam(n, type_=Date()) for n in names if n.startswith(("lk_", "day"))]  # type: ignore[arg-type]
+    stmt = text(sql).bindparams(*typed)
+    return stmt.columns(*actions.c) if full_rows else stmt
+
+
+def _run(conn: Connection, sql: str, params: dict[str, Any], full_rows: bool = False) -> Any:
+    return conn.execute(_list_stmt(sql, tuple(sorted(params)), full_rows), params)
+
+
+def _where(f: Filters, params: dict[str, Any], *, dates: bool = True, locking: bool = True,
+           driver: str | None = None, skip: frozenset[str] = frozenset()) -> str:
+    """The conditions of ``f`` as SQL text (parameters into ``params``). With a ``driver`` (SQLite
+    only), ``+column`` on the other indexed equality columns keeps SQLite from walking their
+    indexes instead: it knows only their average counts, not how rare the values at hand are."""
+    out = ["actions.account_id = :acc"]
+    for field, col, index in _EQ_FIELDS:
+        value = getattr(f, field)
+        if value is not None and field not in skip:
+            plus = "+" if index is not None and driver not in (None, field) else ""
+            out.append(f"{plus}actions.{col} = :{field}")
+            params[field] = value
+    if dates and f.event_date_from is not None:
+        out.append("actions.event_date >= :ev_from")
+        params["ev_from"] = f.event_date_from
+    if dates and f.event_date_to is not None:
+        out.append("actions.event_date < :ev_to")
+        params["ev_to"] = f.event_date_to
+    if locking and f.locking_date_from is not None:
+        out.append("actions.locking_date >= :lk_from")
+        params["lk_from"] = f.locking_date_from
+    if locking and f.locking_date_to is not None:
+        out.append("actions.locking_date <= :lk_to")
+        params["lk_to"] = f.locking_date_to
+    return " AND ".join(out)
+
+
+def _sqlite_indexes(conn: Connection) -> frozenset[str]:
+    """The indexes of the actions table (SQLite), looked up once per engine: the walks name them."""
+    engine = conn.engine
+    found = _SQLITE_INDEXES.get(engine)
+    if found is None:
+        found = _SQLITE_INDEXES[engine] = frozenset(
+            r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'"
+                                               " AND tbl_name = 'actions'"))
+    return found
+
+
+_SQLITE_INDEXES: weakref.WeakKeyDictionary[Any, frozenset[str]] = weakref.WeakKeyDictionary()
+
+
+def _walk_page(conn: Connection, account_id: int, f: Filters, limit: int, lo: int | None, hi: int | None,
+               driver: str | None = None, checks: frozenset[str] = frozenset()) -> list[Row[Any]]:
+    """The newest matches with ``lo <= id <= hi`` (``None``: open): without ``checks``, the plain
+    query (the reference every other plan must match), on SQLite walking ``driver``'s index.
+
+    With ``checks`` (SQLite), the walk on ``driver``'s index looks each candidate up in the indexes
+    of the ``checks`` filters, and reads the table row only for the candidates they keep: for
+    values rare together, those index entries (small, and near one another in id order) cost far
+    less than a table row each.
+    """
+    params: dict[str, Any] = {"acc": account_id, "lim": limit}
+    sqlite = is_sqlite(conn)
+    alias = "p" if sqlite and checks and driver else "actions"
+    bounds = ""
+    if lo is not None:
+        bounds += f" AND {alias}.id >= :w_lo"
+        params["w_lo"] = lo
+    if hi is not None:
+        bounds += f" AND {alias}.id <= :w_hi"
+        params["w_hi"] = hi
+    index = {fld: ix for fld, _, ix in _EQ_FIELDS}
+    col = {fld: c for fld, c, _ in _EQ_FIELDS}
+    if not (sqlite and driver and checks):
+        where = _where(f, params, driver=driver if sqlite else None) + bounds
+        sql = f"SELECT {_LIST_COLUMNS} FROM actions WHERE {where} ORDER BY actions.id DESC LIMIT :lim"
+        return list(_run(conn, sql, params, full_rows=True))
+    on_index = [f"p.account_id = :acc AND p.{col[driver]} = :{driver}"]
+    for fld in sorted(checks):
+        on_index.append(f"EXISTS (SELECT 1 FROM actions AS x_{fld} INDEXED BY {index[fld]} WHERE x_{fld}.account_id"
+                        f" = :acc AND x_{fld}.{col[fld]} = :{fld} AND x_{fld}.id = p.id)")
+    for fld in (driver, *checks):
+        params[fld] = getattr(f, fld)
+    rest = _where(f, params, driver=driver, skip=checks | {driver})
+    sql = (f"SELECT {_LIST_COLUMNS} FROM actions AS p INDEXED BY {index[driver]} CROSS JOIN actions"
+           f" ON actions.id = p.id WHERE {' AND '.join(on_index)}{bounds} AND {rest} ORDER BY p.id DESC LIMIT :lim")
+    return list(_run(conn, sql, params, full_rows=True))
+
+
+def _plain_page(conn: Connection, account_id: int, f: Filters, limit: int, after_id: int | None,
+                driver: str | None = None, checks: frozenset[str] = frozenset()) -> list[Row[Any]]:
+    """The plain query below the cursor (see ``_walk_page``)."""
+    return _walk_page(conn, account_id, f, limit, None, None if after_id is None else after_id - 1, driver, checks)
+
+
+def _day_plan(conn: Connection, f: Filters) -> tuple[str, list[date], str] | None:
+    """The day column (SQL), the days of a bounded date range, and which range they replace.
 
     An index on (account, day, id) holds each day's actions in id order, so the newest matches of
     every day of the range are found without sorting the range, and the page is the newest of
     those. The plain query would either sort every action of the range or walk back through all
     newer actions (ids follow the event dates), which at millions of actions takes seconds.
     """
-    plans: list[list[tuple[Any, date, Filters]]] = []
+    plans: list[tuple[str, list[date], str]] = []
     if f.locking_date_from is not None and f.locking_date_to is not None:
-        n = (f.locking_date_to - f.locking_date_from).days + 1
-        rest = replace(f, locking_date_from=None, locking_date_to=None)  # implied by each day
-        plans.append([(actions.c.locking_date, f.locking_date_from + timedelta(days=k), rest) for k in range(n)])
+        n = max((f.locking_date_to - f.locking_date_from).days + 1, 0)
+        if n <= DAY_PLAN_MAX_DAYS:
+            plans.append(("actions.locking_date", [f.locking_date_from + timedelta(days=k) for k in range(n)], "lk"))
     if f.event_date_from is not None and f.event_date_to is not None:
         lo = as_utc(f.event_date_from).date()
         hi = (as_utc(f.event_date_to) - timedelta(microseconds=1)).date()  # the bound is exclusive
         n = (hi - lo).days + 1 if f.event_date_to > f.event_date_from else 0
-        col = EVENT_DAY_SQLITE if is_sqlite(conn) else EVENT_DAY_POSTGRESQL
-        inner = replace(f, event_date_from=None, event_date_to=None)  # a whole day inside the range
-        plans.append([(col, lo + timedelta(days=k), f if k in (0, n - 1) else inner) for k in range(n)])
-    plans = [p for p in plans if len(p) <= DAY_PLAN_MAX_DAYS]
-    return min(plans, key=len) if plans else None
+        if n <= DAY_PLAN_MAX_DAYS:
+            day_sql = _EVENT_DAY_SQL["sqlite" if is_sqlite(conn) else "postgresql"]
+            plans.append((day_sql, [lo + timedelta(days=k) for k in range(n)], "ev"))
+    return min(plans, key=lambda p: len(p[1])) if plans else None
+
+
+def _per_day_page(conn: Connection, account_id: int, f: Filters, plan: tuple[str, list[date], str], limit: int,
+                  after_id: int | None) -> list[Row[Any]]:
+    day_sql, days, which = plan
+    if not days:
+        return []
+    params: dict[str, Any] = {"acc": account_id, "lim": limit}
+    # a locking day implies its range; an event day inside the range implies it, the first and last
+    # days of the range keep the exact times
+    whole = _where(f, params, locking=which != "lk", dates=which != "ev")
+    edge = _where(f, params, locking=which != "lk")
+    if after_id is not None:
+        whole += " AND actions.id < :after"
+        edge += " AND actions.id < :after"
+        params["after"] = after_id
+    parts = []
+    for k, day in enumerate(days):
+        params[f"day{k}"] = day
+        cond = edge if which == "ev" and k in (0, len(days) - 1) else whole
+        parts.append(f"SELECT d{k}.id FROM (SELECT actions.id AS id FROM actions WHERE {cond} AND {day_sql} = :day{k}"
+                     f" ORDER BY actions.id DESC LIMIT :lim) AS d{k}")
+    sql = (f"SELECT {_LIST_COLUMNS} FROM actions WHERE actions.id IN ({' UNION ALL '.join(parts)})"
+           " ORDER BY actions.id DESC LIMIT :lim")
+    return list(_run(conn, sql, params, full_rows=True))
+
+
+def _id_window(conn: Connection, account_id: int, f: Filters, which: str) -> tuple[int | None, int | None] | None:
+    """Ids that bound every action of the date range (``which``: "ev" or "lk"), exactly.
+
+    Two index seeks a day on (account, day, id) give each day's first and last id; the range's
+    actions lie between the smallest first id and the largest last id (of the bounded ends).
+    ``(None, None)`` for an open end; ``None`` if the range has too many days to look up, ``(0, -1)``
+    if no action has a day in the range.
+    """
+    sqlite = is_sqlite(conn)
+    if which == "ev":
+        day_sql = _EVENT_DAY_SQL["sqlite" if sqlite else "postgresql"]
+        lo = as_utc(f.event_date_from).date() if f.event_date_from is not None else None
+        hi = (as_utc(f.event_date_to) - timedelta(microseconds=1)).date() if f.event_date_to is not None else None
+    else:
+        day_sql = "actions.locking_date"
+        lo, hi = f.locking_date_from, f.locking_date_to
+    params: dict[str, Any] = {"acc": account_id}
+    if lo is None or hi is None:  # the open end: the account's first or last day
+        seek = (f"(SELECT {day_sql} FROM actions WHERE actions.account_id = :acc AND {day_sql} IS NOT NULL"
+                f" ORDER BY {day_sql} {{}} LIMIT 1)")
+        first, last = _run(conn, f"SELECT {seek.format('ASC')}, {seek.format('DESC')}", params).one()
+        if first is None:
+            return 0, -1
+        first, last = (d if isinstance(d, date) else date.fromisoformat(d) for d in (first, last))
+        lo = max(lo, first) if lo is not None else first
+        hi = min(hi, last) if hi is not None else last
+    if hi < lo:
+        return 0, -1
+    if (hi - lo).days + 1 > WINDOW_MAX_DAYS:
+        return None
+    params.update(day_lo=lo, day_hi=hi)
+    want_lo, want_hi = (f.event_date_from, f.event_date_to) if which == "ev" else (f.locking_date_from,
+                                                                                  f.locking_date_to)
+    day = "days.d" if sqlite else "CAST(g.d AS DATE)"
+    seek = f"SELECT actions.id FROM actions WHERE actions.account_id = :acc AND {day_sql} = {day} ORDER BY actions.id"
+    first_id, last_id = f"{seek} LIMIT 1", f"{seek} DESC LIMIT 1"
+    if sqlite:
+        aggs = [f"min(({first_id}))" if want_lo is not None else "NULL",
+                f"max(({last_id}))" if want_hi is not None else "NULL"]
+        sql = ("WITH RECURSIVE days(d) AS (SELECT :day_lo UNION ALL SELECT date(d, '+1 day') FROM days"
+               f" WHERE d < :day_hi) SELECT {aggs[0]}, {aggs[1]} FROM days")
+    else:
+        joins, aggs = [], ["NULL", "NULL"]
+        if want_lo is not None:
+            joins.append(f"LEFT JOIN LATERAL ({first_id}) AS lo ON true")
+            aggs[0] = "min(lo.id)"
+        if want_hi is not None:
+            joins.append(f"LEFT JOIN LATERAL ({last_id}) AS hi ON true")
+            aggs[1] = "max(hi.id)"
+        sql = (f"SELECT {aggs[0]}, {aggs[1]} FROM generate_series(CAST(:day_lo AS DATE), CAST(:day_hi AS DATE),"
+               f" interval '1 day') AS g(d) {' '.join(joins)}")
+    lo_id, hi_id = _run(conn, sql, params).one()
+    if (want_lo is not None and lo_id is None) or (want_hi is not None and hi_id is None):
+        return 0, -1  # no action on any day of the range
+    return lo_id, hi_id
+
+
+def _window_page(conn: Connection, account_id: int, f: Filters, limit: int, after_id: int | None,
+                 window: tuple[int | None, int | None], driver: str | None,
+                 checks: frozenset[str] = frozenset()) -> tuple[list[Row[Any]], int | None]:
+    """The newest matches in the id window, walking ``driver``'s index (or the account's) newest first,
+    at most LIST_PROBE entries of it: the rows, and the id below which the walk stopped short
+    (``None`` if the window was walked to its end)."""
+    lo, hi = window
+    if after_id is not None:
+        hi = after_id - 1 if hi is None else min(hi, after_id - 1)
+    params: dict[str, Any] = {"acc": account_id, "probe": LIST_PROBE}
+    walk = ["actions.account_id = :acc"]
+    if driver is not None:
+        col = next(c for fld, c, _ in _EQ_FIELDS if fld == driver)
+        walk.append(f"actions.{col} = :{driver}")
+        params[driver] = getattr(f, driver)
+    if lo is not None:
+        walk.append("actions.id >= :w_lo")
+        params["w_lo"] = lo
+    if hi is not None:
+        walk.append("actions.id <= :w_hi")
+        params["w_hi"] = hi
+    probe = (f"SELECT min(p.id), count(*) FROM (SELECT actions.id AS id FROM actions WHERE {' AND '.join(walk)}"
+             " ORDER BY actions.id DESC LIMIT :probe) AS p")
+    low, n = _run(conn, probe, params).one()
+    if not n:
+        return [], None
+    rows = _walk_page(conn, account_id, f, limit, low, hi, driver, checks)
+    return rows, (low if n >= LIST_PROBE else None)
+
+
+LIST_SPAN = 4000  # ids below the cursor in which the equality filters' values are counted
+DENSE = 0.5  # a value held by at least this share of the account's actions is checked on the table row
+
+
+def _choose_walk(conn: Connection, account_id: int, f: Filters, fields: list[str],
+                 after_id: int | None) -> tuple[str, frozenset[str]]:
+    """For two or more indexed equality filters: the index to walk (the rarest value's) and, on
+    SQLite, the other filters to check on their indexes (the values that are not common).
+
+    The values are counted among the LIST_SPAN ids below the cursor (index entries only): SQLite
+    knows only average counts per column, not how rare the values at hand are.
+    """
+    params: dict[str, Any] = {"acc": account_id, "span": LIST_SPAN}
+    if after_id is not None:
+        top = ":after"
+        params["after"] = after_id
+    else:
+        top = "(SELECT max(actions.id) + 1 FROM actions WHERE actions.account_id = :acc)"
+    near = f"actions.account_id = :acc AND actions.id < {top} AND actions.id >= {top} - :span"
+    counts = [f"(SELECT count(*) FROM actions WHERE {near})"]
+    col = {fld: c for fld, c, _ in _EQ_FIELDS}
+    for fld in fields:
+        params[fld] = getattr(f, fld)
+        counts.append(f"(SELECT count(*) FROM actions WHERE {near} AND actions.{col[fld]} = :{fld})")
+    total, *got = _run(conn, "SELECT " + ", ".join(counts), params).one()
+    driver = min(zip(got, fields, strict=True))[1]
+    if not is_sqlite(conn):
+        return driver, frozenset()  # PostgreSQL plans with each value's own frequency
+    have = _sqlite_indexes(conn)
+    index = {fld: ix for fld, _, ix in _EQ_FIELDS}
+    if index[driver] not in have:
+        return driver, frozenset()
+    return driver, frozenset(fld for fld, n in zip(fields, got, strict=True)
+                             if fld != driver and n < DENSE * total and index[fld] in have)
 
 
 def list_page(conn: Connection, account_id: int, f: Filters, limit: int, after_id: int | None) -> list[Row[Any]]:
-    """One page, newest first, keyset-paged on the id."""
-    id_ = actions.c.id
-    plan = _day_plan(conn, f)
-    if plan is None:
-        stmt = filtered(select(actions), account_id, f)
-        if after_id is not None:
-            stmt = stmt.where(id_ < after_id)
-        return list(conn.execute(stmt.order_by(id_.desc()).limit(limit)))
-    if not plan:
-        return []
+    """One page, newest first, keyset-paged on the id: the plain query's rows, found by the cheapest plan.
+
+    - an event-date range (any, open or not): the id window of its days, walked on the rarest
+      indexed equality filter's index (or the account's), for a bounded number of entries; where
+      that does not fill the page (ids far from the event dates), the plans below go on from there;
+    - a bounded range of at most DAY_PLAN_MAX_DAYS days: day by day (``_day_plan``);
+    - a locking-date range open at one end or longer: its id window, as for event dates;
+    - two or more indexed equality filters: the rarest one's index (counted near the cursor), the
+      others checked on their indexes before the table (``_choose_walk``, ``_walk_page``);
+    - else the plain query.
+    """
+    if f.action_id is not None or f.order_id is not None:  # one action, or a few: their own indexes
+        return _plain_page(conn, account_id, f, limit, after_id)
     if not is_sqlite(conn):
-        # planned with the values at hand: a generic plan of this statement (psycopg prepares it once
-        # it repeats) may walk another filter's index back through all newer actions instead
+        # planned with the values at hand: a generic plan of these statements (psycopg prepares
+        # them once they repeat) may walk another filter's index back through all newer actions
         conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
-    per_day = []
-    for day_col, day, rest in plan:
-        one = filtered(select(id_), account_id, rest).where(day_col == day)
-        if after_id is not None:
-            one = one.where(id_ < after_id)
-        per_day.append(select(one.order_by(id_.desc()).limit(limit).subquery().c.id))
-    ids = union_all(*per_day).subquery()
-    stmt = select(actions).where(id_.in_(select(ids.c.id))).order_by(id_.desc()).limit(limit)
-    return list(conn.execute(stmt))
+    drivers = [fld for fld, _, index in _EQ_FIELDS if index is not None and getattr(f, fld) is not None]
+    driver = drivers[0] if len(drivers) == 1 else None
+    day_plan = _day_plan(conn, f)
+    windows = []
+    if f.event_date_from is not None or f.event_date_to is not None:
+        windows.append("ev")
+    if (f.locking_date_from is not None or f.locking_date_to is not None) and day_plan is None:
+        windows.append("lk")
+    checks: frozenset[str] = frozenset()
+    if len(drivers) > 1 and (windows or is_sqlite(conn)):  # PostgreSQL's planner knows each value's frequency
+        driver, checks = _choose_walk(conn, account_id, f, drivers, after_id)
+    rows: list[Row[Any]] = []
+    for which in windows[:1]:
+        if (f.event_date_to if which == "ev" else f.locking_date_to) is None:
+            # open at the top: the newest actions below the cursor usually fill the page at once
+            rows, stopped = _window_page(conn, account_id, f, limit, after_id, (None, None), driver, checks)
+            if stopped is None or len(rows) == limit:
+                return rows
+            after_id, limit = stopped, limit - len(rows)  # go on below where the walk stopped
+        window = _id_window(conn, account_id, f, which)
+        if window is None:
+            break
+        if window[0] is not None and window[1] is not None and window[1] < window[0]:
+            return rows
+        more, stopped = _window_page(conn, account_id, f, limit, after_id, window, driver, checks)
+        rows += more
+        if stopped is None or len(more) == limit:
+            return rows
+        after_id, limit = stopped, limit - len(more)  # go on below where the walk stopped
+    if day_plan is not None:
+        return rows + _per_day_page(conn, account_id, f, day_plan, limit, after_id)
+    return rows + _plain_page(conn, account_id, f, limit, after_id, driver, checks)
 
 
 def items_of_many(conn: Connection, action_ids: Sequence[int]) -> dict[int, list[Row[Any]]]:
@@ -149,42 +442,14 @@ def _iso_time(conn: Connection, col: Any) -> Any:
     return func.to_char(func.timezone("UTC", col), 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
 
 
-def _iso_day(conn: Connection, col: Any) -> Any:
-    """A date as ``date.isoformat`` writes it, rendered by the database."""
-    if is_sqlite(conn):
-        return type_coerce(col, String)  # stored as YYYY-MM-DD text
-    return func.to_char(col, "YYYY-MM-DD")
-
-
-def stream(conn: Connection, account_id: int, f: Filters, batch: int = 10_000) -> Iterator[Sequence[Any]]:
-    """Every matching action, in id order, in bounded batches (constant memory), for the export.
-
-    Each row is (id, campaign_id, event_type_id, partner_id, order_id, customer_id, promo_code,
-    event_date, state, reason, currency, amount, payout, intended_amount, intended_payout,
-    locking_date, locked_at) with the times and the date already ISO text (or None): the database
-    formats them faster than Python parses and formats them again.
-    """
-    a = actions.c
-    cols = [
-        a.id, a.campaign_id, a.event_type_id, a.partner_id, a.order_id, a.customer_id, a.promo_code,
-        _iso_time(conn, a.event_date), a.state, a.reason, a.currency, a.amount, a.payout, a.intended_amount,
-        a.intended_payout, _iso_day(conn, a.locking_date), _iso_time(conn, a.locked_at),
-    ]
-    last = 0
-    while True:
-        stmt = filtered(select(*cols), account_id, f).where(a.id > last)
-        rows = conn.execute(stmt.order_by(a.id).limit(batch)).all()
-        if not rows:
-            return
-        yield rows
-        last = rows[-1][0]
+_LOAD = select(actions).where(actions.c.id == bindparam("id"), actions.c.account_id == bindparam("account_id"))
+_LOAD_FOR_UPDATE = _LOAD.with_for_update()
 
 
 def load(conn: Connection, account_id: int, action_id: int, *, for_update: bool) -> Row[Any] | None:
-    stmt = select(actions).where(actions.c.id == action_id, actions.c.account_id == account_id)
-    if for_update and not is_sqlite(conn):
-        stmt = stmt.with_for_update()
-    return conn.execute(stmt).first()
+    # built once: building the statement and its cache key cost more than running it
+    stmt = _LOAD_FOR_UPDATE if for_update and not is_sqlite(conn) else _LOAD
+    return conn.execute(stmt, {"id": action_id, "account_id": account_id}).first()
 
 
 def items_of(conn: Connection, action_id: int) -> list[Row[Any]]:
@@ -298,51 +563,10 @@ def _typed(sql: str) -> TextClause:
 def lock_chunk(conn: Connection, as_of: date, now: datetime, account_id: int | None, chunk: int,
                *, skip_locked: bool = True) -> int:
     """R3, one bounded chunk: lock due actions and write their LOCKED entries. Returns how many.
+    The lock run's statements are in ``ledger.locking`` (see there)."""
+    from payoutdesk.ledger import locking
 
-    On PostgreSQL, ``skip_locked`` passes over rows another transaction holds (a concurrent lock
-    run shares the work that way); without it the chunk waits for them and re-checks them.
-    """
-    account_sql = "AND account_id = :account_id" if account_id is not None else ""
-    params: dict[str, Any] = {"as_of": as_of, "now": now, "chunk": chunk, "account_id": account_id}
-    if is_sqlite(conn):
-        # The write transaction is BEGIN IMMEDIATE: nobody else writes until it commits, so the chunk
-        # (the first due actions in the order of the partial index, a walk without sorting) is the
-        # same set in both statements; the INSERT reads the states before the UPDATE changes them.
-        chunk_ids = (
-            "SELECT id FROM actions WHERE locked_at IS NULL AND lock_due <= :as_of "
-            f"{account_sql} ORDER BY lock_due, id LIMIT :chunk"
-        )
-        conn.execute(
-            _typed(
-                "INSERT INTO action_updates (action_id, at, kind, state, delta_amount, delta_payout, channel, actor) "
-                f"SELECT id, :now, 'LOCKED', CASE state WHEN 'PENDING' THEN 'APPROVED' ELSE state END, 0, 0, "
-                f"'system', 'lock run' FROM actions WHERE id IN ({chunk_ids}) ORDER BY id"
-            ),
-            params,
-        )
-        result = conn.execute(
-            _typed(
-                "UPDATE actions SET state = CASE state WHEN 'PENDING' THEN 'APPROVED' ELSE state END, "
-                f"locked_at = :now, version = version + 1, update_count = update_count + 1 WHERE id IN ({chunk_ids})"
-            ),
-            params,
-        )
-        return int(result.rowcount)
-    result = conn.execute(
-        _typed(
-            # the ids as an array: the update then fetches each row by its primary key, where a join
-            # with the CTE would be planned as a hash join over a sequential scan of all actions
-            "WITH due AS (SELECT id FROM actions WHERE locked_at IS NULL AND lock_due <= :as_of "
-            f"{account_sql} ORDER BY lock_due, id LIMIT :chunk FOR UPDATE{' SKIP LOCKED' if skip_locked else ''}), "
-            "locked AS (UPDATE actions a SET state = CASE a.state WHEN 'PENDING' THEN 'APPROVED' ELSE a.state END, "
-            "locked_at = :now, version = a.version + 1, update_count = a.update_count + 1 "
-            "WHERE a.id = ANY(ARRAY(SELECT id FROM due)) RETURNING a.id, a.state) "
-            "INSERT INTO action_updates (action_id, at, kind, state, delta_amount, delta_payout, channel, actor) "
-            "SELECT id, :now, 'LOCKED', state, 0, 0, 'system', 'lock run' FROM locked"
-        ),
-        params,
-    )
-    return int(result.rowcount)
+    return locking.lock_chunk(conn, as_of, now, account_id, chunk, skip_locked=skip_locked)
 
 
 def count(conn: Connection, account_id: int, f: Filters) -> int:
@@ -426,6 +650,58 @@ _WRITE_ACTION = (
     )
 )
 _INSERT_UPDATE = insert(action_updates)
+_INSERT_UPDATE_ALL = insert(action_updates).values(
+    {c.name: bindparam(c.name, type_=c.type) for c in action_updates.c if c.name != "id"}
+)
+
+
+class _OnSqlite:
+    """A write compiled once for SQLite and run right on the DBAPI connection of ``conn``, inside its
+    transaction, its parameters through the same bind processors as SQLAlchemy would: it skips
+    SQLAlchemy's work per execution (cache lookup, execution context, result), which on SQLite costs
+    several times the statement itself. Errors are SQLAlchemy's exceptions as usual."""
+
+    def __init__(self, stmt: Any) -> None:
+        self._stmt = stmt
+        self._plan: tuple[str, list[tuple[str, Any]]] | None = None
+        self._literals: dict[str, Any] = {}
+
+    def _prepare(self, conn: Connection) -> tuple[str, list[tuple[str, Any]]]:
+        compiled = cast(SQLCompiler, self._stmt.compile(dialect=conn.dialect))
+        assert compiled.positiontup is not None
+        assert not compiled.literal_execute_params
+        processors = compiled._bind_processors
+        # the values the statement carries itself (a format, say); set before the plan, which other
+        # threads take as the sign that all is ready
+        self._literals = {name: b.effective_value for b, name in compiled.bind_names.items() if not b.required}
+        self._plan = (compiled.string, [(name, processors.get(name)) for name in compiled.positiontup])
+        return self._plan
+
+    def _cursor(self, conn: Connection, values: Sequence[dict[str, Any]]) -> Any:
+        sql, names = self._plan or self._prepare(conn)
+        if self._literals:
+            values = [{**self._literals, **v} for v in values]
+        rows = [tuple(v[n] if p is None else p(v[n]) for n, p in names) for v in values]
+        dbapi = conn.connection.driver_connection
+        assert dbapi is not None
+        try:
+            return dbapi.execute(sql, rows[0]) if len(rows) == 1 else dbapi.executemany(sql, rows)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(sql, rows, exc, conn.dialect.loaded_dbapi.Error) from exc
+
+    def run(self, conn: Connection, values: Sequence[dict[str, Any]]) -> int:
+        """Runs the statement once per parameter set; the rows it matched in all."""
+        return int(self._cursor(conn, values).rowcount)
+
+    def fetch(self, conn: Connection, values: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows of a query as the DBAPI gives them: only for columns that SQLAlchemy's types
+        would not convert on SQLite (text, integers)."""
+        return list(self._cursor(conn, [values]).fetchall())
+
+
+_WRITE_ACTION_SQLITE = _OnSqlite(_WRITE_ACTION)
+_ITEM_UPDATE_SQLITE = _OnSqlite(_item_update)
+_INSERT_UPDATE_SQLITE = _OnSqlite(_INSERT_UPDATE_ALL)
 
 
 def _action_params(after: wf.Action, version: int) -> dict[str, Any]:
@@ -447,11 +723,10 @@ def _action_params(after: wf.Action, version: int) -> dict[str, Any]:
 def write_change(conn: Connection, version: int, change: wf.Change, update_values: dict[str, Any]) -> None:
     """Write one change: the action (version-checked, R14), its changed items, one history entry."""
     after = change.after
-    result = conn.execute(
-        _WRITE_ACTION,
-        _action_params(after, version),
-    )
-    if result.rowcount != 1:
+    sqlite = is_sqlite(conn)
+    params = _action_params(after, version)
+    matched = _WRITE_ACTION_SQLITE.run(conn, [params]) if sqlite else conn.execute(_WRITE_ACTION, params).rowcount
+    if matched != 1:
         raise StaleVersion(f"Action {after.id} was changed by someone else meanwhile.")
     changed = [
         {"a_id": after.id, "pos": n, "q": a.quantity, "amt": a.amount, "pay": a.payout}
@@ -459,20 +734,24 @@ def write_change(conn: Connection, version: int, change: wf.Change, update_value
         if a != b
     ]
     if changed:
-        conn.execute(_item_update, changed)
-    conn.execute(
-        _INSERT_UPDATE,
-        {
-            "action_id": after.id,
-            "kind": change.kind.value,
-            "state": after.state.value,
-            "reason": change.reason,
-            "delta_amount": change.delta_amount,
-            "delta_payout": change.delta_payout,
-            "items": items_json(change.changed_items()) if changed else None,
-            **update_values,
-        },
-    )
+        if sqlite:
+            _ITEM_UPDATE_SQLITE.run(conn, changed)
+        else:
+            conn.execute(_item_update, changed)
+    entry = {
+        "action_id": after.id,
+        "kind": change.kind.value,
+        "state": after.state.value,
+        "reason": change.reason,
+        "delta_amount": change.delta_amount,
+        "delta_payout": change.delta_payout,
+        "items": items_json(change.changed_items()) if changed else None,
+        **update_values,
+    }
+    if sqlite:
+        _INSERT_UPDATE_SQLITE.run(conn, [entry])
+    else:
+        conn.execute(_INSERT_UPDATE, entry)
 
 
 _HISTORY: dict[str, Select[Any]] = {}
@@ -491,7 +770,14 @@ def history_of_action(conn: Connection, action_id: int) -> Sequence[Sequence[Any
             .where(u.action_id == bindparam("action_id"))
             .order_by(u.id)
         )
+        if is_sqlite(conn):
+            _HISTORY_SQLITE.append(_OnSqlite(stmt))  # text and integers only: nothing for SQLAlchemy to convert
+    if _HISTORY_SQLITE and is_sqlite(conn):
+        return _HISTORY_SQLITE[0].fetch(conn, {"action_id": action_id})
     return list(conn.execute(stmt, {"action_id": action_id}))
+
+
+_HISTORY_SQLITE: list[_OnSqlite] = []
 
 
 # PostgreSQL: the writes of ``write_change`` and the history read after them in one statement (one

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from payoutdesk.errors import NotFound, UnknownReason, ValidationFailed, WrongCu
 from payoutdesk.kit import db
 from payoutdesk.kit.money import exponent, format_amount, parse_amount
 from payoutdesk.kit.time import iso, utcnow
+from payoutdesk.ledger import export, locking
 from payoutdesk.ledger import repository as repo
 from payoutdesk.ledger import workflow as wf
 from payoutdesk.ledger.schemas import action_dict
@@ -248,29 +247,15 @@ def _amount_format(currency: str) -> Callable[[int], str]:
 
 
 def export_rows(conn: Connection, account_id: int, filters: repo.Filters) -> Iterator[str]:
-    """The CSV export, yielded in chunks of text; memory stays flat whatever the size."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerow(EXPORT_COLUMNS)
-    formats: dict[str, Callable[[int], str]] = {}
+    """The CSV export, yielded in chunks of text; memory stays flat whatever the size.
 
-    def line(r: Sequence[Any]) -> tuple[Any, ...]:
-        c = r[10]
-        fmt = formats.get(c)
-        if fmt is None:
-            fmt = formats[c] = _amount_format(c)
-        return (
-            r[0], r[1], r[2], r[3], neutralise(r[4]), neutralise(r[5]), neutralise(r[6]), r[7], r[8],
-            r[9] or "", c, fmt(r[11]), fmt(r[12]), fmt(r[13]), fmt(r[14]), r[15] or "", r[16] or "",
-        )
-
-    for batch in repo.stream(conn, account_id, filters):
-        for start in range(0, len(batch), 2000):
-            writer.writerows(map(line, batch[start:start + 2000]))
-            yield buf.getvalue()
-            buf.seek(0)
-            buf.truncate()
-    yield buf.getvalue()
+    The header, then each action as ``csv.writer`` writes the row (``\\r\\n`` after each line): the
+    columns of ``EXPORT_COLUMNS``, the text cells neutralised (``neutralise``), the amounts as
+    ``format_amount`` writes them, times and dates as ISO text, NULL as empty. The database builds
+    the lines (``ledger.export``).
+    """
+    yield ",".join(EXPORT_COLUMNS) + "\r\n"
+    yield from export.csv_lines(conn, account_id, filters)
 
 
 # --- changing --------------------------------------------------------------------------------
@@ -460,19 +445,11 @@ def lock_run(engine: Engine, as_of: date | None = None, account_id: int | None =
 
     Concurrent runs share the work (rows another run holds are skipped); a last pass then waits
     for rows that other writers held meanwhile (a change in flight), so that every action due
-    when the run started is locked when it returns.
+    when the run started is locked when it returns. The statements are in ``ledger.locking``.
     """
     now = now or utcnow()
     as_of = as_of or now.date()
-    total = 0
-    for skip_locked in (True, False):
-        while True:
-            with db.write(engine) as conn:
-                n = repo.lock_chunk(conn, as_of, now, account_id, chunk, skip_locked=skip_locked)
-            total += n
-            if n == 0:
-                break
-    return total
+    return locking.run(engine, as_of, now, account_id, chunk)
 
 
 def action_row(conn: Connection, account_id: int, action_id: int) -> Row[Any]:

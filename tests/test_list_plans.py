@@ -1,0 +1,214 @@
+"""The actions list's fast plans (``ledger.repository.list_page``) give exactly the rows of the plain
+query (``filtered`` + ``id < cursor`` + newest first + limit), whatever the filters and the cursor.
+
+The plans (per-day, id window, rarest index first) only decide how the rows are found; this
+checks random filters and cursors against the plain query on both backends, over data whose ids
+follow the event dates only roughly (late and far-out-of-order conversions, another account's
+actions in between), with the plans' budgets at their defaults and shrunk so that every fallback
+runs.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, insert, select
+
+from payoutdesk.catalog import service as catalog
+from payoutdesk.kit import db
+from payoutdesk.ledger import repository as repo
+from payoutdesk.ledger import service as ledger
+from payoutdesk.models import actions
+from tests.helpers import World, make_world
+
+BASE = date(2026, 1, 1)
+SPAN = 150  # days of data
+STATES = ("PENDING", "APPROVED", "REVERSED")
+
+
+class Data:
+    def __init__(self, w: World, campaigns: list[int], partners: list[int], max_id: int) -> None:
+        self.w, self.campaigns, self.partners, self.max_id = w, campaigns, partners, max_id
+
+
+def _fill(engine: Engine, n: int, seed: int) -> Data:
+    """Two tenants; ``n`` actions of the first interleaved with about n/4 of the second."""
+    rnd = random.Random(seed)
+    w, other = make_world(engine), make_world(engine)
+    with db.write(engine) as conn:
+        c2 = catalog.create_campaign(conn, w.actor, "Second", "EUR", None, "mail.test")["id"]
+        p4 = catalog.create_partner(conn, w.actor, "Delta")["id"]
+    campaigns, partners = [w.campaign_id, c2], [*w.partners, p4]
+    rows: list[dict[str, Any]] = []
+    with db.write(engine) as conn:
+        ids = repo.reserve_action_ids(conn, n + n // 4)
+        mine = sorted(rnd.sample(ids, n))
+        mine_set = set(mine)
+        for k, i in enumerate(ids):
+            ours = i in mine_set
+            day = BASE + timedelta(days=k * SPAN // len(ids))  # ids follow the days ...
+            r = rnd.random()
+            if r < 0.3:
+                day -= timedelta(days=rnd.randrange(0, 3))  # ... recorded a little late
+            elif r < 0.34:
+                day -= timedelta(days=rnd.randrange(3, 140))  # ... or much later
+            at = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(seconds=rnd.randrange(86400))
+            lock = None if rnd.random() < 0.15 else day + timedelta(days=rnd.choice((14, 27, 45, 90)))
+            acc = w if ours else other
+            rows.append({
+                "id": i, "account_id": acc.account_id,
+                "campaign_id": rnd.choices(campaigns, (5, 1))[0] if ours else acc.campaign_id,
+                "event_type_id": rnd.choice((acc.sale, acc.lead)),
+                "partner_id": rnd.choices(partners, (70, 20, 8, 2))[0] if ours else acc.partners[0],
+                "contract_id": acc.contract_id, "order_id": f"O-{k % (n // 3)}", "customer_id": None,
+                "promo_code": None, "event_date": at, "state": rnd.choices(STATES, (80, 8, 12))[0], "reason": None,
+                "currency": "USD", "amount": 100, "payout": 10, "intended_amount": 100, "intended_payout": 10,
+                "locking_date": lock, "lock_due": lock or day, "locked_at": None, "version": 1,
+                "update_count": 1, "restore": None, "created_at": at,
+            })
+        conn.execute(insert(actions), rows)
+    return Data(w, campaigns, partners, max(ids))
+
+
+@pytest.fixture(scope="module")
+def data(engine: Engine) -> Data:
+    return _fill(engine, 3000, 7)
+
+
+def _day(d: date) -> datetime:
+    return datetime(d.year, d.month, d.day, tzinfo=UTC)
+
+
+def _random_filters(rnd: random.Random, d: Data) -> repo.Filters:
+    kw: dict[str, Any] = {}
+    if rnd.random() < 0.35:
+        kw["state"] = rnd.choice(STATES)
+    if rnd.random() < 0.3:
+        kw["campaign_id"] = rnd.choice(d.campaigns)
+    if rnd.random() < 0.4:
+        kw["partner_id"] = rnd.choice(d.partners)
+    if rnd.random() < 0.25:
+        kw["event_type_id"] = rnd.choice((d.w.sale, d.w.lead))
+    if rnd.random() < 0.04:
+        kw["order_id"] = f"O-{rnd.randrange(1000)}"
+    if rnd.random() < 0.03:
+        kw["action_id"] = rnd.randrange(1, d.max_id + 2)
+    start = BASE + timedelta(days=rnd.randrange(-10, SPAN + 10))
+    kind = rnd.choice(("none", "none", "short", "short", "long", "from", "to", "empty"))
+    length = {"short": rnd.randrange(1, 12), "long": rnd.randrange(94, 200), "empty": 0}.get(kind, 0)
+    lo, hi = _day(start), _day(start + timedelta(days=length))
+    if rnd.random() < 0.3:  # times of day too, not only midnights
+        lo += timedelta(seconds=rnd.randrange(86400))
+        hi += timedelta(seconds=rnd.randrange(86400))
+    if kind in ("short", "long", "empty", "from"):
+        kw["event_date_from"] = lo
+    if kind in ("short", "long", "empty", "to"):
+        kw["event_date_to"] = hi
+    lkind = rnd.choice(("none", "none", "none", "short", "long", "from", "to"))
+    ls = BASE + timedelta(days=rnd.randrange(0, SPAN + 100))
+    ln = {"short": rnd.randrange(0, 40), "long": rnd.randrange(94, 150)}.get(lkind, 0)
+    if lkind in ("short", "long", "from"):
+        kw["locking_date_from"] = ls
+    if lkind in ("short", "long", "to"):
+        kw["locking_date_to"] = ls + timedelta(days=ln)
+    return repo.Filters(**kw)
+
+
+def _plain(conn: Any, account_id: int, f: repo.Filters, limit: int, after: int | None) -> list[tuple[Any, ...]]:
+    stmt = repo.filtered(select(actions), account_id, f)
+    if after is not None:
+        stmt = stmt.where(actions.c.id < after)
+    return [tuple(r) for r in conn.execute(stmt.order_by(actions.c.id.desc()).limit(limit))]
+
+
+@pytest.fixture(params=["defaults", "tiny-budgets"])
+def budgets(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "tiny-budgets":  # every fast plan gives up early and hands over to the next
+        monkeypatch.setattr(repo, "LIST_PROBE", 3)
+        monkeypatch.setattr(repo, "DAY_PLAN_MAX_DAYS", 4)
+        monkeypatch.setattr(repo, "WINDOW_MAX_DAYS", 20)
+    return str(request.param)
+
+
+def _spy_on_plans(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Counts the plans that ran (and the window walks that handed over to the next plan)."""
+    hits: Counter[str] = Counter()
+
+    def spy(name: str) -> None:
+        real = getattr(repo, name)
+
+        def wrapped(*a: Any, **kw: Any) -> Any:
+            out = real(*a, **kw)
+            hits[name] += 1
+            if name == "_window_page" and out[1] is not None and len(out[0]) < a[3]:
+                hits["handover"] += 1
+            if name == "_walk_page" and len(a) > 7 and a[7]:
+                hits["index checks"] += 1
+            return out
+        monkeypatch.setattr(repo, name, wrapped)
+
+    for name in ("_window_page", "_per_day_page", "_plain_page", "_choose_walk", "_id_window", "_walk_page"):
+        spy(name)
+    return hits
+
+
+def test_fast_plans_give_the_plain_querys_rows(engine: Engine, data: Data, budgets: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    rnd = random.Random(11 if budgets == "defaults" else 12)
+    acc = data.w.account_id
+    checked = nonempty = 0
+    hits = _spy_on_plans(monkeypatch)
+    with db.read(engine) as conn:
+        for _ in range(160):
+            f = _random_filters(rnd, data)
+            limit = rnd.choice((1, 3, 20, 51))
+            after: int | None = rnd.choice((None, None, rnd.randrange(1, data.max_id + 3)))
+            for _page in range(3):  # a first (or random) page and the pages after it
+                want = _plain(conn, acc, f, limit, after)
+                got = [tuple(r) for r in repo.list_page(conn, acc, f, limit, after)]
+                assert got == want, (f, limit, after)
+                checked += 1
+                nonempty += bool(want)
+                if len(want) < limit:
+                    break
+                after = want[-1][0]
+    assert nonempty > checked // 3  # the filters are not all empty
+    assert all(hits[k] for k in ("_window_page", "_per_day_page", "_plain_page", "_choose_walk", "_id_window")), hits
+    if budgets == "tiny-budgets":
+        assert hits["handover"], hits
+    if engine.dialect.name == "sqlite":
+        assert hits["index checks"], hits
+
+
+def test_the_bench_filters_and_service_pages(engine: Engine, data: Data) -> None:
+    """The combinations the bench measures, through ``list_actions`` and its cursors."""
+    acc, w = data.w.account_id, data.w
+    d0 = _day(BASE + timedelta(days=40))
+    cases = [
+        repo.Filters(partner_id=data.partners[3], event_date_from=d0, event_date_to=d0 + timedelta(days=7)),
+        repo.Filters(campaign_id=data.campaigns[1], partner_id=data.partners[2], state="REVERSED"),
+        repo.Filters(state="REVERSED", partner_id=data.partners[3]),
+        repo.Filters(event_type_id=w.sale, locking_date_from=BASE + timedelta(days=50),
+                     locking_date_to=BASE + timedelta(days=80)),
+        repo.Filters(state="APPROVED", event_date_from=d0, event_date_to=d0 + timedelta(days=7)),
+        repo.Filters(event_date_to=d0), repo.Filters(event_date_from=d0),
+        repo.Filters(partner_id=data.partners[2], event_date_to=d0),
+        repo.Filters(locking_date_to=BASE + timedelta(days=60)),
+        repo.Filters(state="PENDING", locking_date_from=BASE + timedelta(days=100)),
+        repo.Filters(event_date_from=d0, event_date_to=d0 + timedelta(days=120), campaign_id=data.campaigns[0]),
+    ]
+    with db.read(engine) as conn:
+        for f in cases:
+            cursor: str | None = None
+            seen: list[int] = []
+            while True:
+                page = ledger.list_actions(conn, acc, f, 7, cursor)
+                seen += [x["id"] for x in page["items"]]
+                cursor = page["next_cursor"]
+                if cursor is None:
+                    break
+            assert seen == [r[0] for r in _plain(conn, acc, f, 10**6, None)], f
