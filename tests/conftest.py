@@ -18,11 +18,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from payoutdesk.kit import time as clock
 from payoutdesk.kit.db import make_engine, migrate
+from tests.helpers import World, client_for, make_world
 
 ROOT = Path(__file__).resolve().parent.parent
 # The tests' dates (events in November 2026, locking dates from late December 2026) were written for
@@ -113,3 +115,19 @@ def _cheap_password_hashing() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(service, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
         yield
+
+
+# --- the world most tests start from ------------------------------------------------------------
+
+
+@pytest.fixture
+def world(engine: Engine) -> World:
+    """A new account (its own tenant) with a campaign, a sale and a lead event type, three partners
+    and their contracts (tests.helpers.make_world)."""
+    return make_world(engine)
+
+
+@pytest.fixture
+def api(engine: Engine, tmp_path: Path) -> TestClient:
+    """An API client on ``engine`` without rate limits (tests.helpers.client_for)."""
+    return client_for(engine, tmp_path)

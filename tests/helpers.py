@@ -87,6 +87,14 @@ def conversion(w: World, order_id: str = "O-1", amount: str | None = "100.00",
         return ledger.record_conversion(conn, w.actor, data)
 
 
+def drain(engine: Engine) -> None:
+    """Run the queued submissions to their end, as a worker would."""
+    from payoutdesk.worker.runner import run_once
+
+    while run_once(engine, "test-worker") is not None:
+        pass
+
+
 def client_for(engine: Engine, tmp_path: Any, **env: str) -> TestClient:
     settings = Settings.from_env({"PAYOUTDESK_DATA_DIR": str(tmp_path), "PAYOUTDESK_API_RATE_LIMIT": "0",
                                   "PAYOUTDESK_SECRET_KEY": "test-secret", **env})

@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from tests.helpers import World, client_for, make_world
-
-
-@pytest.fixture
-def world(engine: Engine) -> World:
-    return make_world(engine)
-
-
-@pytest.fixture
-def api(engine: Engine, tmp_path: Path) -> TestClient:
-    return client_for(engine, tmp_path)
+from tests.helpers import World, make_world
 
 
 def post(api: TestClient, w: World, path: str, body: Any = None, **kw: Any) -> Any:

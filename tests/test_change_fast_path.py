@@ -25,11 +25,6 @@ from tests.helpers import World, client_for, conversion, make_world
 from tests.test_errors_and_limits import basic
 
 
-@pytest.fixture
-def world(engine: Engine) -> World:
-    return make_world(engine)
-
-
 def _statements(engine: Engine) -> tuple[list[str], Any]:
     seen: list[str] = []
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,25 +14,9 @@ from payoutdesk.kit import db
 from payoutdesk.ledger import service as ledger
 from payoutdesk.ledger import workflow as wf
 from payoutdesk.models import submissions
-from payoutdesk.worker.runner import run_once
-from tests.helpers import World, client_for, conversion, make_world
+from tests.helpers import World, conversion, drain, make_world
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-
-
-@pytest.fixture
-def world(engine: Engine) -> World:
-    return make_world(engine)
-
-
-@pytest.fixture
-def api(engine: Engine, tmp_path: Path) -> TestClient:
-    return client_for(engine, tmp_path)
-
-
-def drain(engine: Engine) -> None:
-    while run_once(engine, "test-worker") is not None:
-        pass
 
 
 def base(w: World) -> str:

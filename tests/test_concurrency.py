@@ -65,11 +65,6 @@ def check_invariants(conn: Connection, action_id: int) -> list[Any]:
     return list(updates)
 
 
-@pytest.fixture
-def world(engine: Engine) -> World:
-    return make_world(engine)
-
-
 # --- one action, many writers -----------------------------------------------------------------
 
 

@@ -23,11 +23,6 @@ from tests.test_bad_input import assert_problem, db_snapshot
 
 
 @pytest.fixture
-def world(engine: Engine) -> World:
-    return make_world(engine)
-
-
-@pytest.fixture
 def api(engine: Engine, tmp_path: Path) -> Iterator[TestClient]:
     with client_for(engine, tmp_path) as client:
         yield client

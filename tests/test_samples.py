@@ -20,19 +20,9 @@ from sqlalchemy import Engine, func, select
 from payoutdesk.models import action_items, action_updates, actions
 from payoutdesk.worker.runner import run_once
 from tests.conftest import SAMPLES
-from tests.helpers import World, client_for, conversion, make_world
+from tests.helpers import World, conversion
 
 pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"sample files not found at {SAMPLES}")
-
-
-@pytest.fixture
-def world(engine: Engine) -> World:
-    return make_world(engine)
-
-
-@pytest.fixture
-def api(engine: Engine, tmp_path: Path) -> TestClient:
-    return client_for(engine, tmp_path)
 
 
 def sample(name: str, **ids: int) -> bytes:

@@ -8,8 +8,6 @@ action ids, whatever the chunk size.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
@@ -19,17 +17,7 @@ from payoutdesk.models import action_updates
 from payoutdesk.submissions import engine as sub_engine
 from payoutdesk.submissions import repository as repo
 from payoutdesk.worker.runner import claim
-from tests.helpers import World, client_for, conversion, make_world
-
-
-@pytest.fixture
-def world(engine: Engine) -> World:
-    return make_world(engine)
-
-
-@pytest.fixture
-def api(engine: Engine, tmp_path: Path) -> TestClient:
-    return client_for(engine, tmp_path)
+from tests.helpers import World, conversion
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 4, 1000])

@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
 from payoutdesk.models import action_updates
-from payoutdesk.worker.runner import run_once
-from tests.helpers import World, client_for, conversion, make_world
-
-
-@pytest.fixture
-def world(engine: Engine) -> World:
-    return make_world(engine)
-
-
-@pytest.fixture
-def api(engine: Engine, tmp_path: Path) -> TestClient:
-    return client_for(engine, tmp_path)
-
-
-def drain(engine: Engine) -> None:
-    while run_once(engine, "test-worker") is not None:
-        pass
+from tests.helpers import World, conversion, drain, make_world
 
 
 def submit_rows(api: TestClient, w: World, rows: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
