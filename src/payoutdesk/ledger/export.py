@@ -12,7 +12,7 @@ whatever the size of the export.
 
 The rules, as SQL, per column:
 
-- ``order_id``, ``customer_id``, ``promo_code``: ``service.neutralise`` (a quote in front of a cell
+- ``order_id``, ``customer_id``, ``promo_code``: neutralised (a quote in front of a cell
   that starts with ``= + - @``, a tab or a carriage return; NULL is empty), then quoted;
 - ``reason`` (``status_detail``): quoted, NULL is empty;
 - quoting as ``QUOTE_MINIMAL`` does it: in double quotes, inner quotes doubled, when the cell
@@ -39,7 +39,7 @@ from payoutdesk.models import actions
 
 BATCH = 10_000
 
-# the first characters that make ``service.neutralise`` put a quote in front: = + - @ \t \r
+# the first characters that get a quote put in front of a text cell: = + - @ \t \r
 _DANGEROUS_CODES = (61, 43, 45, 64, 9, 13)
 _AMOUNTS = ("amount", "payout", "intended_amount", "intended_payout")
 _TEXT_COLS = (

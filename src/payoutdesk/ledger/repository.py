@@ -15,7 +15,6 @@ from sqlalchemy import (
     Date,
     Row,
     Select,
-    TextClause,
     and_,
     bindparam,
     func,
@@ -549,15 +548,6 @@ _item_update = (
     .where(action_items.c.action_id == bindparam("a_id"), action_items.c.position == bindparam("pos"))
     .values(quantity=bindparam("q"), amount=bindparam("amt"), payout=bindparam("pay"))
 )
-
-
-def _typed(sql: str) -> TextClause:
-    """A text statement whose time and date parameters go through the column types."""
-    stmt = text(sql)
-    for name, type_ in (("now", UTCDateTime()), ("as_of", Date())):
-        if f":{name}" in sql:
-            stmt = stmt.bindparams(bindparam(name, type_=type_))
-    return stmt
 
 
 def lock_chunk(conn: Connection, as_of: date, now: datetime, account_id: int | None, chunk: int,

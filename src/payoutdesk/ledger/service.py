@@ -225,15 +225,6 @@ EXPORT_COLUMNS = (
     "event_date", "state", "status_detail", "currency", "amount", "payout", "intended_amount",
     "intended_payout", "locking_date", "locked_at",
 )
-_DANGEROUS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def neutralise(cell: str | None) -> str:
-    """Stop spreadsheets from running a text cell as a formula."""
-    if cell is None:
-        return ""
-    return "'" + cell if cell.startswith(_DANGEROUS) else cell
-
 
 def _amount_format(currency: str) -> Callable[[int], str]:
     """``format_amount`` for one currency, with the common two-decimal case inlined."""
@@ -250,7 +241,9 @@ def export_rows(conn: Connection, account_id: int, filters: repo.Filters) -> Ite
     """The CSV export, yielded in chunks of text; memory stays flat whatever the size.
 
     The header, then each action as ``csv.writer`` writes the row (``\\r\\n`` after each line): the
-    columns of ``EXPORT_COLUMNS``, the text cells neutralised (``neutralise``), the amounts as
+    columns of ``EXPORT_COLUMNS``, the text cells neutralised (a quote in front of a cell that starts
+    with ``= + - @``, a tab or a carriage return, so that a spreadsheet does not run it as a
+    formula), the amounts as
     ``format_amount`` writes them, times and dates as ISO text, NULL as empty. The database builds
     the lines (``ledger.export``).
     """
