@@ -33,3 +33,14 @@ def test_history_has_no_foreign_key(engine: Engine) -> None:
         indexes = {ix["name"] for ix in inspect(conn).get_indexes("action_updates")}
     assert fks == []
     assert "ix_action_updates_action" in indexes
+
+
+def test_actions_leave_room_for_hot_updates(engine: Engine) -> None:
+    """Migration 0004: on PostgreSQL, actions and their items keep 15 % of each page free."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect() as conn:
+        options = dict(conn.exec_driver_sql(
+            "SELECT relname, array_to_string(reloptions, ',') FROM pg_class "
+            "WHERE relname IN ('actions', 'action_items')").all())
+    assert options == {"actions": "fillfactor=85", "action_items": "fillfactor=85"}
