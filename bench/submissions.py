@@ -48,6 +48,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from .stats import cpu_seconds
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 SCRIPT = ROOT / "scripts" / "throwaway-postgres.sh"
@@ -266,15 +268,7 @@ def server_cpu(url: str) -> float:
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )).scalars()]
     engine.dispose()
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+    return cpu_seconds(pids)
 
 
 def child_engine(url: str, sid: int, chunk: int | None) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from payoutdesk.models.types import UTCDateTime
 
 from .backends import Backend, free_port
 from .datagen import NOW, SPAN_DAYS, Meta, analyze
-from .stats import median, pct
+from .stats import cpu_seconds, median, pct
 
 Log = Callable[[str], None]
 
@@ -449,19 +449,6 @@ def _serve(backend: Backend, tmp: Path, log: Log) -> tuple[subprocess.Popen[byte
     raise RuntimeError("payoutdesk serve did not come up")
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes so far (``/proc/<pid>/stat``; 0 for one that is gone)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total / tick
-
-
 def _pg_backends(engine: Engine) -> Callable[[], list[int]]:
     """The server processes of the PostgreSQL cluster behind ``engine`` (children of its postmaster),
     found again on each call (a connection opened during a run gets a new process)."""
@@ -523,14 +510,14 @@ def _drive(clients: int, seconds: float, targets: list[Target], do: Callable[[An
         th.start()
     start_barrier.wait()
     groups = {name: pids() for name, pids in (cpu_of or {}).items()}
-    cpu0, own0 = {name: _cpu_seconds(p) for name, p in groups.items()}, time.process_time()
+    cpu0, own0 = {name: cpu_seconds(p) for name, p in groups.items()}, time.process_time()
     t0 = time.perf_counter()
     time.sleep(seconds)
     stop.set()
     for th in threads:
         th.join()
     dt = time.perf_counter() - t0
-    cpu = {name: _cpu_seconds(p) - cpu0[name] for name, p in groups.items()}
+    cpu = {name: cpu_seconds(p) - cpu0[name] for name, p in groups.items()}
     own = time.process_time() - own0
     all_lat = [x for xs in lat for x in xs]
     n = max(1, sum(counts))

@@ -550,15 +550,6 @@ _item_update = (
 )
 
 
-def lock_chunk(conn: Connection, as_of: date, now: datetime, account_id: int | None, chunk: int,
-               *, skip_locked: bool = True) -> int:
-    """R3, one bounded chunk: lock due actions and write their LOCKED entries. Returns how many.
-    The lock run's statements are in ``ledger.locking`` (see there)."""
-    from payoutdesk.ledger import locking
-
-    return locking.lock_chunk(conn, as_of, now, account_id, chunk, skip_locked=skip_locked)
-
-
 def count(conn: Connection, account_id: int, f: Filters) -> int:
     return int(conn.execute(filtered(select(func.count()).select_from(actions), account_id, f)).scalar_one())
 
