@@ -365,7 +365,7 @@ def submission_outcomes(engine: Engine, sid: int, ids: list[int]) -> list[Outcom
 
 
 def run_submission(engine: Engine, actor: Actor, campaign_id: int, rows: list[dict[str, Any]], chunk: int | None,
-                   *, dry_run: bool = False) -> int:
+                   *, dry_run: bool = False, batch: int | None = None) -> int:
     with db.write(engine) as conn:
         created = submissions.create_from_rows(conn, actor, campaign_id, rows, dry_run=dry_run)
     sid = submissions.parse_id(created["id"])
@@ -374,7 +374,7 @@ def run_submission(engine: Engine, actor: Actor, campaign_id: int, rows: list[di
             pass
     else:
         assert claim(engine, sid, WORKER)
-        sub_engine.process(engine, sid, WORKER, chunk=chunk)
+        sub_engine.process(engine, sid, WORKER, chunk=chunk, batch=batch)
     return sid
 
 
@@ -392,7 +392,8 @@ def check_equivalence(engine: Engine, spec_list: list[Spec], data: st.DataObject
     n_rows = data.draw(st.integers(1, 40), label="number of rows")
     clean = data.draw(st.booleans(), label="clean file")
     plan = data.draw(st.lists(row_specs(len(spec_list), clean), min_size=n_rows, max_size=n_rows), label="rows")
-    chunk = data.draw(st.sampled_from([None, None, 1, 3]), label="chunk")
+    chunk = data.draw(st.sampled_from([None, None, 1, 3, 8]), label="chunk")
+    batch = data.draw(st.sampled_from([None, 1, 2]), label="batch") if chunk not in (None, 1) else None
     ra = Rendered(wa, ids_a, ids_b, spec_list, amounts)
     rb = Rendered(wb, ids_b, ids_a, spec_list, amounts)
     rows_a, rows_b = [ra.row(r) for r in plan], [rb.row(r) for r in plan]
@@ -402,9 +403,9 @@ def check_equivalence(engine: Engine, spec_list: list[Spec], data: st.DataObject
     api_actor = Actor(wa.account_id, "bulk", wf.Channel.API)
     dry_sid = None
     if data.draw(st.booleans(), label="dry run first"):
-        dry_sid = run_submission(engine, api_actor, wa.campaign_id, rows_a, chunk, dry_run=True)
+        dry_sid = run_submission(engine, api_actor, wa.campaign_id, rows_a, chunk, dry_run=True, batch=batch)
         assert snapshot(engine, ids_a) == before_a
-    sid = run_submission(engine, api_actor, wa.campaign_id, rows_a, chunk)
+    sid = run_submission(engine, api_actor, wa.campaign_id, rows_a, chunk, batch=batch)
 
     # B: each row in its own transaction through the single-action service
     got_b = one_by_one(wb, rb, rows_b, plan)

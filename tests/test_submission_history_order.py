@@ -20,9 +20,9 @@ from payoutdesk.worker.runner import claim
 from tests.helpers import World, conversion
 
 
-@pytest.mark.parametrize("chunk", [1, 2, 4, 1000])
-def test_history_ids_follow_the_file_across_actions(api: TestClient, world: World, engine: Engine, chunk: int
-                                                    ) -> None:
+@pytest.mark.parametrize(("chunk", "batch"), [(1, None), (2, None), (4, None), (1000, None), (4, 1), (1000, 3)])
+def test_history_ids_follow_the_file_across_actions(api: TestClient, world: World, engine: Engine, chunk: int,
+                                                    batch: int | None) -> None:
     a1, a2, a3, a4 = (conversion(world, f"O-{n}", "100.00") for n in range(1, 5))
     amounts = ["90.00", "80.00", "70.00", "60.00", "50.00", "40.00", "30.00"]
     order = [a4, a2, a2, a1, a3, a2, a4]  # descending ids first, an action several times, straddling chunks
@@ -32,7 +32,7 @@ def test_history_ids_follow_the_file_across_actions(api: TestClient, world: Worl
     assert r.status_code == 202, r.text
     sid = int(r.json()["id"][2:])
     assert claim(engine, sid, "order-worker")
-    done = sub_engine.process(engine, sid, "order-worker", chunk=chunk)
+    done = sub_engine.process(engine, sid, "order-worker", chunk=chunk, batch=batch)
     assert done.status == "COMPLETE" and done.applied == len(rows)
     with db.read(engine) as conn:
         written = conn.execute(
@@ -49,9 +49,49 @@ def test_history_ids_follow_the_file_across_actions(api: TestClient, world: Worl
     assert r.status_code in (200, 202), r.text
     undo_id = int(r.json()["id"][2:])
     assert claim(engine, undo_id, "order-worker")
-    undone = sub_engine.process(engine, undo_id, "order-worker", chunk=chunk)
+    undone = sub_engine.process(engine, undo_id, "order-worker", chunk=chunk, batch=batch)
     assert undone.status == "COMPLETE" and undone.applied == 4
     with db.read(engine) as conn:
         results = repo.results(conn, undo_id, errors_only=False, after_row=0, limit=10)
     assert [res.action_id for res in results] == [a4, a2, a1, a3]
     assert all(res.amount_after == 10_000 for res in results)
+
+
+def test_a_chunk_retried_after_a_lost_race_reads_its_rows_again(
+    api: TestClient, world: World, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk of several batches is one transaction: when its second batch finds an action changed
+    meanwhile (StaleVersion), the whole chunk is rolled back and tried again from its first row, which
+    the engine reads again from the file; every row applies exactly once."""
+    from payoutdesk.errors import StaleVersion
+
+    ids = [conversion(world, f"R-{n}", "100.00") for n in range(6)]
+    rows = [{"ActionId": aid, "Amount": f"{50 + n}.00", "Reason": "ORDER_UPDATE"} for n, aid in enumerate(ids)]
+    rows += [{"ActionId": ids[0], "Amount": "10.00", "Reason": "ORDER_UPDATE"}]  # again, in a later batch
+    r = api.post("/api/v1/submissions", headers=world.auth, json={"campaign_id": world.campaign_id, "rows": rows})
+    assert r.status_code == 202, r.text
+    sid = int(r.json()["id"][2:])
+    real = repo.Bulk.write_actions
+    calls = {"n": 0}
+
+    def flaky(self: repo.Bulk, rows: object, items: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second batch of the first attempt
+            raise StaleVersion("an action of this chunk changed meanwhile; the chunk is retried")
+        real(self, rows, items)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(repo.Bulk, "write_actions", flaky)
+    assert claim(engine, sid, "order-worker")
+    seen: list[tuple[int, int]] = []
+    done = sub_engine.process(engine, sid, "order-worker", chunk=5, batch=2,
+                              progress=lambda n, total: seen.append((n, total)))
+    assert calls["n"] == 2 + 3 + 1  # two batches, then the chunk again (three batches), then the rest
+    assert (done.status, done.processed_records, done.applied, done.errors) == ("COMPLETE", 7, 7, 0)
+    with db.read(engine) as conn:
+        written = conn.execute(select(action_updates.c.action_id, action_updates.c.delta_amount)
+                               .where(action_updates.c.submission_id == sid).order_by(action_updates.c.id)).all()
+        results = repo.results(conn, sid, errors_only=False, after_row=0, limit=10)
+    assert [u.action_id for u in written] == [*ids, ids[0]]
+    assert [u.delta_amount for u in written] == [-5000, -4900, -4800, -4700, -4600, -4500, -4000]
+    assert [res.row_no for res in results] == list(range(1, 8))
+    assert seen[-1] == (7, 7)

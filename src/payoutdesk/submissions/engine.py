@@ -48,10 +48,21 @@ from payoutdesk.submissions.jsonrows import canonical_rows
 from payoutdesk.submissions.rows import _ITEM_RE, MAX_NOTE, MAX_QUANTITY, Intent, RowError, command_for, interpret
 
 log = logging.getLogger("payoutdesk.engine")
-# 50,000 rows: at millions of actions a chunk's rows share more pages of each table and index (each page
-# written to the WAL once per chunk), so the file system traffic per row falls with the chunk; the
-# worker's peak memory stays under 300 MB (docs/PERFORMANCE.md).
-CHUNK = int(os.environ.get("PAYOUTDESK_SUBMISSION_CHUNK", "50000"))
+# A chunk (rows per transaction) and a batch (rows held in memory at once) are two sizes. The batch
+# bounds the worker's memory: 50,000 rows keep its peak under 300 MB. The chunk sets what a row costs
+# the database: rows naming random actions of a big table dirty about one page of each of actions,
+# action_items and the history index per row, and each dirty page is written (to the WAL, then back by
+# the checkpoint) once per transaction however many of its rows changed, so the bigger the transaction,
+# the more rows share each page write. On SQLite, bare writes of the same three tables went from 17,700
+# rows/s in 50,000-row transactions to 33,000 in 250,000-row ones (docs/PERFORMANCE.md); there a chunk
+# of 250,000 rows holds the write lock for about ten seconds, which other writers wait out
+# (busy_timeout). PostgreSQL keeps dirty pages in shared buffers across commits, so 50,000.
+# PAYOUTDESK_SUBMISSION_CHUNK sets the chunk on both backends, PAYOUTDESK_SUBMISSION_BATCH the batch.
+_CHUNK_ENV = os.environ.get("PAYOUTDESK_SUBMISSION_CHUNK")
+CHUNK = int(_CHUNK_ENV) if _CHUNK_ENV else None  # None: the backend's default below
+CHUNK_SQLITE = 250_000
+CHUNK_POSTGRESQL = 50_000
+BATCH = int(os.environ.get("PAYOUTDESK_SUBMISSION_BATCH", "50000"))
 LEASE = timedelta(seconds=120)
 
 Progress = Callable[[int, int], None]  # processed, total
@@ -531,9 +542,16 @@ def source_of(conn: Connection, sub: Row[Any], currency: str) -> tuple[str, int,
     return parsed.format, total, lambda start: plans(islice(iter(rows), start, None))
 
 
-def process(engine: Engine, submission_id: int, worker: str, *, chunk: int = CHUNK,
-            progress: Progress | None = None, lease: timedelta = LEASE) -> Row[Any]:
-    """Run a claimed submission to COMPLETE (or FAILED when its file is unusable)."""
+def process(engine: Engine, submission_id: int, worker: str, *, chunk: int | None = None,
+            progress: Progress | None = None, lease: timedelta = LEASE, batch: int | None = None) -> Row[Any]:
+    """Run a claimed submission to COMPLETE (or FAILED when its file is unusable).
+
+    ``chunk`` rows make one transaction (default ``CHUNK``, else the backend's), applied ``batch`` rows
+    at a time (default ``BATCH``); see the sizes at the top of this module.
+    """
+    if chunk is None:
+        chunk = CHUNK or (CHUNK_SQLITE if engine.dialect.name == "sqlite" else CHUNK_POSTGRESQL)
+    batch = min(batch or BATCH, chunk)
     with db.read(engine) as conn:
         sub = repo.get(conn, submission_id)
         assert sub is not None
@@ -566,33 +584,44 @@ def process(engine: Engine, submission_id: int, worker: str, *, chunk: int = CHU
             repo.advance(conn, submission_id, worker, done, {"total_records": total, "format": fmt})
     if progress:
         progress(done, total)
-    units = source(done)
+    reader = _Reader(source, done)
     while done < total:
-        with _no_gc():
-            part = list(islice(units, chunk))
-        if not part:
-            break
         snapshot = Counts(**vars(counts))
 
-        def unit(conn: Connection, part: Sequence[Work] = part, start: int = done) -> None:
+        def unit(conn: Connection, start: int = done) -> int:
+            units = reader.at(start)  # a retry reads its rows again
             now = utcnow()
             sub_now = repo.get(conn, submission_id)
             assert sub_now is not None
-            apply_chunk(conn, sub_now, part, caches, counts, now, overlay)
-            repo.advance(conn, submission_id, worker, start, {
-                "processed_records": start + len(part), "applied": counts.applied, "unchanged": counts.unchanged,
-                "errors": counts.errors, "amount_delta": counts.amount_delta, "payout_delta": counts.payout_delta,
-                "lease_until": now + lease,
-            })
+            taken = 0
+            while taken < chunk:
+                part = list(islice(units, min(batch, chunk - taken)))
+                if not part:
+                    break
+                # each batch's writes are in this transaction: the next batch loads its actions as they left them
+                apply_chunk(conn, sub_now, part, caches, counts, now, overlay)
+                taken += len(part)
+                reader.taken(start + taken)
+                if progress and taken < chunk:
+                    progress(start + taken, total)  # not yet committed: the bar moves, the stored counts follow
+            if taken:
+                repo.advance(conn, submission_id, worker, start, {
+                    "processed_records": start + taken, "applied": counts.applied, "unchanged": counts.unchanged,
+                    "errors": counts.errors, "amount_delta": counts.amount_delta, "payout_delta": counts.payout_delta,
+                    "lease_until": now + lease,
+                })
+            return taken
 
         try:
             with _no_gc():
-                db.transaction(engine, _restoring(unit, counts, snapshot))
+                taken = db.transaction(engine, _restoring(unit, counts, snapshot))
         except repo.LostClaim:
             log.warning("submission %s was taken over by another worker; stopping", submission_id)
             with db.read(engine) as conn:
                 return _reload(conn, submission_id)
-        done += len(part)
+        if not taken:
+            break
+        done += taken
         if progress:
             progress(done, total)
     with db.write(engine) as conn:
@@ -600,6 +629,25 @@ def process(engine: Engine, submission_id: int, worker: str, *, chunk: int = CHU
         if sub.undo_of is not None:
             repo.set_status(conn, int(sub.undo_of), undone_by=submission_id)
         return _reload(conn, submission_id)
+
+
+class _Reader:
+    """The source's units, read on from where the last transaction stopped; a transaction that is tried
+    again (it lost a race) reads its rows again from a fresh source."""
+
+    def __init__(self, source: Source, start: int) -> None:
+        self._source = source
+        self._units = source(start)
+        self._pos = start
+
+    def at(self, start: int) -> Iterator[Work]:
+        if self._pos != start:
+            self._units = self._source(start)
+            self._pos = start
+        return self._units
+
+    def taken(self, pos: int) -> None:
+        self._pos = pos
 
 
 @contextmanager
@@ -615,13 +663,13 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _restoring(fn: Callable[[Connection], None], counts: Counts, snapshot: Counts) -> Callable[[Connection], None]:
+def _restoring(fn: Callable[[Connection], int], counts: Counts, snapshot: Counts) -> Callable[[Connection], int]:
     """Retries must start from the counts as they were before the failed attempt."""
 
-    def run(conn: Connection) -> None:
+    def run(conn: Connection) -> int:
         for k, v in vars(snapshot).items():
             setattr(counts, k, v)
-        fn(conn)
+        return fn(conn)
 
     return run
 

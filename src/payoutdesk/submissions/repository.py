@@ -325,7 +325,10 @@ class Bulk:
                                 [(q, a, p, aid, pos) for aid, pos, q, a, p in items])
             return
         # one index probe per staged row, never a hash join over the whole table: a chunk is small beside it
-        cur.execute(f"{_STAGE_ACTIONS}; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
+        # the staging tables empty at commit; a transaction of several batches (engine.process) empties them
+        # before each batch too, or a batch would write its predecessors' rows again
+        cur.execute(f"{_STAGE_ACTIONS}; DELETE FROM pd_stage_actions; SET LOCAL enable_hashjoin = off; "
+                    "SET LOCAL enable_mergejoin = off")
         self._copy("pd_stage_actions", ("id", "version", "new_version", "full_row", "state", "reason", "amount",
                                         "payout", "locked_at", "restore", "update_count"), _STAGE_ACTION_TYPES, rows)
         cur.execute(
@@ -340,7 +343,7 @@ class Bulk:
         if cur.rowcount != len(rows):
             raise StaleVersion("an action of this chunk changed meanwhile; the chunk is retried")
         if items:
-            cur.execute(_STAGE_ITEMS)
+            cur.execute(f"{_STAGE_ITEMS}; DELETE FROM pd_stage_items")
             self._copy("pd_stage_items", ("action_id", "position", "quantity", "amount", "payout"),
                        _STAGE_ITEM_TYPES, items)
             cur.execute(
