@@ -565,7 +565,8 @@ def reserve_action_ids(conn: Connection, n: int) -> list[int]:
     return [
         int(i)
         for i in conn.execute(
-            text("SELECT nextval(pg_get_serial_sequence('actions', 'id')) FROM generate_series(1, :n)"), {"n": n}
+            text("WITH s AS MATERIALIZED (SELECT pg_get_serial_sequence('actions', 'id')::regclass AS seq) "
+                 "SELECT nextval(s.seq) FROM s, generate_series(1, :n)"), {"n": n}
         ).scalars()
     ]
 

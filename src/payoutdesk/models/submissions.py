@@ -61,7 +61,8 @@ submission_files = Table(
 submission_results = Table(
     "submission_results",
     metadata,
-    Column("submission_id", BigInteger, ForeignKey("submissions.id"), primary_key=True),
+    # no foreign key (migration 0005): only the engine writes results, for the submission it holds claimed
+    Column("submission_id", BigInteger, primary_key=True),
     Column("row_no", Integer, primary_key=True),
     Column("outcome", String(10), nullable=False),  # applied, unchanged, error
     Column("action_id", BigInteger, nullable=True),

@@ -169,6 +169,11 @@ _STAGE_ITEMS = (
 )
 
 
+# the sequence looked up once, not once per id (which took 5 µs an id, 10 times the nextval itself)
+_NEXT_UPDATE_IDS = ("WITH s AS MATERIALIZED (SELECT pg_get_serial_sequence('action_updates', 'id')::regclass AS seq) "
+                    "SELECT nextval(s.seq) FROM s, generate_series(1, %s)")
+
+
 def _same(value: Any) -> Any:
     return value
 
@@ -365,8 +370,7 @@ class Bulk:
                 first = int(self.cur.execute("SELECT coalesce(max(id), 0) + 1 FROM action_updates").fetchone()[0])
                 ids: Iterable[int] = range(first, first + len(rows))
             else:
-                self.cur.execute("SELECT nextval(pg_get_serial_sequence('action_updates', 'id')) "
-                                 "FROM generate_series(1, %s)", (len(rows),))
+                self.cur.execute(_NEXT_UPDATE_IDS, (len(rows),))
                 ids = sorted(int(r[0]) for r in self.cur.fetchall())
             ordered = sorted([(n, *r) for n, r in zip(ids, rows, strict=True)], key=_second)
             columns = ("id", *UPDATE_COLUMNS)
