@@ -340,6 +340,70 @@ def child_floor(url: str, path: str, item_level: bool) -> dict[str, Any]:
             "server_cpu_seconds": server, "rss_mb": peak_rss_mb()}
 
 
+def child_writes(url: str, path: str, chunk: int) -> dict[str, Any]:
+    """The writes the engine makes for an order-level file, by bare SQL, in the engine's transactions of
+    ``chunk`` rows: per row an UPDATE of the action (amount, payout, version, update_count) and of its
+    item, a history row and a result row (under a negative submission id, apart from the engine's). No
+    parsing, no reads, no rules: what the storage alone costs with the engine's transaction size."""
+    from payoutdesk.kit import db
+    from payoutdesk.kit.time import utcnow
+    from payoutdesk.models.types import UTCDateTime
+
+    with open(path) as f:
+        pairs = [tuple(r) for r in json.load(f)]
+    engine = db.make_engine(url)
+    sqlite = url.startswith("sqlite")
+    with engine.connect():
+        pass
+    with db.read(engine) as conn:
+        at = (UTCDateTime().dialect_impl(conn.dialect).bind_processor(conn.dialect) or (lambda v: v))(utcnow())
+    sid = -int(time.time())
+    server0 = server_cpu(url)
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    for lo in range(0, len(pairs), chunk):
+        part = sorted(pairs[lo:lo + chunk])
+        acts = [(a, a // 10, i) for i, a in part]
+        hist = [(i, at, "MODIFIED", "PENDING", "ORDER_UPDATE", None, 1, 1,
+                 f'[{{"sku":"ORDER","quantity":1,"amount":{a},"payout":{a // 10}}}]', "ftp", sid, "bench")
+                for i, a in part]
+        res = [(sid, lo + n + 1, "applied", i, 1, a, 1, a // 10, "PENDING", None, None, None, None)
+               for n, (i, a) in enumerate(part)]
+        with db.write(engine) as conn:
+            cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            if sqlite:
+                cur.executemany("UPDATE actions SET amount = ?, payout = ?, version = version + 1, "
+                                "update_count = update_count + 1 WHERE id = ?", acts)
+                cur.executemany("UPDATE action_items SET amount = ?, payout = ? WHERE action_id = ? AND position = 0",
+                                acts)
+                cur.executemany("INSERT INTO action_updates (action_id, at, kind, state, reason, note, delta_amount, "
+                                "delta_payout, items, channel, submission_id, actor) "
+                                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", hist)
+                cur.executemany("INSERT INTO submission_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", res)
+                continue
+            cur.execute("CREATE TEMP TABLE IF NOT EXISTS w_stage (amount bigint, payout bigint, id bigint) "
+                        "ON COMMIT DELETE ROWS; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
+            with cur.copy("COPY w_stage FROM STDIN") as copy:
+                for r in acts:
+                    copy.write_row(r)
+            cur.execute("UPDATE actions AS a SET amount = s.amount, payout = s.payout, version = a.version + 1, "
+                        "update_count = a.update_count + 1 FROM w_stage AS s WHERE a.id = s.id")
+            cur.execute("UPDATE action_items AS t SET amount = s.amount, payout = s.payout FROM w_stage AS s "
+                        "WHERE t.action_id = s.id AND t.position = 0")
+            with cur.copy("COPY action_updates (action_id, at, kind, state, reason, note, delta_amount, delta_payout, "
+                          "items, channel, submission_id, actor) FROM STDIN") as copy:
+                for r in hist:
+                    copy.write_row(r)
+            with cur.copy("COPY submission_results FROM STDIN") as copy:
+                for r in res:
+                    copy.write_row(r)
+    dt = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
+    server = server_cpu(url) - server0
+    engine.dispose()
+    return {"seconds": dt, "rows": len(pairs), "chunk": chunk, "cpu_seconds": cpu, "server_cpu_seconds": server}
+
+
 def run_child(*args: str) -> dict[str, Any]:
     out = subprocess.run([sys.executable, "-m", "bench.submissions", "--child", *args], cwd=ROOT,
                          capture_output=True, text=True, check=False)
@@ -423,6 +487,21 @@ def bench_backend(backend: str, url: str, sizes: dict[str, int], meta_path: Path
         out[level] = {"rows": n, "csv_mb": round(len(data) / 1e6, 1), "engine": res, "floor": floor,
                       "ratio": res["per_s"] / floor["per_s"], "ratio_update_only": res["per_s"] / floor["update_per_s"],
                       "ratio_cpu": res["per_cpu_s"] / floor["per_cpu_s"]}
+        if level == "order":
+            from payoutdesk.submissions import engine as sub_engine
+
+            size = chunk or sub_engine.CHUNK or (
+                sub_engine.CHUNK_SQLITE if backend == "sqlite" else sub_engine.CHUNK_POSTGRESQL)
+            with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+                json.dump([(aid, minor + 1) for aid, minor in staged], f)
+            try:
+                writes = run_child("writes", url, f.name, str(size))
+            finally:
+                os.unlink(f.name)
+            writes["per_s"] = n / writes["seconds"]
+            log(f"    the engine's writes alone (bare SQL, {size:,}-row transactions): {writes['seconds']:.1f} s = "
+                f"{writes['per_s']:,.0f} rows/s; engine/writes {res['per_s'] / writes['per_s']:.0%}")
+            out[level]["writes"] = writes
     return out
 
 
@@ -437,8 +516,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, started: dat
              "the ratio, which is measured in the same run).", "",
              "| backend | file | actions | rows | engine rows/s | CPU s (worker + server) | rows per CPU s | "
              "peak RSS | floor rows/s (UPDATE alone) | floor rows per CPU s | engine / floor (UPDATE alone) | "
-             "engine / floor by CPU | targets met (wall time) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "engine / floor by CPU | the engine's writes alone, rows/s (engine / writes) | targets met (wall time) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         for level in ("order", "item"):
             if level not in r:
@@ -453,11 +532,14 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, started: dat
             else:
                 ok = e["per_s"] >= TARGETS["item_per_s"]
                 target = ">= 25,000/s"
+            w = x.get("writes")
+            writes = (f"{w['per_s']:,.0f} in {w['chunk']:,}-row transactions ({e['per_s'] / w['per_s']:.0%})"
+                      if w else "-")
             lines.append(
                 f"| {r['backend']} | {level} level | {actions:,} | {x['rows']:,} | {e['per_s']:,.0f} | "
                 f"{e['cpu_seconds']:.1f} + {e['server_cpu_seconds']:.1f} | {e['per_cpu_s']:,.0f} | "
                 f"{e['rss_mb']:.0f} MB | {f['per_s']:,.0f} ({f['update_per_s']:,.0f}) | {f['per_cpu_s']:,.0f} | "
-                f"{x['ratio']:.0%} ({x['ratio_update_only']:.0%}) | {x['ratio_cpu']:.0%} | "
+                f"{x['ratio']:.0%} ({x['ratio_update_only']:.0%}) | {x['ratio_cpu']:.0%} | {writes} | "
                 f"{'yes' if ok else 'no'} ({target}) |")
     lines.append("")
     return "\n".join(lines)
@@ -482,6 +564,8 @@ def main() -> None:
         kind, *rest = args.child
         if kind == "engine":
             res = child_engine(rest[0], int(rest[1]), int(rest[2]) or None)
+        elif kind == "writes":
+            res = child_writes(rest[0], rest[1], int(rest[2]))
         else:
             res = child_floor(rest[0], rest[1], rest[2] == "1")
         print(json.dumps(res))
