@@ -161,7 +161,7 @@ def _walk_page(conn: Connection, account_id: int, f: Filters, limit: int, lo: in
     With ``checks`` (SQLite), the walk on ``driver``'s index looks each candidate up in the indexes
     of the ``checks`` filters, and reads the table row only for the candidates they keep: for
     values rare together, those index entries (small, and near one another in id order) cost far
-    less than a table row each.
+    less than a table row each. On PostgreSQL, ``_merge_page``.
     """
     params: dict[str, Any] = {"acc": account_id, "lim": limit}
     sqlite = is_sqlite(conn)
@@ -175,6 +175,8 @@ def _walk_page(conn: Connection, account_id: int, f: Filters, limit: int, lo: in
         params["w_hi"] = hi
     index = {fld: ix for fld, _, ix in _EQ_FIELDS}
     col = {fld: c for fld, c, _ in _EQ_FIELDS}
+    if not sqlite and driver and checks:
+        return _merge_page(conn, f, params, lo, hi, driver, checks)
     if not (sqlite and driver and checks):
         where = _where(f, params, driver=driver if sqlite else None) + bounds
         sql = f"SELECT {_LIST_COLUMNS} FROM actions WHERE {where} ORDER BY actions.id DESC LIMIT :lim"
@@ -189,6 +191,47 @@ def _walk_page(conn: Connection, account_id: int, f: Filters, limit: int, lo: in
     sql = (f"SELECT {_LIST_COLUMNS} FROM actions AS p INDEXED BY {index[driver]} CROSS JOIN actions"
            f" ON actions.id = p.id WHERE {' AND '.join(on_index)}{bounds} AND {rest} ORDER BY p.id DESC LIMIT :lim")
     return list(_run(conn, sql, params, full_rows=True))
+
+
+# PostgreSQL: only merge joins for the statement of ``_merge_page`` (set, then reset, in its transaction;
+# ``list_page`` turns JIT off, which the cost given to the plans left out would set off)
+_MERGE_ONLY = ("enable_hashjoin", "enable_nestloop", "enable_bitmapscan", "max_parallel_workers_per_gather")
+_MERGE_SET = "; ".join(f"SET LOCAL {s} = {'0' if s.startswith('max') else 'off'}" for s in _MERGE_ONLY)
+_MERGE_RESET = "; ".join(f"RESET {s}" for s in _MERGE_ONLY)
+_MERGE_COLUMNS = ", ".join(f"a.{c.name}" for c in actions.c)
+
+
+def _merge_page(conn: Connection, f: Filters, params: dict[str, Any], lo: int | None, hi: int | None,
+                driver: str, checks: frozenset[str]) -> list[Row[Any]]:
+    """PostgreSQL: the newest matches with ``lo <= id <= hi``, the ids taken from ``driver``'s index
+    merged (in id order, newest first) with the index of each of ``checks``, index entries only; the
+    table row is read for those ids alone, in that order, until the page is full.
+
+    PostgreSQL's own plan walks one index and checks the other values on the table rows: for values
+    rare together (a small partner's reversed actions) that is thousands of random reads of a
+    table far larger than its buffers, where the merge reads a few hundred pages of two indexes.
+    The planner is kept to that plan (merge joins, no hash, nested-loop or parallel plans) for this
+    statement only; the recheck of every condition on the row keeps the rows exactly the plain query's.
+    """
+    col = {fld: c for fld, c, _ in _EQ_FIELDS}
+
+    def bounds(alias: str) -> str:
+        return (f" AND {alias}.id >= :w_lo" if lo is not None else "") + (f" AND {alias}.id <= :w_hi"
+                                                                          if hi is not None else "")
+    walk = f"p.account_id = :acc AND p.{col[driver]} = :{driver}{bounds('p')}"
+    params[driver] = getattr(f, driver)
+    for fld in sorted(checks):
+        walk += (f" AND p.id IN (SELECT x_{fld}.id FROM actions AS x_{fld} WHERE x_{fld}.account_id = :acc"
+                 f" AND x_{fld}.{col[fld]} = :{fld}{bounds(f'x_{fld}')})")
+        params[fld] = getattr(f, fld)
+    where = _where(f, params)
+    sql = (f"SELECT {_MERGE_COLUMNS} FROM (SELECT p.id AS id FROM actions AS p WHERE {walk} ORDER BY p.id DESC) AS c"
+           f" CROSS JOIN LATERAL (SELECT {_LIST_COLUMNS} FROM actions WHERE actions.id = c.id AND {where} LIMIT 1)"
+           " AS a ORDER BY c.id DESC LIMIT :lim")
+    conn.exec_driver_sql(_MERGE_SET)
+    rows = list(_run(conn, sql, params, full_rows=True))
+    conn.exec_driver_sql(_MERGE_RESET)  # (an error rolls the transaction back, and its SET LOCAL with it)
+    return rows
 
 
 def _plain_page(conn: Connection, account_id: int, f: Filters, limit: int, after_id: int | None,
@@ -240,8 +283,10 @@ def _per_day_page(conn: Connection, account_id: int, f: Filters, plan: tuple[str
         cond = edge if which == "ev" and k in (0, len(days) - 1) else whole
         parts.append(f"SELECT d{k}.id FROM (SELECT actions.id AS id FROM actions WHERE {cond} AND {day_sql} = :day{k}"
                      f" ORDER BY actions.id DESC LIMIT :lim) AS d{k}")
-    sql = (f"SELECT {_LIST_COLUMNS} FROM actions WHERE actions.id IN ({' UNION ALL '.join(parts)})"
-           " ORDER BY actions.id DESC LIMIT :lim")
+    ids = " UNION ALL ".join(parts)
+    if not is_sqlite(conn):  # PostgreSQL read the table rows of every day's ids, then kept the newest
+        ids = f"SELECT u.id FROM ({ids}) AS u ORDER BY u.id DESC LIMIT :lim"
+    sql = f"SELECT {_LIST_COLUMNS} FROM actions WHERE actions.id IN ({ids}) ORDER BY actions.id DESC LIMIT :lim"
     return list(_run(conn, sql, params, full_rows=True))
 
 
@@ -334,15 +379,20 @@ def _window_page(conn: Connection, account_id: int, f: Filters, limit: int, afte
 
 LIST_SPAN = 4000  # ids below the cursor in which the equality filters' values are counted
 DENSE = 0.5  # a value held by at least this share of the account's actions is checked on the table row
+MERGE_GAIN = 25  # PostgreSQL: index entries merged (``_merge_page``) that cost about one table row read
+MERGE_MAX_SHARE = 0.25  # PostgreSQL: a more common value is checked on the table rows (few are read in vain)
 
 
 def _choose_walk(conn: Connection, account_id: int, f: Filters, fields: list[str],
                  after_id: int | None) -> tuple[str, frozenset[str]]:
-    """For two or more indexed equality filters: the index to walk (the rarest value's) and, on
-    SQLite, the other filters to check on their indexes (the values that are not common).
+    """For two or more indexed equality filters: the index to walk (the rarest value's) and the
+    other filters to check on their indexes: on SQLite the values that are not common, on
+    PostgreSQL the rarest other value, when merging its index with the walked one is worth it
+    (``_merge_page``).
 
     The values are counted among the LIST_SPAN ids below the cursor (index entries only): SQLite
-    knows only average counts per column, not how rare the values at hand are.
+    knows only average counts per column, not how rare the values at hand are, and PostgreSQL
+    assumes the values of different columns independent of one another.
     """
     params: dict[str, Any] = {"acc": account_id, "span": LIST_SPAN}
     if after_id is not None:
@@ -359,7 +409,14 @@ def _choose_walk(conn: Connection, account_id: int, f: Filters, fields: list[str
     total, *got = _run(conn, "SELECT " + ", ".join(counts), params).one()
     driver = min(zip(got, fields, strict=True))[1]
     if not is_sqlite(conn):
-        return driver, frozenset()  # PostgreSQL plans with each value's own frequency
+        # the rarest other value's index is merged with the driver's when reading both indexes'
+        # entries in the ids walked costs less than reading the driver's table rows (MERGE_GAIN:
+        # a table row costs about that many index entries); the other values are checked on the rows
+        n_d = got[fields.index(driver)] + 1
+        n_c, check = min((n + 1, fld) for n, fld in zip(got, fields, strict=True) if fld != driver)
+        if n_c < MERGE_MAX_SHARE * total and n_d + n_c < MERGE_GAIN * n_d * (1 - n_c / (total + 1)):
+            return driver, frozenset((check,))
+        return driver, frozenset()
     have = _sqlite_indexes(conn)
     index = {fld: ix for fld, _, ix in _EQ_FIELDS}
     if index[driver] not in have:
@@ -377,15 +434,17 @@ def list_page(conn: Connection, account_id: int, f: Filters, limit: int, after_i
     - a bounded range of at most DAY_PLAN_MAX_DAYS days: day by day (``_day_plan``);
     - a locking-date range open at one end or longer: its id window, as for event dates;
     - two or more indexed equality filters: the rarest one's index (counted near the cursor), the
-      others checked on their indexes before the table (``_choose_walk``, ``_walk_page``);
+      others checked on their indexes before the table (``_choose_walk``, ``_walk_page``; on
+      PostgreSQL the rarest other value's index merged with it, ``_merge_page``);
     - else the plain query.
     """
     if f.action_id is not None or f.order_id is not None:  # one action, or a few: their own indexes
         return _plain_page(conn, account_id, f, limit, after_id)
     if not is_sqlite(conn):
         # planned with the values at hand: a generic plan of these statements (psycopg prepares
-        # them once they repeat) may walk another filter's index back through all newer actions
-        conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
+        # them once they repeat) may walk another filter's index back through all newer actions;
+        # and never compiled (JIT): the estimates of some plans set it off, for 10-100 ms of compiling
+        conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL jit = off")
     drivers = [fld for fld, _, index in _EQ_FIELDS if index is not None and getattr(f, fld) is not None]
     driver = drivers[0] if len(drivers) == 1 else None
     day_plan = _day_plan(conn, f)
@@ -395,7 +454,7 @@ def list_page(conn: Connection, account_id: int, f: Filters, limit: int, after_i
     if (f.locking_date_from is not None or f.locking_date_to is not None) and day_plan is None:
         windows.append("lk")
     checks: frozenset[str] = frozenset()
-    if len(drivers) > 1 and (windows or is_sqlite(conn)):  # PostgreSQL's planner knows each value's frequency
+    if len(drivers) > 1:
         driver, checks = _choose_walk(conn, account_id, f, drivers, after_id)
     rows: list[Row[Any]] = []
     for which in windows[:1]:
