@@ -233,7 +233,18 @@ def test_stale_version_through_the_api(api: TestClient, world: World, engine: En
             conn.execute(update(actions).where(actions.c.id == action_id).values(version=actions.c.version + 1))
         return row
 
+    real_load_pg = ledger_repo.load_for_change_pg
+
+    def racing_load_pg(conn: Connection, account_id: int, action_id: int, on: Any) -> Any:
+        """The same race on PostgreSQL's change path (the action, items and terms in one statement)."""
+        loaded = real_load_pg(conn, account_id, action_id, on)
+        if races["left"] != 0:
+            races["left"] -= 1
+            conn.execute(update(actions).where(actions.c.id == action_id).values(version=actions.c.version + 1))
+        return loaded
+
     monkeypatch.setattr(ledger_repo, "load", racing_load)
+    monkeypatch.setattr(ledger_repo, "load_for_change_pg", racing_load_pg)
     r = post(api, world, f"/actions/{aid}/modify", {"amount": "70.00"})
     assert r.status_code == 200 and r.json()["amount"] == "70.00", r.text
     assert [u["kind"] for u in r.json()["updates"]] == ["CREATED", "MODIFIED"]  # applied once, not lost

@@ -445,9 +445,10 @@ def get_action(request: Request, action_id: ActionIdPath, account: Account) -> R
 async def _change(request: Request, account: AccountRef, key: str | None, action_id: int, body: Callable[[], Any],
                   command: wf.Command | ledger.CommandOf, note: str | None) -> Response:
     """One change of one action in one transaction: the change, the answer (the action as it is
-    after it, with ``outcome``) and, with an Idempotency-Key, the stored answer."""
+    after it, with ``outcome``) and, with an Idempotency-Key, the stored answer. Without a key the
+    change is all the transaction writes, so it commits with its last statement (``commit``)."""
     def handler(conn: Connection, actor: Actor) -> tuple[int, Any]:
-        return 200, ledger.change(conn, actor, action_id, command, note=note)
+        return 200, ledger.change(conn, actor, action_id, command, note=note, commit=key is None)
 
     return await _write_soon(request, account, key, lambda: [action_id, body()], handler)
 

@@ -11,8 +11,10 @@ from datetime import date, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
     Date,
+    Integer,
     Row,
     Select,
     and_,
@@ -826,6 +828,7 @@ _HISTORY_SQLITE: list[_OnSqlite] = []
 # matches nothing, nothing is written and no new entry comes back. The history is the entries the
 # statement's snapshot sees (all but the new one) followed by the new one, as INSERT ... RETURNING
 # answers it.
+_STALE_MARK = "payoutdesk: stale version"
 _HISTORY_COLUMNS_PG = (
     "to_char(timezone('UTC', {t}.at), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), {t}.kind, {t}.state, {t}.reason, "
     "{t}.note, {t}.delta_amount, {t}.delta_payout, {t}.items, {t}.channel, {t}.submission_id, {t}.actor"
@@ -849,21 +852,25 @@ _WRITE_AND_HISTORY_PG = text(
     ") "
     f"SELECT * FROM (SELECT false AS new, h.id, {_HISTORY_COLUMNS_PG.format(t='h')}"
     " FROM action_updates h WHERE h.action_id = :a_id"
-    f" UNION ALL SELECT true, u.id, {_HISTORY_COLUMNS_PG.format(t='u')} FROM u) AS all_updates ORDER BY id"
+    f" UNION ALL SELECT true, u.id, {_HISTORY_COLUMNS_PG.format(t='u')} FROM u) AS all_updates"
+    # a stale version fails the statement (text that is no integer), so that a COMMIT sent after it in
+    # the same round trip is skipped and nothing the transaction did is committed
+    f" WHERE CAST((SELECT CASE WHEN count(*) = 1 THEN '1' ELSE '{_STALE_MARK}' END FROM a) AS integer) = 1"
+    " ORDER BY id"
 ).bindparams(bindparam("a_locked_at", type_=UTCDateTime()), bindparam("at", type_=UTCDateTime()))
 
 
 def write_change_with_history_pg(
-    conn: Connection, version: int, change: wf.Change, update_values: dict[str, Any]
+    conn: Connection, version: int, change: wf.Change, update_values: dict[str, Any], *, commit: bool = False
 ) -> list[tuple[Any, ...]]:
-    """PostgreSQL: ``write_change`` then ``history_of_action``, in one statement and round trip."""
+    """PostgreSQL: ``write_change`` then ``history_of_action``, in one statement and round trip
+    (``commit``: with COMMIT in the same round trip, see ``_OnPg.rows``)."""
     after = change.after
     changed = [
         (n, a) for n, (b, a) in enumerate(zip(change.before.items, after.items, strict=True)) if a != b
     ]
-    rows = conn.execute(
-        _WRITE_AND_HISTORY_PG,
-        {
+    try:
+        rows = _WRITE_AND_HISTORY_ON_PG.rows(conn, {
             **_action_params(after, version),
             "i_pos": [n for n, _ in changed],
             "i_q": [a.quantity for _, a in changed],
@@ -876,8 +883,11 @@ def write_change_with_history_pg(
             "delta_payout": change.delta_payout,
             "items": items_json(change.changed_items()) if changed else None,
             **update_values,
-        },
-    ).all()
+        }, commit=commit)
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) == "22P02" and _STALE_MARK in str(exc.orig):
+            raise StaleVersion(f"Action {after.id} was changed by someone else meanwhile.") from None
+        raise
     if not rows or not rows[-1][0]:
         raise StaleVersion(f"Action {after.id} was changed by someone else meanwhile.")
     return [tuple(r)[2:] for r in rows]
@@ -914,3 +924,178 @@ def items_and_terms(conn: Connection, action_id: int, campaign_id: int, partner_
         "event_type_id": event_type_id,
     }))
     return rows, (rows[0] if rows and rows[0].t_id is not None else None)
+
+
+# --- PostgreSQL: a single-action change (``ledger.service.change``) in two round trips ------------
+# The statements below run on the psycopg connection under ``conn``, inside its transaction, in
+# pipeline mode: BEGIN goes out with the first statement of the transaction instead of in a round
+# trip of its own, and with ``commit`` the COMMIT goes out with the last statement. The action, its
+# items and the terms in force come back from one statement (``load_for_change_pg``), the writes and
+# the history from another (``write_change_with_history_pg``): two round trips per change where
+# there were five (BEGIN, the action, its items and the terms, the writes, COMMIT).
+
+
+class _OnPg:
+    """A statement compiled once for PostgreSQL and run on the psycopg connection of ``conn`` (``rows``).
+    Its parameters go through the same bind processors as SQLAlchemy would apply; the rows come back as
+    psycopg gives them (callers convert what SQLAlchemy's result types would, see ``_PG_UTC_TIMES``).
+    Errors are SQLAlchemy's exceptions, handled (a lost connection invalidated) as SQLAlchemy does."""
+
+    def __init__(self, stmt: Any) -> None:
+        self._stmt = stmt
+        self._plan: tuple[str, dict[str, Any], list[tuple[str, Any]]] | None = None
+
+    def _prepare(self, conn: Connection) -> tuple[str, dict[str, Any], list[tuple[str, Any]]]:
+        compiled = cast(SQLCompiler, self._stmt.compile(dialect=conn.dialect))
+        assert not compiled.literal_execute_params
+        literals = {name: b.effective_value for b, name in compiled.bind_names.items() if not b.required}
+        self._plan = (compiled.string, literals, list(compiled._bind_processors.items()))
+        return self._plan
+
+    def rows(self, conn: Connection, values: dict[str, Any], *, commit: bool = False) -> list[tuple[Any, ...]]:
+        """The statement's rows, in one round trip: BEGIN before it when the transaction has not begun
+        yet, and with ``commit`` COMMIT after it. The transaction of ``conn`` then ends here
+        (SQLAlchemy's commit later finds nothing to do), so only the last statement of a transaction
+        may say so. When the statement fails, nothing is committed (a pipeline skips what follows an
+        error) and the transaction is in error, to be rolled back as usual.
+
+        psycopg's own BEGIN in pipeline mode would cost a round trip of its own (it syncs after it),
+        and so would its ``commit()``: both are sent here as plain commands of the pipeline, with a
+        ``None`` in its result queue (as psycopg queues its own commands), so that leaving the
+        pipeline, which sends one Sync and reads every result, is the only round trip. The statement
+        itself runs on a psycopg cursor, prepared by psycopg once it repeats, as any other."""
+        sql, literals, processors = self._plan or self._prepare(conn)
+        params = {**literals, **values}
+        for name, process in processors:
+            params[name] = process(params[name])
+        dbapi = conn.connection.driver_connection
+        assert dbapi is not None
+        cursor = dbapi.cursor()
+        try:
+            with dbapi.pipeline() as pipeline:
+                if dbapi.pgconn.transaction_status == _PG_IDLE and _plain_begin(dbapi):
+                    _pg_command(dbapi, pipeline, b"BEGIN")
+                cursor.execute(sql, params)
+                if commit and not dbapi.autocommit:
+                    _pg_command(dbapi, pipeline, b"COMMIT")
+            rows: list[tuple[Any, ...]] = cursor.fetchall()
+        except conn.dialect.loaded_dbapi.Error as exc:
+            conn._handle_dbapi_exception(exc, sql, params, cursor, None)
+        cursor.close()
+        return rows
+
+
+_PG_IDLE = 0  # psycopg.pq.TransactionStatus.IDLE
+
+
+def _plain_begin(dbapi: Any) -> bool:
+    """Whether psycopg would start a transaction with a plain BEGIN (else it is left to psycopg)."""
+    return (not dbapi.autocommit and dbapi.isolation_level is None and dbapi.read_only is None
+            and dbapi.deferrable is None)
+
+
+def _pg_command(dbapi: Any, pipeline: Any, command: bytes) -> None:
+    """Queue a command without parameters in psycopg's pipeline, as psycopg queues its own (its result
+    is checked for an error when the pipeline's results are read)."""
+    dbapi.pgconn.send_query_params(command, None)
+    pipeline.result_queue.append(None)
+
+
+_WRITE_AND_HISTORY_ON_PG = _OnPg(_WRITE_AND_HISTORY_PG)
+_HISTORY_ON_PG = _OnPg(text(
+    f"SELECT {_HISTORY_COLUMNS_PG.format(t='h')} FROM action_updates h WHERE h.action_id = :action_id ORDER BY h.id"
+))
+
+
+def history_of_action_pg(conn: Connection, action_id: int, *, commit: bool = False) -> list[tuple[Any, ...]]:
+    """PostgreSQL: ``history_of_action`` (the same rows), with COMMIT in the same round trip if ``commit``."""
+    return _HISTORY_ON_PG.rows(conn, {"action_id": action_id}, commit=commit)
+
+
+class PgRecord:
+    """A row read by attribute, and by name through ``_mapping``, as this module's callers read a
+    SQLAlchemy ``Row``."""
+
+    __slots__ = ("_mapping",)
+
+    def __init__(self, mapping: dict[str, Any]) -> None:
+        self._mapping = mapping
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._mapping[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __repr__(self) -> str:
+        return f"PgRecord({self._mapping!r})"
+
+
+_ACTION_NAMES = tuple(c.name for c in actions.c)
+# the columns ``items_of`` rows are read by (``to_domain``, ``schemas.item_dict``)
+_ITEM_NAMES = ("sku", "name", "category", "quantity", "amount", "payout", "intended_quantity", "intended_amount",
+               "intended_payout")
+# the columns of ``catalog.service.TERMS_IN_FORCE``, prefixed as ``items_and_terms`` answers them
+_TERMS_NAMES = tuple("t_" + n for n in ("id", "lock_months", "lock_days", "pay_months", "pay_days",
+                                        "referral_window_days", "category_rates", "rate_ppm", "fixed_minor",
+                                        "payout_event_type_id"))
+# the action's times, converted as SQLAlchemy's ``UTCDateTime`` converts them
+_PG_UTC_TIMES = tuple(n for n, c in enumerate(actions.c) if isinstance(c.type, UTCDateTime))
+_UTC_TIME = UTCDateTime()
+
+# ``load(for_update=True)`` and ``items_and_terms`` in one statement. The action is locked first (the
+# CTE); its items and the terms in force (as ``catalog.service.TERMS_IN_FORCE`` reads them, for the
+# action's campaign, partner and event type) are joined to it. The items and terms are read in the
+# statement's snapshot, taken before the lock was granted: if another transaction changed the action
+# meanwhile (its version, bumped by every write of an action or its items, differs from the one in the
+# snapshot), they may be older than the locked row, and ``load_for_change_pg`` reads them again.
+_LOAD_FOR_CHANGE_PG = _OnPg(text(
+    "WITH a AS MATERIALIZED ("
+    f" SELECT {', '.join('actions.' + n for n in _ACTION_NAMES)} FROM actions"
+    " WHERE actions.id = :id AND actions.account_id = :account_id FOR UPDATE"
+    ") "
+    f"SELECT {', '.join('a.' + n for n in _ACTION_NAMES)}, (SELECT s.version FROM actions AS s WHERE s.id = a.id),"
+    f" {', '.join('i.' + n for n in _ITEM_NAMES)},"
+    " t.id, t.lock_months, t.lock_days, t.pay_months, t.pay_days, t.referral_window_days, t.category_rates,"
+    " t.rate_ppm, t.fixed_minor, t.payout_event_type_id"
+    " FROM a LEFT OUTER JOIN action_items AS i ON i.action_id = a.id"
+    " LEFT OUTER JOIN LATERAL ("
+    "  SELECT c.id, c.lock_months, c.lock_days, c.pay_months, c.pay_days, c.referral_window_days,"
+    "  c.category_rates, contract_payouts.rate_ppm, contract_payouts.fixed_minor,"
+    "  contract_payouts.event_type_id AS payout_event_type_id"
+    "  FROM (SELECT contracts.id, contracts.lock_months, contracts.lock_days, contracts.pay_months,"
+    "   contracts.pay_days, contracts.referral_window_days, contracts.category_rates FROM contracts"
+    "   WHERE contracts.campaign_id = a.campaign_id AND contracts.partner_id = a.partner_id"
+    "   AND contracts.starts_on <= :on ORDER BY contracts.starts_on DESC, contracts.id DESC LIMIT 1) AS c"
+    "  LEFT OUTER JOIN contract_payouts ON contract_payouts.contract_id = c.id"
+    "  AND contract_payouts.event_type_id = a.event_type_id"
+    " ) AS t ON true"
+    " ORDER BY i.position"
+).bindparams(bindparam("id", type_=BigInteger()), bindparam("account_id", type_=Integer()),
+             bindparam("on", type_=Date())))
+
+
+def load_for_change_pg(conn: Connection, account_id: int, action_id: int,
+                       on: date) -> tuple[PgRecord | None, list[PgRecord], PgRecord | None]:
+    """PostgreSQL: ``load(conn, account_id, action_id, for_update=True)`` and then ``items_and_terms``
+    for the action's campaign, partner and event type on ``on``, in one statement and round trip (two
+    when the action was changed while this waited for its lock). The rows answer the same columns by
+    the same names; no action: ``(None, [], None)``."""
+    rows = _LOAD_FOR_CHANGE_PG.rows(conn, {"id": action_id, "account_id": account_id, "on": on})
+    if not rows:
+        return None, [], None
+    first = list(rows[0])
+    for n in _PG_UTC_TIMES:
+        first[n] = _UTC_TIME.process_result_value(first[n], conn.dialect)
+    n_action, n_items = len(_ACTION_NAMES), len(_ITEM_NAMES)
+    row = PgRecord(dict(zip(_ACTION_NAMES, first[:n_action], strict=True)))
+    if first[n_action] != row.version:  # changed since the snapshot: its items and terms again
+        again, again_terms = items_and_terms(conn, action_id, row.campaign_id, row.partner_id, row.event_type_id, on)
+        return row, cast(list[PgRecord], again), cast(PgRecord | None, again_terms)
+    start = n_action + 1
+    items = [PgRecord(dict(zip(_ITEM_NAMES, r[start:start + n_items], strict=True)))
+             for r in rows if r[start] is not None]
+    t = rows[0][start + n_items:]
+    terms = PgRecord(dict(zip(_TERMS_NAMES, t, strict=True))) if t[0] is not None else None
+    return row, items, terms
+

@@ -292,6 +292,7 @@ def _apply(
     now: datetime | None,
     *,
     with_history: bool = False,
+    commit: bool = False,
 ) -> tuple[Applied, Row[Any], list[Row[Any]], Sequence[Sequence[Any]] | None]:
     """``apply``, also answering the action's row and items as loaded (before the change) and, with
     ``with_history`` on PostgreSQL when something changed, the history after the change as
@@ -299,9 +300,22 @@ def _apply(
 
     ``command`` may be a function of the loaded row (a modification's amounts are parsed in the
     currency of the action), called right after the action was found.
+
+    With ``with_history`` on PostgreSQL, the action, its items and the terms are read in one round
+    trip (with BEGIN), and with ``commit`` the write is the end of the transaction (COMMIT in the
+    same round trip; see ``repo.load_for_change_pg`` and ``repo.write_change_with_history_pg``).
     """
     now = now or utcnow()
-    row = repo.load(conn, actor.account_id, action_id, for_update=True)
+    today = now.date()
+    pg = with_history and not db.is_sqlite(conn)
+    items: list[Row[Any]] = []
+    terms_row: Row[Any] | None = None
+    if pg:
+        loaded, loaded_items, loaded_terms = repo.load_for_change_pg(conn, actor.account_id, action_id, today)
+        row = cast(Row[Any] | None, loaded)
+        items, terms_row = cast(list[Row[Any]], loaded_items), cast(Row[Any] | None, loaded_terms)
+    else:
+        row = repo.load(conn, actor.account_id, action_id, for_update=True)
     if row is None:
         raise NotFound(f"No action with id {action_id}.")
     if callable(command):
@@ -309,8 +323,9 @@ def _apply(
     if note is not None and len(note) > 2000:
         raise ValidationFailed("A note has at most 2,000 characters.")
     command = _resolve_command(conn, actor, row.event_type_id, command)
-    today = now.date()
-    items, terms_row = repo.items_and_terms(conn, action_id, row.campaign_id, row.partner_id, row.event_type_id, today)
+    if not pg:
+        items, terms_row = repo.items_and_terms(conn, action_id, row.campaign_id, row.partner_id, row.event_type_id,
+                                                today)
     terms = terms_from_row(terms_row, "t_") or current_terms(conn, row, today)
     outcome = wf.decide(repo.to_domain(row, items), command, terms, now)
     history = None
@@ -322,8 +337,8 @@ def _apply(
             "submission_id": submission_id,
             "actor": actor.name,
         }
-        if with_history and not db.is_sqlite(conn):
-            history = repo.write_change_with_history_pg(conn, row.version, outcome, entry)
+        if pg:
+            history = repo.write_change_with_history_pg(conn, row.version, outcome, entry, commit=commit)
         else:
             repo.write_change(conn, row.version, outcome, entry)
     return Applied(action_id, outcome), row, items, history
@@ -331,14 +346,21 @@ def _apply(
 
 def change(
     conn: Connection, actor: Actor, action_id: int, command: wf.Command | CommandOf, *, note: str | None = None,
+    commit: bool = False,
 ) -> dict[str, Any]:
     """``apply``, then the action as ``get_action`` shows it, with ``outcome`` ("applied" or "unchanged").
 
     The answer is built from what the change loaded and wrote (the action row with the values
     ``write_change`` set, its items likewise) instead of reading them again; only the history is
     read, after the new entry, in one indexed query (on PostgreSQL by the statement that writes).
+
+    ``commit``: the caller writes nothing more in this transaction, so on PostgreSQL the last
+    statement (the writes, or the history when nothing changed) goes out with COMMIT, in one round
+    trip; the caller's own commit then finds nothing left to do. An error before that leaves the
+    transaction uncommitted, to be rolled back as usual.
     """
-    applied, row, items, history = _apply(conn, actor, action_id, command, note, None, None, with_history=True)
+    applied, row, items, history = _apply(conn, actor, action_id, command, note, None, None, with_history=True,
+                                          commit=commit)
     outcome = applied.outcome
     if isinstance(outcome, wf.Change):
         after_items = [_AfterItem(i, a) for i, a in zip(items, outcome.after.items, strict=True)]
@@ -346,7 +368,10 @@ def change(
     else:
         out = action_dict(row, items)
     if history is None:
-        history = repo.history_of_action(conn, action_id)
+        if db.is_sqlite(conn):
+            history = repo.history_of_action(conn, action_id)
+        else:
+            history = repo.history_of_action_pg(conn, action_id, commit=commit)
     out["updates"] = _history(history, row.currency)
     out["outcome"] = "unchanged" if applied.unchanged else "applied"
     return out
