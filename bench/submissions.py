@@ -223,7 +223,7 @@ def order_file(meta: dict[str, Any], rows: int, run: int) -> tuple[bytes, list[t
     w.writerow(["ActionId", "Amount", "Reason"])
     pairs = []
     for n, aid in enumerate(ids):
-        minor = 5_000 + 10 * run + n % 10
+        minor = 20_000 + 10 * run + n % 10  # above every amount a run before set (5,000 + 10 * run + 0..9)
         pairs.append((aid, minor))
         w.writerow([aid, f"{minor // 100}.{minor % 100:02d}", "ORDER_UPDATE"])
     return buf.getvalue().encode(), pairs
@@ -455,6 +455,10 @@ def bench_backend(backend: str, url: str, sizes: dict[str, int], meta_path: Path
         log(f"  {backend}: generating {sizes['actions']:,} + {sizes['item_actions']:,} actions")
         meta = generate(url, sizes["actions"], sizes["item_actions"])
         meta_path.write_text(json.dumps(meta))
+    else:  # kept data: the schema of this code (a migration added since is applied, not measured)
+        from payoutdesk.kit import db
+
+        db.migrate(url)
     out: dict[str, Any] = {"backend": backend, "sizes": sizes, "generated_in_s": meta["generated_in_s"]}
     run = runs_so_far(url) + 1
     for level in ("order", "item"):
@@ -493,7 +497,7 @@ def bench_backend(backend: str, url: str, sizes: dict[str, int], meta_path: Path
             size = chunk or sub_engine.CHUNK or (
                 sub_engine.CHUNK_SQLITE if backend == "sqlite" else sub_engine.CHUNK_POSTGRESQL)
             with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-                json.dump([(aid, minor + 1) for aid, minor in staged], f)
+                json.dump([(aid, 1_000_000 + minor) for aid, minor in staged], f)  # amounts no file sets
             try:
                 writes = run_child("writes", url, f.name, str(size))
             finally:
