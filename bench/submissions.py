@@ -291,15 +291,23 @@ def child_engine(url: str, sid: int, chunk: int | None) -> dict[str, Any]:
             "rss_mb": peak_rss_mb()}
 
 
-def child_floor(url: str, path: str, item_level: bool) -> dict[str, Any]:
+def _child_start(url: str, path: str) -> tuple[list[tuple[Any, ...]], Any, bool]:
+    """A child's staged rows (from the JSON file at ``path``), its engine (its pool's connection, and so
+    its server process, open before the server's CPU is read) and whether it is SQLite."""
     from payoutdesk.kit import db
 
     with open(path) as f:
         rows = [tuple(r) for r in json.load(f)]
     engine = db.make_engine(url)
-    sqlite = url.startswith("sqlite")
     with engine.connect():
         pass
+    return rows, engine, url.startswith("sqlite")
+
+
+def child_floor(url: str, path: str, item_level: bool) -> dict[str, Any]:
+    from payoutdesk.kit import db
+
+    rows, engine, sqlite = _child_start(url, path)
     server0 = server_cpu(url)
     cpu0 = time.process_time()
     t0 = time.perf_counter()
@@ -349,12 +357,7 @@ def child_writes(url: str, path: str, chunk: int) -> dict[str, Any]:
     from payoutdesk.kit.time import utcnow
     from payoutdesk.models.types import UTCDateTime
 
-    with open(path) as f:
-        pairs = [tuple(r) for r in json.load(f)]
-    engine = db.make_engine(url)
-    sqlite = url.startswith("sqlite")
-    with engine.connect():
-        pass
+    pairs, engine, sqlite = _child_start(url, path)
     with db.read(engine) as conn:
         at = (UTCDateTime().dialect_impl(conn.dialect).bind_processor(conn.dialect) or (lambda v: v))(utcnow())
     sid = -int(time.time())
