@@ -8,9 +8,11 @@ action ids, whatever the chunk size.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from payoutdesk.kit import db
 from payoutdesk.models import action_updates
@@ -95,3 +97,32 @@ def test_a_chunk_retried_after_a_lost_race_reads_its_rows_again(
     assert [u.delta_amount for u in written] == [-5000, -4900, -4800, -4700, -4600, -4500, -4000]
     assert [res.row_no for res in results] == list(range(1, 8))
     assert seen[-1] == (7, 7)
+
+
+def test_a_chunk_ends_early_once_its_time_is_up(
+    api: TestClient, world: World, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk ends after the batch that finishes its time (CHUNK_SECONDS) past its start, whatever its
+    row count, so that other writers never wait long for the database; every row still applies once."""
+    ids = [conversion(world, f"T-{n}", "100.00") for n in range(4)]
+    rows = [{"ActionId": ids[n % 4], "Amount": f"{50 + n}.00", "Reason": "ORDER_UPDATE"} for n in range(7)]
+    r = api.post("/api/v1/submissions", headers=world.auth, json={"campaign_id": world.campaign_id, "rows": rows})
+    assert r.status_code == 202, r.text
+    sid = int(r.json()["id"][2:])
+    recorded: list[int] = []
+    real = repo.advance
+
+    def spy(conn: Connection, submission_id: int, worker: str, start: int, values: dict[str, Any]) -> None:
+        if "processed_records" in values:
+            recorded.append(values["processed_records"])
+        real(conn, submission_id, worker, start, values)
+
+    monkeypatch.setattr(repo, "advance", spy)
+    assert claim(engine, sid, "order-worker")
+    done = sub_engine.process(engine, sid, "order-worker", chunk=1000, batch=2, chunk_seconds=0)
+    assert recorded == [2, 4, 6, 7]  # one transaction per batch: each was past its time
+    assert (done.status, done.applied, done.errors) == ("COMPLETE", 7, 0)
+    with db.read(engine) as conn:
+        written = conn.execute(select(action_updates.c.action_id).where(action_updates.c.submission_id == sid)
+                               .order_by(action_updates.c.id)).scalars().all()
+    assert written == [ids[n % 4] for n in range(7)]

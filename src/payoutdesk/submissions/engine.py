@@ -23,6 +23,7 @@ import gc
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -55,14 +56,20 @@ log = logging.getLogger("payoutdesk.engine")
 # the checkpoint) once per transaction however many of its rows changed, so the bigger the transaction,
 # the more rows share each page write. On SQLite, bare writes of the same three tables went from 17,700
 # rows/s in 50,000-row transactions to 33,000 in 250,000-row ones (docs/PERFORMANCE.md); there a chunk
-# of 250,000 rows holds the write lock for about ten seconds, which other writers wait out
-# (busy_timeout). PostgreSQL keeps dirty pages in shared buffers across commits, so 50,000.
-# PAYOUTDESK_SUBMISSION_CHUNK sets the chunk on both backends, PAYOUTDESK_SUBMISSION_BATCH the batch.
+# of 250,000 rows holds the write lock for about fifteen seconds (at most CHUNK_SECONDS and a batch),
+# which other writers wait out (busy_timeout). PostgreSQL keeps dirty pages in shared buffers across
+# commits, so 50,000.
+# A chunk also ends after the first batch that finishes CHUNK_SECONDS after it began, so that on a
+# slow or busy machine other writers never wait much longer than that (and the worker's lease,
+# renewed by each chunk, never runs out while it works).
+# PAYOUTDESK_SUBMISSION_CHUNK sets the chunk on both backends, PAYOUTDESK_SUBMISSION_BATCH the batch,
+# PAYOUTDESK_SUBMISSION_CHUNK_SECONDS the time bound.
 _CHUNK_ENV = os.environ.get("PAYOUTDESK_SUBMISSION_CHUNK")
 CHUNK = int(_CHUNK_ENV) if _CHUNK_ENV else None  # None: the backend's default below
 CHUNK_SQLITE = 250_000
 CHUNK_POSTGRESQL = 50_000
 BATCH = int(os.environ.get("PAYOUTDESK_SUBMISSION_BATCH", "50000"))
+CHUNK_SECONDS = float(os.environ.get("PAYOUTDESK_SUBMISSION_CHUNK_SECONDS", "20"))
 LEASE = timedelta(seconds=120)
 
 Progress = Callable[[int, int], None]  # processed, total
@@ -543,12 +550,15 @@ def source_of(conn: Connection, sub: Row[Any], currency: str) -> tuple[str, int,
 
 
 def process(engine: Engine, submission_id: int, worker: str, *, chunk: int | None = None,
-            progress: Progress | None = None, lease: timedelta = LEASE, batch: int | None = None) -> Row[Any]:
+            progress: Progress | None = None, lease: timedelta = LEASE, batch: int | None = None,
+            chunk_seconds: float | None = None) -> Row[Any]:
     """Run a claimed submission to COMPLETE (or FAILED when its file is unusable).
 
     ``chunk`` rows make one transaction (default ``CHUNK``, else the backend's), applied ``batch`` rows
-    at a time (default ``BATCH``); see the sizes at the top of this module.
+    at a time (default ``BATCH``), ending early after the batch that finishes ``chunk_seconds`` after the
+    transaction began (default ``CHUNK_SECONDS``); see the sizes at the top of this module.
     """
+    seconds = CHUNK_SECONDS if chunk_seconds is None else chunk_seconds
     if chunk is None:
         chunk = CHUNK or (CHUNK_SQLITE if engine.dialect.name == "sqlite" else CHUNK_POSTGRESQL)
     batch = min(batch or BATCH, chunk)
@@ -594,6 +604,7 @@ def process(engine: Engine, submission_id: int, worker: str, *, chunk: int | Non
             sub_now = repo.get(conn, submission_id)
             assert sub_now is not None
             taken = 0
+            until = time.monotonic() + seconds
             while taken < chunk:
                 part = list(islice(units, min(batch, chunk - taken)))
                 if not part:
@@ -602,6 +613,8 @@ def process(engine: Engine, submission_id: int, worker: str, *, chunk: int | Non
                 apply_chunk(conn, sub_now, part, caches, counts, now, overlay)
                 taken += len(part)
                 reader.taken(start + taken)
+                if time.monotonic() >= until:
+                    break
                 if progress and taken < chunk:
                     progress(start + taken, total)  # not yet committed: the bar moves, the stored counts follow
             if taken:
