@@ -19,9 +19,13 @@ from payoutdesk.submissions import service as subs
 from tests.helpers import bulk_actions, make_world
 
 
-def _worker(url: str, tmp: Path, *args: str, lease: int = 1, chunk: int = 300) -> subprocess.Popen[bytes]:
+def _worker(url: str, tmp: Path, *args: str, lease: int = 1, chunk: int = 300, batch: int = 100
+            ) -> subprocess.Popen[bytes]:
+    # a chunk (one transaction) of several batches, so that the kill can land between two batches of one
+    # transaction: the batches already applied in it must be rolled back with it
     env = {**os.environ, "PAYOUTDESK_DATABASE_URL": url, "PAYOUTDESK_DATA_DIR": str(tmp),
-           "PAYOUTDESK_SUBMISSION_CHUNK": str(chunk), "PAYOUTDESK_WORKER_LEASE_SECONDS": str(lease)}
+           "PAYOUTDESK_SUBMISSION_CHUNK": str(chunk), "PAYOUTDESK_SUBMISSION_BATCH": str(batch),
+           "PAYOUTDESK_WORKER_LEASE_SECONDS": str(lease)}
     return subprocess.Popen([sys.executable, "-m", "payoutdesk.cli", "worker", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
