@@ -59,12 +59,14 @@ def test_history_ids_follow_the_file_across_actions(api: TestClient, world: Worl
     assert all(res.amount_after == 10_000 for res in results)
 
 
+@pytest.mark.parametrize("fail_at", [1, 2])
 def test_a_chunk_retried_after_a_lost_race_reads_its_rows_again(
-    api: TestClient, world: World, engine: Engine, monkeypatch: pytest.MonkeyPatch
+    api: TestClient, world: World, engine: Engine, monkeypatch: pytest.MonkeyPatch, fail_at: int
 ) -> None:
-    """A chunk of several batches is one transaction: when its second batch finds an action changed
+    """A chunk of several batches is one transaction: when its first or second batch finds an action changed
     meanwhile (StaleVersion), the whole chunk is rolled back and tried again from its first row, which
-    the engine reads again from the file; every row applies exactly once."""
+    the engine reads again from the file; every row applies exactly once. (A failure in the first batch
+    once went on from the row after that batch, so its rows were never applied.)"""
     from payoutdesk.errors import StaleVersion
 
     ids = [conversion(world, f"R-{n}", "100.00") for n in range(6)]
@@ -78,7 +80,7 @@ def test_a_chunk_retried_after_a_lost_race_reads_its_rows_again(
 
     def flaky(self: repo.Bulk, rows: object, items: object) -> None:
         calls["n"] += 1
-        if calls["n"] == 2:  # the second batch of the first attempt
+        if calls["n"] == fail_at:  # the first or second batch of the first attempt
             raise StaleVersion("an action of this chunk changed meanwhile; the chunk is retried")
         real(self, rows, items)  # type: ignore[arg-type]
 
@@ -87,7 +89,7 @@ def test_a_chunk_retried_after_a_lost_race_reads_its_rows_again(
     seen: list[tuple[int, int]] = []
     done = sub_engine.process(engine, sid, "order-worker", chunk=5, batch=2,
                               progress=lambda n, total: seen.append((n, total)))
-    assert calls["n"] == 2 + 3 + 1  # two batches, then the chunk again (three batches), then the rest
+    assert calls["n"] == fail_at + 3 + 1  # the failed batches, then the chunk again (three batches), the rest
     assert (done.status, done.processed_records, done.applied, done.errors) == ("COMPLETE", 7, 7, 0)
     with db.read(engine) as conn:
         written = conn.execute(select(action_updates.c.action_id, action_updates.c.delta_amount)
@@ -126,3 +128,46 @@ def test_a_chunk_ends_early_once_its_time_is_up(
         written = conn.execute(select(action_updates.c.action_id).where(action_updates.c.submission_id == sid)
                                .order_by(action_updates.c.id)).scalars().all()
     assert written == [ids[n % 4] for n in range(7)]
+
+
+def test_a_change_made_between_the_unlocked_read_and_the_write_sends_the_chunk_round_again_locked(
+    api: TestClient, world: World, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk's first try reads its actions without locking them; a change committed by another
+    transaction after that read makes the version-checked write refuse the chunk, which is rolled back and
+    read again, this time FOR UPDATE, and applied once over the changed action (PostgreSQL: on SQLite the
+    write transaction shuts other writers out, so no change can come in between)."""
+    if db.is_sqlite(engine):
+        pytest.skip("SQLite's write transaction excludes other writers")
+    ids = [conversion(world, f"L-{n}", "100.00") for n in range(4)]
+    rows = [{"ActionId": aid, "Amount": f"{60 + n}.00", "Reason": "ORDER_UPDATE"} for n, aid in enumerate(ids)]
+    r = api.post("/api/v1/submissions", headers=world.auth, json={"campaign_id": world.campaign_id, "rows": rows})
+    assert r.status_code == 202, r.text
+    sid = int(r.json()["id"][2:])
+    real = repo.Bulk.load
+    locks: list[bool] = []
+
+    def load_then_change(self: repo.Bulk, account_id: int, campaign_id: int, ids_: Any, *,
+                          for_update: bool) -> Any:
+        got = real(self, account_id, campaign_id, ids_, for_update=for_update)
+        locks.append(for_update)
+        if len(locks) == 1:  # another transaction commits a change to one of them meanwhile
+            changed = api.post(f"/api/v1/actions/{ids[2]}/modify", headers=world.auth,
+                               json={"amount": "90.00", "reason": "ITEM_RETURNED"})
+            assert changed.status_code == 200, changed.text
+        return got
+
+    monkeypatch.setattr(repo.Bulk, "load", load_then_change)
+    assert claim(engine, sid, "race-worker")
+    done = sub_engine.process(engine, sid, "race-worker")
+    assert locks == [False, True]
+    assert (done.status, done.applied, done.errors) == ("COMPLETE", 4, 0)
+    with db.read(engine) as conn:
+        hist = conn.execute(select(action_updates.c.kind, action_updates.c.submission_id, action_updates.c.delta_amount)
+                            .where(action_updates.c.action_id == ids[2]).order_by(action_updates.c.id)).all()
+        results = repo.results(conn, sid, errors_only=False, after_row=0, limit=10)
+    # the file's row applies over the API's change: 100.00 -> 90.00 (API) -> 62.00 (file)
+    assert [(h.kind, h.submission_id, h.delta_amount) for h in hist] == [
+        ("CREATED", None, 10_000), ("MODIFIED", None, -1_000), ("MODIFIED", sid, -2_800)]
+    assert [(res.row_no, res.amount_before, res.amount_after) for res in results] == [
+        (1, 10_000, 6_000), (2, 10_000, 6_100), (3, 9_000, 6_200), (4, 10_000, 6_300)]

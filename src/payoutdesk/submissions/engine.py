@@ -287,10 +287,14 @@ def apply_chunk(
     counts: Counts,
     now: datetime,
     overlay: dict[int, Any] | None = None,
+    *,
+    lock: bool = False,
 ) -> None:
     """Process one chunk inside the caller's transaction (writes nothing but results in a dry run).
 
-    ``overlay`` (dry runs) keeps the actions as the rows so far left them, from chunk to chunk.
+    ``overlay`` (dry runs) keeps the actions as the rows so far left them, from chunk to chunk. ``lock``
+    reads the actions ``FOR UPDATE`` on PostgreSQL; without it a change made meanwhile by anyone else
+    fails the version-checked write (``StaleVersion``), and the caller tries again with ``lock``.
     """
     dry = bool(sub.dry_run)
     sid = int(sub.id)
@@ -310,7 +314,7 @@ def apply_chunk(
     ids.update(by_order.values())
     current: dict[int, _Cur] = overlay if overlay is not None else {}
     for aid, (a, items) in bulk.load(account_id, campaign_id, sorted(i for i in ids if i not in current),
-                                     for_update=not dry).items():
+                                     for_update=lock and not dry).items():
         current[aid] = _Cur(a, items)
     undo_history = (
         repo.history(conn, [u.undo_action for u in units if isinstance(u, Unit)])
@@ -597,8 +601,16 @@ def process(engine: Engine, submission_id: int, worker: str, *, chunk: int | Non
     reader = _Reader(source, done)
     while done < total:
         snapshot = Counts(**vars(counts))
+        tries = [0]
 
-        def unit(conn: Connection, start: int = done) -> int:
+        def unit(conn: Connection, start: int = done, tries: list[int] = tries) -> int:
+            # Optimistic first: a chunk's first try reads its actions without locking them, since the
+            # version-checked writes refuse it whole if anyone changed one of them meanwhile (R14). On
+            # PostgreSQL the row locks of FOR UPDATE cost a WAL record and a page write per action, about
+            # a fifth of the server's work (docs/PERFORMANCE.md). A retry locks them, so that a chunk that
+            # keeps meeting changes (a busy API) is applied at its second try rather than starved.
+            lock = tries[0] > 0
+            tries[0] += 1
             units = reader.at(start)  # a retry reads its rows again
             now = utcnow()
             sub_now = repo.get(conn, submission_id)
@@ -610,9 +622,8 @@ def process(engine: Engine, submission_id: int, worker: str, *, chunk: int | Non
                 if not part:
                     break
                 # each batch's writes are in this transaction: the next batch loads its actions as they left them
-                apply_chunk(conn, sub_now, part, caches, counts, now, overlay)
+                apply_chunk(conn, sub_now, part, caches, counts, now, overlay, lock=lock)
                 taken += len(part)
-                reader.taken(start + taken)
                 if time.monotonic() >= until:
                     break
                 if progress and taken < chunk:
@@ -632,8 +643,8 @@ def process(engine: Engine, submission_id: int, worker: str, *, chunk: int | Non
             log.warning("submission %s was taken over by another worker; stopping", submission_id)
             with db.read(engine) as conn:
                 return _reload(conn, submission_id)
-        if not taken:
-            break
+        if not taken:  # the source ended before its row count: never mark such a submission COMPLETE
+            raise RuntimeError(f"submission {submission_id}: no row after {done} of {total}")
         done += taken
         if progress:
             progress(done, total)
@@ -646,21 +657,24 @@ def process(engine: Engine, submission_id: int, worker: str, *, chunk: int | Non
 
 class _Reader:
     """The source's units, read on from where the last transaction stopped; a transaction that is tried
-    again (it lost a race) reads its rows again from a fresh source."""
+    again (it lost a race) reads its rows again from a fresh source. The position counts the units handed
+    out, so a try that failed in its first batch, before any of its rows counted, starts over too."""
 
     def __init__(self, source: Source, start: int) -> None:
         self._source = source
-        self._units = source(start)
         self._pos = start
+        self._units = self._counted(source(start))
+
+    def _counted(self, units: Iterator[Work]) -> Iterator[Work]:
+        for u in units:
+            self._pos += 1
+            yield u
 
     def at(self, start: int) -> Iterator[Work]:
         if self._pos != start:
-            self._units = self._source(start)
             self._pos = start
+            self._units = self._counted(self._source(start))
         return self._units
-
-    def taken(self, pos: int) -> None:
-        self._pos = pos
 
 
 @contextmanager
