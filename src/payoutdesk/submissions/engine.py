@@ -605,10 +605,9 @@ def process(engine: Engine, submission_id: int, worker: str, *, chunk: int | Non
 
         def unit(conn: Connection, start: int = done, tries: list[int] = tries) -> int:
             # Optimistic first: a chunk's first try reads its actions without locking them, since the
-            # version-checked writes refuse it whole if anyone changed one of them meanwhile (R14). On
-            # PostgreSQL the row locks of FOR UPDATE cost a WAL record and a page write per action, about
-            # a fifth of the server's work (docs/PERFORMANCE.md). A retry locks them, so that a chunk that
-            # keeps meeting changes (a busy API) is applied at its second try rather than starved.
+            # version-checked writes refuse it whole if anyone changed one of them meanwhile (R14); on
+            # PostgreSQL that saves a row lock (a WAL record) per action. A retry locks them, so that a
+            # chunk that keeps meeting changes (a busy API) is applied at its second try, never starved.
             lock = tries[0] > 0
             tries[0] += 1
             units = reader.at(start)  # a retry reads its rows again

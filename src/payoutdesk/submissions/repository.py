@@ -219,7 +219,7 @@ class Bulk:
 
     def _load(self, account_id: int, campaign_id: int, ids: Sequence[int], *, for_update: bool
               ) -> dict[int, tuple[ActionTuple, list[ItemTuple]]]:
-        """The actions of the account and campaign among ``ids`` (ascending), with their items in position
+        """The actions of the account and campaign among ``ids`` (distinct, ascending), with their items in position
         order; locked for update on PostgreSQL when ``for_update`` (SQLite's write transaction excludes
         other writers already)."""
         out: dict[int, tuple[ActionTuple, list[ItemTuple]]] = {}
@@ -227,8 +227,8 @@ class Bulk:
             return out
         read_time = self._read_time
         # one statement for actions and items, the ids as a list joined in (json_each, unnest): on PostgreSQL
-        # 50,000 ids took 440 ms against 740 ms for two ``= ANY(array)`` scans, whose index scan descends
-        # the tree again for every array element (docs/PERFORMANCE.md)
+        # 50,000 ids took 493 ms against 1,017 ms (medians, alternated) for two ``= ANY(array)`` scans,
+        # whose index scan descends the tree again for every array element (docs/PERFORMANCE.md)
         columns = f"{_A_COLS}, i.{_I_COLS.replace(', ', ', i.')}"
         if self.sqlite:
             rows = self.cur.execute(
