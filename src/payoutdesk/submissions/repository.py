@@ -145,6 +145,7 @@ def set_status(conn: Connection, submission_id: int, **values: Any) -> None:
 ActionTuple = tuple[Any, ...]
 ItemTuple = tuple[Any, ...]
 
+_LOAD_SLICE = 10_000  # ids per load statement on PostgreSQL (Bulk._load)
 _A_COLS = ("a.id, a.event_type_id, a.partner_id, a.contract_id, a.version, a.state, a.reason, a.locked_at, "
            "a.update_count, a.restore, a.lock_due")
 _I_COLS = ("sku, name, category, quantity, amount, payout, intended_quantity, intended_amount, intended_payout")
@@ -239,12 +240,18 @@ class Bulk:
             )
         else:
             lock = " FOR UPDATE OF a" if for_update else ""
-            rows = self.cur.execute(
-                f"SELECT {columns} FROM unnest(%s::bigint[]) AS u(id) JOIN actions AS a ON a.id = u.id "
-                "LEFT JOIN action_items AS i ON i.action_id = a.id "
-                f"WHERE a.account_id = %s AND a.campaign_id = %s ORDER BY a.id, i.position{lock}",
-                (list(ids), account_id, campaign_id),
-            )
+            sql = (f"SELECT {columns} FROM unnest(%s::bigint[]) AS u(id) JOIN actions AS a ON a.id = u.id "
+                   "LEFT JOIN action_items AS i ON i.action_id = a.id "
+                   f"WHERE a.account_id = %s AND a.campaign_id = %s ORDER BY a.id, i.position{lock}")
+            cur = self.cur
+
+            def parts() -> Iterator[Any]:
+                # the driver holds a statement's whole answer (every item row, its action's columns
+                # repeated) until it is read: a slice of the ids at a time keeps that bounded
+                for part in _chunks(ids, _LOAD_SLICE):
+                    yield from cur.execute(sql, (list(part), account_id, campaign_id))
+
+            rows = parts()
         for r in rows:  # row by row, not fetchall: a chunk's raw rows are never all held at once
             aid = r[0]
             got = out.get(aid)
