@@ -96,6 +96,8 @@ def list_filters(meta: Meta) -> dict[str, Callable[[random.Random], repo.Filters
         "campaign+partner+state": lambda r: repo.Filters(
             campaign_id=r.choice(meta.campaigns), partner_id=r.choice(meta.partners), state=r.choice(states)),
         "event_type_id+locking_date(31d)": lambda r: f_lock(r, event_type_id=r.choice(sales)),
+        "partner_id+locking_date(31d)": lambda r: f_lock(r, partner_id=r.choice(meta.partners)),
+        "state+locking_date(31d)": lambda r: f_lock(r, state=r.choice(states)),
         "state+event_date(7d)": lambda r: f_event(r, state=r.choice(states)),
         "order_id+event_type_id": lambda r: repo.Filters(
             order_id=f"NW-{r.randrange(1, meta.actions + 1):09d}", event_type_id=r.choice(meta.event_types)),

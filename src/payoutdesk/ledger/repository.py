@@ -242,16 +242,17 @@ def _plain_page(conn: Connection, account_id: int, f: Filters, limit: int, after
     return _walk_page(conn, account_id, f, limit, None, None if after_id is None else after_id - 1, driver, checks)
 
 
-def _day_plan(conn: Connection, f: Filters) -> tuple[str, list[date], str] | None:
+def _day_plan(conn: Connection, f: Filters, *, locking: bool = True) -> tuple[str, list[date], str] | None:
     """The day column (SQL), the days of a bounded date range, and which range they replace.
 
     An index on (account, day, id) holds each day's actions in id order, so the newest matches of
     every day of the range are found without sorting the range, and the page is the newest of
     those. The plain query would either sort every action of the range or walk back through all
     newer actions (ids follow the event dates), which at millions of actions takes seconds.
+    ``locking=False`` leaves a locking-date range to the id window (``list_page``).
     """
     plans: list[tuple[str, list[date], str]] = []
-    if f.locking_date_from is not None and f.locking_date_to is not None:
+    if locking and f.locking_date_from is not None and f.locking_date_to is not None:
         n = max((f.locking_date_to - f.locking_date_from).days + 1, 0)
         if n <= DAY_PLAN_MAX_DAYS:
             plans.append(("actions.locking_date", [f.locking_date_from + timedelta(days=k) for k in range(n)], "lk"))
@@ -449,7 +450,13 @@ def list_page(conn: Connection, account_id: int, f: Filters, limit: int, after_i
         conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL jit = off")
     drivers = [fld for fld, _, index in _EQ_FIELDS if index is not None and getattr(f, fld) is not None]
     driver = drivers[0] if len(drivers) == 1 else None
-    day_plan = _day_plan(conn, f)
+    # With an indexed equality filter (state, campaign, partner) a locking-date range goes by its id
+    # window, walked on that filter's index, as an event-date range always does: day by day, each
+    # day's actions were checked against the value on their table rows (PostgreSQL: all of a day's
+    # actions for a rare value; SQLite: all of the value's actions for each day). 5,000,000 actions,
+    # a partner and a 31-day range: 84-433 ms on PostgreSQL and 2.3-19 s on SQLite day by day, 0.3-21
+    # ms by the window (docs/PERFORMANCE.md).
+    day_plan = _day_plan(conn, f, locking=not drivers)
     windows = []
     if f.event_date_from is not None or f.event_date_to is not None:
         windows.append("ev")
