@@ -281,7 +281,15 @@ def child_engine(url: str, sid: int, chunk: int | None) -> dict[str, Any]:
     server0 = server_cpu(url)
     cpu0 = time.process_time()
     t0 = time.perf_counter()
-    row = sub_engine.process(engine, sid, "bench-worker", chunk=chunk or None)
+    profile_to = os.environ.get("PAYOUTDESK_BENCH_PROFILE")
+    if profile_to:
+        import cProfile
+
+        with cProfile.Profile() as prof:
+            row = sub_engine.process(engine, sid, "bench-worker", chunk=chunk or None)
+        prof.dump_stats(profile_to)
+    else:
+        row = sub_engine.process(engine, sid, "bench-worker", chunk=chunk or None)
     dt = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     server = server_cpu(url) - server0

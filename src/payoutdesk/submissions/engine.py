@@ -252,10 +252,11 @@ class _Cur:
         self.full = True
 
 
-def _terms(conn: Connection, caches: Caches, campaign_id: int, cur: _Cur, today: date) -> Terms:
+def _terms(conn_of: Callable[[], Connection], caches: Caches, campaign_id: int, cur: _Cur, today: date) -> Terms:
     key = (campaign_id, cur.partner_id, cur.event_type_id, cur.contract_id, today)
     found = caches.terms.get(key)
     if found is None:
+        conn = conn_of()
         try:
             found = terms_in_force(conn, campaign_id, cur.partner_id, cur.event_type_id, today)
         except NoContract:
@@ -267,10 +268,10 @@ def _terms(conn: Connection, caches: Caches, campaign_id: int, cur: _Cur, today:
     return found
 
 
-def _codes(conn: Connection, caches: Caches, event_type_id: int) -> dict[str, str]:
+def _codes(conn_of: Callable[[], Connection], caches: Caches, event_type_id: int) -> dict[str, str]:
     found = caches.codes.get(event_type_id)
     if found is None:
-        found = {c.code: c.operation for c in catalog_repo.codes_of(conn, event_type_id)}
+        found = {c.code: c.operation for c in catalog_repo.codes_of(conn_of(), event_type_id)}
         caches.codes[event_type_id] = found
     return found
 
@@ -297,9 +298,37 @@ def apply_chunk(
     fails the version-checked write (``StaleVersion``), and the caller tries again with ``lock``.
     """
     dry = bool(sub.dry_run)
-    sid = int(sub.id)
-    account_id, campaign_id = int(sub.account_id), int(sub.campaign_id)
     bulk = repo.Bulk(conn)
+    current: dict[int, _Cur] = overlay if overlay is not None else {}
+    loaded = _load(bulk, sub, units, current, current, lock=lock and not dry)
+    out = _decide(lambda: conn, bulk.bind_time, sub, loaded, caches, counts, now)
+    _write(bulk, out, dry=dry)
+
+
+@dataclass
+class _Loaded:
+    """A batch's units with the actions they name, as loaded (or carried over from the batch before)."""
+
+    units: Sequence[Work]
+    by_order: dict[tuple[int, str], int]
+    current: dict[int, _Cur]
+    undo_history: dict[int, list[Row[Any]]]
+
+
+@dataclass
+class _Decided:
+    """What a batch writes: row results, history rows, and its changed actions and items."""
+
+    results: list[tuple[Any, ...]]
+    updates: list[tuple[Any, ...]]
+    current: dict[int, _Cur]
+
+
+def _load(bulk: repo.Bulk, sub: Row[Any], units: Sequence[Work], known: Mapping[int, _Cur],
+          current: dict[int, _Cur], *, lock: bool) -> _Loaded:
+    """Resolve the units' actions: those in ``known`` as they are there, the others from the database
+    (``FOR UPDATE`` with ``lock``), all put in ``current``."""
+    account_id, campaign_id = int(sub.account_id), int(sub.campaign_id)
     ids: set[int] = set()
     pairs: set[tuple[int, str]] = set()
     for u in units:
@@ -312,23 +341,66 @@ def apply_chunk(
             ids.add(u.undo_action)
     by_order = bulk.newest_by_orders(account_id, campaign_id, pairs) if pairs else {}
     ids.update(by_order.values())
-    current: dict[int, _Cur] = overlay if overlay is not None else {}
-    for aid, (a, items) in bulk.load(account_id, campaign_id, sorted(i for i in ids if i not in current),
-                                     for_update=lock and not dry).items():
+    missing = []
+    for i in ids:
+        cur = known.get(i)
+        if cur is None:
+            missing.append(i)
+        else:
+            current[i] = cur
+    missing.sort()
+    for aid, (a, items) in bulk.load(account_id, campaign_id, missing, for_update=lock).items():
         current[aid] = _Cur(a, items)
     undo_history = (
-        repo.history(conn, [u.undo_action for u in units if isinstance(u, Unit)])
+        repo.history(bulk.conn, [u.undo_action for u in units if isinstance(u, Unit)])
         if sub.undo_of is not None else {}
     )
+    return _Loaded(units, by_order, current, undo_history)
+
+
+def _write(bulk: repo.Bulk, out: _Decided, *, dry: bool) -> None:
+    """Write a decided batch: its actions and items (version-checked), history and results."""
+    if not dry:
+        rows: list[tuple[Any, ...]] = []
+        item_rows: list[tuple[Any, ...]] = []
+        for cur in out.current.values():
+            if not cur.n:
+                continue
+            items = cur.items
+            rows.append((cur.id, cur.version, cur.version + cur.n, cur.full, cur.state, cur.reason,
+                         sum(i[4] for i in items), sum(i[5] for i in items), cur.locked_at,
+                         json.dumps(cur.restore) if cur.restore is not None else None, cur.update_count))
+            for pos, (b, a) in enumerate(zip(cur.items0, items, strict=True)):
+                if a != b:
+                    item_rows.append((cur.id, pos, a[3], a[4], a[5]))
+        bulk.write_actions(rows, item_rows)
+        bulk.insert_updates(out.updates)
+    bulk.insert_results(out.results)
+
+
+def _decide(
+    conn_of: Callable[[], Connection],
+    bind_time: Callable[[Any], Any],
+    sub: Row[Any],
+    loaded: _Loaded,
+    caches: Caches,
+    counts: Counts,
+    now: datetime,
+) -> _Decided:
+    """Ask the rules what each unit does, in order, changing the loaded actions as it goes; no write.
+    ``conn_of`` gives the connection for the few lookups not yet cached (terms, codes)."""
+    sid = int(sub.id)
+    campaign_id = int(sub.campaign_id)
+    units, by_order, current, undo_history = loaded.units, loaded.by_order, loaded.current, loaded.undo_history
     results: list[tuple[Any, ...]] = []
     updates: list[tuple[Any, ...]] = []
     channel = sub.channel
     actor = sub.actor or sub.channel
-    at = bulk.bind_time(now)
+    at = bind_time(now)
     today = now.date()
     undo_source = note_undo = None
     if sub.undo_of is not None:
-        original = repo.get(conn, int(sub.undo_of))
+        original = repo.get(conn_of(), int(sub.undo_of))
         assert original is not None
         undo_source = f"{original.kind}-{original.id}"
         note_undo = f"undo of {undo_source}"
@@ -352,7 +424,7 @@ def apply_chunk(
             amount, reason, changes = u[5], u[4], u[6]
             codes = caches.codes.get(cur.event_type_id)
             if codes is None:
-                codes = _codes(conn, caches, cur.event_type_id)
+                codes = _codes(conn_of, caches, cur.event_type_id)
             if (cur.state == "PENDING" and cur.locked_at is None and cur.lock_due > today
                     and cur.update_count < max_updates
                     and cur.restore is None and (amount is not None or changes)
@@ -367,11 +439,11 @@ def apply_chunk(
                     if amount == it[4]:
                         new_items = None
                     else:
-                        p1 = one_item_payout(_terms(conn, caches, campaign_id, cur, today), amount, it[2])
+                        p1 = one_item_payout(_terms(conn_of, caches, campaign_id, cur, today), amount, it[2])
                         new_items = [(it[0], it[1], it[2], it[3], amount, p1, it[6], it[7], it[8])]
                 else:
                     new_items = wf.quick_modify(items, amount, changes,
-                                                _terms(conn, caches, campaign_id, cur, today))
+                                                _terms(conn_of, caches, campaign_id, cur, today))
                 if new_items != wf.SLOW:
                     a0 = p0 = 0
                     for it in items:
@@ -412,7 +484,7 @@ def apply_chunk(
                     counts.errors += 1
                     continue
                 action = cur.domain()
-                outcome = wf.decide(action, cmd, _terms(conn, caches, campaign_id, cur, today), now)
+                outcome = wf.decide(action, cmd, _terms(conn_of, caches, campaign_id, cur, today), now)
             except PayoutdeskError as exc:
                 results.append(_error(sid, RowError(row_no, _column_of(exc), exc.kind, exc.code, exc.detail), aid))
                 counts.errors += 1
@@ -458,22 +530,7 @@ def apply_chunk(
                         items_json(changed) if changed else None, channel, sid, actor))
         cur.become(after)
 
-    if not dry:
-        rows: list[tuple[Any, ...]] = []
-        item_rows: list[tuple[Any, ...]] = []
-        for cur in current.values():
-            if not cur.n:
-                continue
-            items = cur.items
-            rows.append((cur.id, cur.version, cur.version + cur.n, cur.full, cur.state, cur.reason,
-                         sum(i[4] for i in items), sum(i[5] for i in items), cur.locked_at,
-                         json.dumps(cur.restore) if cur.restore is not None else None, cur.update_count))
-            for pos, (b, a) in enumerate(zip(cur.items0, items, strict=True)):
-                if a != b:
-                    item_rows.append((cur.id, pos, a[3], a[4], a[5]))
-        bulk.write_actions(rows, item_rows)
-        bulk.insert_updates(updates)
-    bulk.insert_results(results)
+    return _Decided(results, updates, current)
 
 
 def _column_of(exc: PayoutdeskError) -> str | None:
