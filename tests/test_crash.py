@@ -36,7 +36,11 @@ def _sub(engine: Engine, sid: int) -> dict[str, int | str | None]:
     return dict(row._mapping)
 
 
-def test_sigkill_mid_submission_resumes_exactly_once(fresh_engine: Engine, fresh_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("chunk", "batch"), [(300, 100), (100, 100)])
+def test_sigkill_mid_submission_resumes_exactly_once(fresh_engine: Engine, fresh_url: str, tmp_path: Path,
+                                                     chunk: int, batch: int) -> None:
+    """Chunks of several batches (a kill can land between two batches of one transaction), and chunks of
+    one batch (on PostgreSQL pipelined: a kill can land while one batch is written and the next decided)."""
     w = make_world(fresh_engine)
     ids = bulk_actions(w, 4000)
     rows = []
@@ -47,7 +51,7 @@ def test_sigkill_mid_submission_resumes_exactly_once(fresh_engine: Engine, fresh
         sid = subs.parse_id(subs.create_from_rows(conn, w.actor, w.campaign_id, rows)["id"])
     total = len(rows)
 
-    first = _worker(fresh_url, tmp_path)
+    first = _worker(fresh_url, tmp_path, chunk=chunk, batch=batch)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         done = int(_sub(fresh_engine, sid)["processed_records"] or 0)
@@ -63,7 +67,7 @@ def test_sigkill_mid_submission_resumes_exactly_once(fresh_engine: Engine, fresh
     assert 0 < int(at_kill["processed_records"] or 0) < total, "kill the worker in the middle"
     time.sleep(1.2)  # its lease runs out
 
-    second = _worker(fresh_url, tmp_path, "--once")
+    second = _worker(fresh_url, tmp_path, "--once", chunk=chunk, batch=batch)
     _, err = second.communicate(timeout=300)
     assert second.returncode == 0, err.decode()
     final = _sub(fresh_engine, sid)

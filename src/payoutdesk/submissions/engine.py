@@ -25,6 +25,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -32,11 +33,12 @@ from itertools import islice
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row
+from sqlalchemy.exc import DBAPIError
 
 from payoutdesk.catalog import repository as catalog_repo
 from payoutdesk.catalog.service import terms_in_force, terms_of
 from payoutdesk.contracts.terms import Terms, one_item_payout
-from payoutdesk.errors import NoContract, PayoutdeskError
+from payoutdesk.errors import NoContract, PayoutdeskError, StaleVersion
 from payoutdesk.kit import db
 from payoutdesk.kit.money import MAX_MINOR, exponent
 from payoutdesk.kit.time import utcnow
@@ -71,6 +73,8 @@ CHUNK_POSTGRESQL = 50_000
 BATCH = int(os.environ.get("PAYOUTDESK_SUBMISSION_BATCH", "50000"))
 CHUNK_SECONDS = float(os.environ.get("PAYOUTDESK_SUBMISSION_CHUNK_SECONDS", "20"))
 LEASE = timedelta(seconds=120)
+# PAYOUTDESK_SUBMISSION_PIPELINE=0 turns _pipeline off (PostgreSQL then applies batch after batch, as SQLite does)
+PIPELINE = os.environ.get("PAYOUTDESK_SUBMISSION_PIPELINE", "1") != "0"
 
 Progress = Callable[[int, int], None]  # processed, total
 
@@ -361,21 +365,27 @@ def _load(bulk: repo.Bulk, sub: Row[Any], units: Sequence[Work], known: Mapping[
 def _write(bulk: repo.Bulk, out: _Decided, *, dry: bool) -> None:
     """Write a decided batch: its actions and items (version-checked), history and results."""
     if not dry:
-        rows: list[tuple[Any, ...]] = []
-        item_rows: list[tuple[Any, ...]] = []
-        for cur in out.current.values():
-            if not cur.n:
-                continue
-            items = cur.items
-            rows.append((cur.id, cur.version, cur.version + cur.n, cur.full, cur.state, cur.reason,
-                         sum(i[4] for i in items), sum(i[5] for i in items), cur.locked_at,
-                         json.dumps(cur.restore) if cur.restore is not None else None, cur.update_count))
-            for pos, (b, a) in enumerate(zip(cur.items0, items, strict=True)):
-                if a != b:
-                    item_rows.append((cur.id, pos, a[3], a[4], a[5]))
+        rows, item_rows = _changes(out.current)
         bulk.write_actions(rows, item_rows)
         bulk.insert_updates(out.updates)
     bulk.insert_results(out.results)
+
+
+def _changes(current: Mapping[int, _Cur]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The rows ``Bulk.write_actions`` takes for the actions a batch changed, and their changed items."""
+    rows: list[tuple[Any, ...]] = []
+    item_rows: list[tuple[Any, ...]] = []
+    for cur in current.values():
+        if not cur.n:
+            continue
+        items = cur.items
+        rows.append((cur.id, cur.version, cur.version + cur.n, cur.full, cur.state, cur.reason,
+                     sum(i[4] for i in items), sum(i[5] for i in items), cur.locked_at,
+                     json.dumps(cur.restore) if cur.restore is not None else None, cur.update_count))
+        for pos, (b, a) in enumerate(zip(cur.items0, items, strict=True)):
+            if a != b:
+                item_rows.append((cur.id, pos, a[3], a[4], a[5]))
+    return rows, item_rows
 
 
 def _decide(
@@ -656,9 +666,25 @@ def process(engine: Engine, submission_id: int, worker: str, *, chunk: int | Non
     if progress:
         progress(done, total)
     reader = _Reader(source, done)
+    # PostgreSQL: a batch's writes overlap the next batch's rules (_pipeline), one batch per transaction
+    pipelined = (PIPELINE and engine.dialect.name == "postgresql" and not sub.dry_run and sub.undo_of is None
+                 and batch == chunk)
+    locked = False  # the chunk that lost a race in the pipeline goes alone, its actions locked
     while done < total:
+        if pipelined and not locked:
+            try:
+                with _no_gc():
+                    done = _pipeline(engine, sub, reader, done, chunk, caches, counts, worker, lease,
+                                             lambda n: progress(n, total) if progress else None)
+            except repo.LostClaim:
+                log.warning("submission %s was taken over by another worker; stopping", submission_id)
+                with db.read(engine) as conn:
+                    return _reload(conn, submission_id)
+            locked = True
+            continue
         snapshot = Counts(**vars(counts))
-        tries = [0]
+        tries = [1 if locked else 0]
+        locked = False
 
         def unit(conn: Connection, start: int = done, tries: list[int] = tries) -> int:
             # Optimistic first: a chunk's first try reads its actions without locking them, since the
@@ -709,6 +735,116 @@ def process(engine: Engine, submission_id: int, worker: str, *, chunk: int | Non
         if sub.undo_of is not None:
             repo.set_status(conn, int(sub.undo_of), undone_by=submission_id)
         return _reload(conn, submission_id)
+
+
+class _WriteFailed(Exception):
+    """The batch write in flight failed; ``error`` says why."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _lost_race(exc: Exception) -> bool:
+    if isinstance(exc, StaleVersion):
+        return True
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in ("40001", "40P01")
+
+
+def _pipeline(engine: Engine, sub: Row[Any], reader: _Reader, done: int, size: int, caches: Caches,
+              counts: Counts, worker: str, lease: timedelta, progress: Callable[[int], None]) -> int:
+    """Apply batches of ``size`` rows from row ``done`` on, one transaction each, with each batch's writes
+    (server work) running in a second thread while this one applies the rules to the next batch.
+
+    The connection is used by one thread at a time: this thread reads batch N+1's actions inside batch
+    N's transaction, before handing the connection to the writer, which writes batch N, records its
+    progress, commits and begins the next transaction. Actions batch N loaded are carried to batch N+1
+    as N left them (its write, still in flight, is invisible to a read), so batch N+1 loads only the
+    others; its version-checked write refuses anything another writer changed meanwhile (R14).
+
+    Returns the rows committed, ``counts`` being theirs. It stops early when a write lost a race: the
+    caller then applies that batch alone, with its actions locked, and calls this again.
+    """
+    sid = int(sub.id)
+    committed = Counts(**vars(counts))
+    pool = ThreadPoolExecutor(1, thread_name_prefix="payoutdesk-writer")
+    conn = engine.connect().execution_options(payoutdesk_write=True)
+    writing: Future[Exception | None] | None = None
+    pending: tuple[int, Counts] | None = None  # the rows and counts of the write in flight
+
+    def settle() -> None:
+        nonlocal writing, pending, done, committed
+        if writing is None:
+            return
+        error = writing.result()
+        writing = None
+        if error is not None:
+            raise _WriteFailed(error)
+        assert pending is not None
+        done, committed = pending
+        pending = None
+        progress(done)
+
+    def conn_of() -> Connection:  # a lookup the caches miss: after the write in flight
+        settle()
+        return conn
+
+    def write(bulk: repo.Bulk, start: int, out: _Decided, rows: list[tuple[Any, ...]],
+              item_rows: list[tuple[Any, ...]], values: dict[str, Any]) -> Exception | None:
+        try:
+            bulk.write_actions(rows, item_rows)
+            bulk.insert_updates(out.updates)
+            bulk.insert_results(out.results)
+            repo.advance(conn, sid, worker, start, values)
+            conn.commit()
+            conn.begin()
+        except Exception as exc:  # noqa: BLE001 (any failure is handed to the main thread, which decides)
+            conn.rollback()
+            return exc
+        return None
+
+    try:
+        conn.begin()
+        bulk = repo.Bulk(conn)
+        pos = done
+        units = list(islice(reader.at(pos), size))
+        loaded = _load(bulk, sub, units, {}, {}, lock=False) if units else None
+        while loaded is not None:
+            end = pos + len(loaded.units)
+            now = utcnow()
+            out = _decide(conn_of, bulk.bind_time, sub, loaded, caches, counts, now)
+            rows, item_rows = _changes(out.current)
+            for cur in out.current.values():  # carried on as written
+                if cur.n:
+                    cur.version += cur.n
+                    cur.n = 0
+                    cur.items0 = cur.items
+                    cur.full = False
+            snap = Counts(**vars(counts))
+            units = list(islice(reader.at(end), size))  # parsing, while the write before runs
+            settle()
+            loaded_next = _load(bulk, sub, units, out.current, {}, lock=False) if units else None
+            values = {"processed_records": end, "applied": snap.applied, "unchanged": snap.unchanged,
+                      "errors": snap.errors, "amount_delta": snap.amount_delta, "payout_delta": snap.payout_delta,
+                      "lease_until": now + lease}
+            pending = (end, snap)
+            writing = pool.submit(write, bulk, pos, out, rows, item_rows, values)
+            pos, loaded = end, loaded_next
+        settle()
+    except _WriteFailed as failed:
+        if isinstance(failed.error, repo.LostClaim) or not _lost_race(failed.error):
+            raise failed.error from None
+        log.info("submission %s: a batch lost a race at row %s; applying it alone, locked", sid, done)
+    finally:
+        if writing is not None:
+            writing.result()
+        pool.shutdown()
+        if conn.in_transaction():
+            conn.rollback()
+        conn.close()
+    for k, v in vars(committed).items():  # the counts of the rows committed, none of a batch rolled back
+        setattr(counts, k, v)
+    return done
 
 
 class _Reader:
