@@ -40,7 +40,7 @@ def _sub(engine: Engine, sid: int) -> dict[str, int | str | None]:
 def test_sigkill_mid_submission_resumes_exactly_once(fresh_engine: Engine, fresh_url: str, tmp_path: Path,
                                                      chunk: int, batch: int) -> None:
     """Chunks of several batches (a kill can land between two batches of one transaction), and chunks of
-    one batch (on PostgreSQL pipelined: a kill can land while one batch is written and the next decided)."""
+    one batch each (PostgreSQL's default shape)."""
     w = make_world(fresh_engine)
     ids = bulk_actions(w, 4000)
     rows = []

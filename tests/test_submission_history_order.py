@@ -173,9 +173,8 @@ def test_a_change_made_between_the_unlocked_read_and_the_write_sends_the_chunk_r
         (1, 10_000, 6_000), (2, 10_000, 6_100), (3, 9_000, 6_200), (4, 10_000, 6_300)]
 
 
-def _pipelined_submission(api: TestClient, world: World, prefix: str) -> tuple[list[int], int]:
-    """Seven rows over four actions, one of them in batches 1, 2 and 4 (batches of two rows): batch 2
-    takes it over from batch 1, whose write is still in flight when batch 2 applies the rules."""
+def _one_batch_chunks_submission(api: TestClient, world: World, prefix: str) -> tuple[list[int], int]:
+    """Seven rows over four actions, one of them in chunks 1, 2 and 4 (chunks of two rows)."""
     ids = [conversion(world, f"{prefix}-{n}", "100.00") for n in range(4)]
     order = [ids[0], ids[1], ids[0], ids[2], ids[3], ids[1], ids[0]]
     rows = [{"ActionId": aid, "Amount": f"{90 - 5 * n}.00", "Reason": "ORDER_UPDATE"} for n, aid in enumerate(order)]
@@ -184,32 +183,16 @@ def _pipelined_submission(api: TestClient, world: World, prefix: str) -> tuple[l
     return order, int(r.json()["id"][2:])
 
 
-def _check_applied_once(engine: Engine, sid: int, order: list[int]) -> None:
-    with db.read(engine) as conn:
-        written = conn.execute(select(action_updates.c.action_id, action_updates.c.delta_amount)
-                               .where(action_updates.c.submission_id == sid).order_by(action_updates.c.id)).all()
-        results = repo.results(conn, sid, errors_only=False, after_row=0, limit=10)
-    assert [u.action_id for u in written] == order
-    # each row's amount follows the one before it on the same action
-    before: dict[int, int] = {}
-    for n, (res, aid) in enumerate(zip(results, order, strict=True)):
-        assert (res.row_no, res.outcome, res.action_id) == (n + 1, "applied", aid)
-        assert res.amount_before == before.get(aid, res.amount_before)
-        assert res.amount_after == 9_000 - 500 * n
-        before[aid] = res.amount_after
-
-
 @pytest.mark.parametrize("fail_at", [1, 2, 4])
-def test_a_pipelined_batch_that_lost_a_race_is_applied_again_alone(
+def test_a_one_batch_chunk_that_lost_a_race_is_applied_again_locked(
     api: TestClient, world: World, engine: Engine, monkeypatch: pytest.MonkeyPatch, fail_at: int
 ) -> None:
-    """PostgreSQL writes a batch while the next batch is decided (engine._pipeline). A write that loses a
-    race rolls back that batch only; the next batch, decided over the rolled-back one, is dropped; the lost
-    batch is applied again alone, locked, and the pipeline goes on: every row exactly once, in file order.
-    (On SQLite the same submission goes batch after batch.)"""
+    """Chunks of one batch each (PostgreSQL's default shape): the chunk whose write loses a race, first,
+    in the middle or last, rolls back alone and is applied again with its actions locked; the chunks after
+    it go unlocked again; every row applies exactly once, each over the one before it on its action."""
     from payoutdesk.errors import StaleVersion
 
-    order, sid = _pipelined_submission(api, world, f"P{fail_at}")
+    order, sid = _one_batch_chunks_submission(api, world, f"P{fail_at}")
     real_write, real_load = repo.Bulk.write_actions, repo.Bulk.load
     writes = {"n": 0}
     locks: list[bool] = []
@@ -226,50 +209,21 @@ def test_a_pipelined_batch_that_lost_a_race_is_applied_again_alone(
 
     monkeypatch.setattr(repo.Bulk, "write_actions", flaky)
     monkeypatch.setattr(repo.Bulk, "load", load)
-    assert claim(engine, sid, "pipe-worker")
+    assert claim(engine, sid, "retry-worker")
     seen: list[int] = []
-    done = sub_engine.process(engine, sid, "pipe-worker", chunk=2, progress=lambda n, total: seen.append(n))
+    done = sub_engine.process(engine, sid, "retry-worker", chunk=2, progress=lambda n, total: seen.append(n))
     assert (done.status, done.processed_records, done.applied, done.errors) == ("COMPLETE", 7, 7, 0)
-    assert writes["n"] == 4 + 1  # four batches, one of them twice
+    assert writes["n"] == 4 + 1  # four chunks, one of them twice
     assert seen == sorted(seen) and seen[-1] == 7
-    if not db.is_sqlite(engine):
-        assert locks.count(True) == 1  # the batch tried again alone
-        # the batch after the failed one was read in the pipeline already, and is read again when it resumes
-        assert len(locks) == (6 if fail_at < 4 else 5)
-    _check_applied_once(engine, sid, order)
-
-
-def test_a_change_committed_while_the_pipeline_runs_is_applied_over(
-    api: TestClient, world: World, engine: Engine, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Another transaction commits a change to an action of batch 3 after the pipeline read batch 3's
-    actions (during batch 2's turn) and before batch 3's write: that write is refused, batch 3 goes again
-    locked, and its rows apply over the change."""
-    if db.is_sqlite(engine):
-        pytest.skip("SQLite's write transaction excludes other writers")
-    order, sid = _pipelined_submission(api, world, "PC")
-    real = repo.Bulk.load
-    locks: list[bool] = []
-
-    def load_then_change(self: repo.Bulk, account_id: int, campaign_id: int, ids_: Any, *, for_update: bool) -> Any:
-        got = real(self, account_id, campaign_id, ids_, for_update=for_update)
-        locks.append(for_update)
-        if len(locks) == 3:  # batch 3's read (ids[2] and ids[3]): another transaction changes ids[3] meanwhile
-            changed = api.post(f"/api/v1/actions/{order[4]}/modify", headers=world.auth,
-                               json={"amount": "99.00", "reason": "ITEM_RETURNED"})
-            assert changed.status_code == 200, changed.text
-        return got
-
-    monkeypatch.setattr(repo.Bulk, "load", load_then_change)
-    assert claim(engine, sid, "pipe-worker")
-    done = sub_engine.process(engine, sid, "pipe-worker", chunk=2)
-    assert (done.status, done.applied, done.errors) == ("COMPLETE", 7, 0)
-    # batches 1-4 read unlocked (batch 4 while batch 3's write was in flight), batch 3 again locked, batch 4 again
-    assert locks == [False, False, False, False, True, False]
+    assert locks == [False] * fail_at + [True] + [False] * (4 - fail_at)
     with db.read(engine) as conn:
-        hist = conn.execute(select(action_updates.c.submission_id, action_updates.c.delta_amount)
-                            .where(action_updates.c.action_id == order[4]).order_by(action_updates.c.id)).all()
+        written = conn.execute(select(action_updates.c.action_id)
+                               .where(action_updates.c.submission_id == sid).order_by(action_updates.c.id)).all()
         results = repo.results(conn, sid, errors_only=False, after_row=0, limit=10)
-    # 100.00 -> 99.00 (API) -> 70.00 (row 5 of the file)
-    assert [(h.submission_id, h.delta_amount) for h in hist] == [(None, 10_000), (None, -100), (sid, -2_900)]
-    assert (results[4].amount_before, results[4].amount_after) == (9_900, 7_000)
+    assert [u.action_id for u in written] == order
+    before: dict[int, int] = {}
+    for n, (res, aid) in enumerate(zip(results, order, strict=True)):
+        assert (res.row_no, res.outcome, res.action_id) == (n + 1, "applied", aid)
+        assert res.amount_before == before.get(aid, 10_000)
+        assert res.amount_after == 9_000 - 500 * n
+        before[aid] = res.amount_after

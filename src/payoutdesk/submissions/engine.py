@@ -25,7 +25,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -33,12 +32,11 @@ from itertools import islice
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row
-from sqlalchemy.exc import DBAPIError
 
 from payoutdesk.catalog import repository as catalog_repo
 from payoutdesk.catalog.service import terms_in_force, terms_of
 from payoutdesk.contracts.terms import Terms, one_item_payout
-from payoutdesk.errors import NoContract, PayoutdeskError, StaleVersion
+from payoutdesk.errors import NoContract, PayoutdeskError
 from payoutdesk.kit import db
 from payoutdesk.kit.money import MAX_MINOR, exponent
 from payoutdesk.kit.time import utcnow
@@ -73,8 +71,6 @@ CHUNK_POSTGRESQL = 50_000
 BATCH = int(os.environ.get("PAYOUTDESK_SUBMISSION_BATCH", "50000"))
 CHUNK_SECONDS = float(os.environ.get("PAYOUTDESK_SUBMISSION_CHUNK_SECONDS", "20"))
 LEASE = timedelta(seconds=120)
-# PAYOUTDESK_SUBMISSION_PIPELINE=0 turns _pipeline off (PostgreSQL then applies batch after batch, as SQLite does)
-PIPELINE = os.environ.get("PAYOUTDESK_SUBMISSION_PIPELINE", "1") != "0"
 
 Progress = Callable[[int, int], None]  # processed, total
 
@@ -256,11 +252,10 @@ class _Cur:
         self.full = True
 
 
-def _terms(conn_of: Callable[[], Connection], caches: Caches, campaign_id: int, cur: _Cur, today: date) -> Terms:
+def _terms(conn: Connection, caches: Caches, campaign_id: int, cur: _Cur, today: date) -> Terms:
     key = (campaign_id, cur.partner_id, cur.event_type_id, cur.contract_id, today)
     found = caches.terms.get(key)
     if found is None:
-        conn = conn_of()
         try:
             found = terms_in_force(conn, campaign_id, cur.partner_id, cur.event_type_id, today)
         except NoContract:
@@ -272,10 +267,10 @@ def _terms(conn_of: Callable[[], Connection], caches: Caches, campaign_id: int, 
     return found
 
 
-def _codes(conn_of: Callable[[], Connection], caches: Caches, event_type_id: int) -> dict[str, str]:
+def _codes(conn: Connection, caches: Caches, event_type_id: int) -> dict[str, str]:
     found = caches.codes.get(event_type_id)
     if found is None:
-        found = {c.code: c.operation for c in catalog_repo.codes_of(conn_of(), event_type_id)}
+        found = {c.code: c.operation for c in catalog_repo.codes_of(conn, event_type_id)}
         caches.codes[event_type_id] = found
     return found
 
@@ -302,37 +297,9 @@ def apply_chunk(
     fails the version-checked write (``StaleVersion``), and the caller tries again with ``lock``.
     """
     dry = bool(sub.dry_run)
-    bulk = repo.Bulk(conn)
-    current: dict[int, _Cur] = overlay if overlay is not None else {}
-    loaded = _load(bulk, sub, units, current, current, lock=lock and not dry)
-    out = _decide(lambda: conn, bulk.bind_time, sub, loaded, caches, counts, now)
-    _write(bulk, out, dry=dry)
-
-
-@dataclass
-class _Loaded:
-    """A batch's units with the actions they name, as loaded (or carried over from the batch before)."""
-
-    units: Sequence[Work]
-    by_order: dict[tuple[int, str], int]
-    current: dict[int, _Cur]
-    undo_history: dict[int, list[Row[Any]]]
-
-
-@dataclass
-class _Decided:
-    """What a batch writes: row results, history rows, and its changed actions and items."""
-
-    results: list[tuple[Any, ...]]
-    updates: list[tuple[Any, ...]]
-    current: dict[int, _Cur]
-
-
-def _load(bulk: repo.Bulk, sub: Row[Any], units: Sequence[Work], known: Mapping[int, _Cur],
-          current: dict[int, _Cur], *, lock: bool) -> _Loaded:
-    """Resolve the units' actions: those in ``known`` as they are there, the others from the database
-    (``FOR UPDATE`` with ``lock``), all put in ``current``."""
+    sid = int(sub.id)
     account_id, campaign_id = int(sub.account_id), int(sub.campaign_id)
+    bulk = repo.Bulk(conn)
     ids: set[int] = set()
     pairs: set[tuple[int, str]] = set()
     for u in units:
@@ -345,72 +312,23 @@ def _load(bulk: repo.Bulk, sub: Row[Any], units: Sequence[Work], known: Mapping[
             ids.add(u.undo_action)
     by_order = bulk.newest_by_orders(account_id, campaign_id, pairs) if pairs else {}
     ids.update(by_order.values())
-    missing = []
-    for i in ids:
-        cur = known.get(i)
-        if cur is None:
-            missing.append(i)
-        else:
-            current[i] = cur
-    missing.sort()
-    for aid, (a, items) in bulk.load(account_id, campaign_id, missing, for_update=lock).items():
+    current: dict[int, _Cur] = overlay if overlay is not None else {}
+    for aid, (a, items) in bulk.load(account_id, campaign_id, sorted(i for i in ids if i not in current),
+                                     for_update=lock and not dry).items():
         current[aid] = _Cur(a, items)
     undo_history = (
-        repo.history(bulk.conn, [u.undo_action for u in units if isinstance(u, Unit)])
+        repo.history(conn, [u.undo_action for u in units if isinstance(u, Unit)])
         if sub.undo_of is not None else {}
     )
-    return _Loaded(units, by_order, current, undo_history)
-
-
-def _write(bulk: repo.Bulk, out: _Decided, *, dry: bool) -> None:
-    """Write a decided batch: its actions and items (version-checked), history and results."""
-    if not dry:
-        rows, item_rows = _changes(out.current)
-        bulk.write_actions(rows, item_rows)
-        bulk.insert_updates(out.updates)
-    bulk.insert_results(out.results)
-
-
-def _changes(current: Mapping[int, _Cur]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """The rows ``Bulk.write_actions`` takes for the actions a batch changed, and their changed items."""
-    rows: list[tuple[Any, ...]] = []
-    item_rows: list[tuple[Any, ...]] = []
-    for cur in current.values():
-        if not cur.n:
-            continue
-        items = cur.items
-        rows.append((cur.id, cur.version, cur.version + cur.n, cur.full, cur.state, cur.reason,
-                     sum(i[4] for i in items), sum(i[5] for i in items), cur.locked_at,
-                     json.dumps(cur.restore) if cur.restore is not None else None, cur.update_count))
-        for pos, (b, a) in enumerate(zip(cur.items0, items, strict=True)):
-            if a != b:
-                item_rows.append((cur.id, pos, a[3], a[4], a[5]))
-    return rows, item_rows
-
-
-def _decide(
-    conn_of: Callable[[], Connection],
-    bind_time: Callable[[Any], Any],
-    sub: Row[Any],
-    loaded: _Loaded,
-    caches: Caches,
-    counts: Counts,
-    now: datetime,
-) -> _Decided:
-    """Ask the rules what each unit does, in order, changing the loaded actions as it goes; no write.
-    ``conn_of`` gives the connection for the few lookups not yet cached (terms, codes)."""
-    sid = int(sub.id)
-    campaign_id = int(sub.campaign_id)
-    units, by_order, current, undo_history = loaded.units, loaded.by_order, loaded.current, loaded.undo_history
     results: list[tuple[Any, ...]] = []
     updates: list[tuple[Any, ...]] = []
     channel = sub.channel
     actor = sub.actor or sub.channel
-    at = bind_time(now)
+    at = bulk.bind_time(now)
     today = now.date()
     undo_source = note_undo = None
     if sub.undo_of is not None:
-        original = repo.get(conn_of(), int(sub.undo_of))
+        original = repo.get(conn, int(sub.undo_of))
         assert original is not None
         undo_source = f"{original.kind}-{original.id}"
         note_undo = f"undo of {undo_source}"
@@ -434,7 +352,7 @@ def _decide(
             amount, reason, changes = u[5], u[4], u[6]
             codes = caches.codes.get(cur.event_type_id)
             if codes is None:
-                codes = _codes(conn_of, caches, cur.event_type_id)
+                codes = _codes(conn, caches, cur.event_type_id)
             if (cur.state == "PENDING" and cur.locked_at is None and cur.lock_due > today
                     and cur.update_count < max_updates
                     and cur.restore is None and (amount is not None or changes)
@@ -449,11 +367,11 @@ def _decide(
                     if amount == it[4]:
                         new_items = None
                     else:
-                        p1 = one_item_payout(_terms(conn_of, caches, campaign_id, cur, today), amount, it[2])
+                        p1 = one_item_payout(_terms(conn, caches, campaign_id, cur, today), amount, it[2])
                         new_items = [(it[0], it[1], it[2], it[3], amount, p1, it[6], it[7], it[8])]
                 else:
                     new_items = wf.quick_modify(items, amount, changes,
-                                                _terms(conn_of, caches, campaign_id, cur, today))
+                                                _terms(conn, caches, campaign_id, cur, today))
                 if new_items != wf.SLOW:
                     a0 = p0 = 0
                     for it in items:
@@ -494,7 +412,7 @@ def _decide(
                     counts.errors += 1
                     continue
                 action = cur.domain()
-                outcome = wf.decide(action, cmd, _terms(conn_of, caches, campaign_id, cur, today), now)
+                outcome = wf.decide(action, cmd, _terms(conn, caches, campaign_id, cur, today), now)
             except PayoutdeskError as exc:
                 results.append(_error(sid, RowError(row_no, _column_of(exc), exc.kind, exc.code, exc.detail), aid))
                 counts.errors += 1
@@ -540,7 +458,22 @@ def _decide(
                         items_json(changed) if changed else None, channel, sid, actor))
         cur.become(after)
 
-    return _Decided(results, updates, current)
+    if not dry:
+        rows: list[tuple[Any, ...]] = []
+        item_rows: list[tuple[Any, ...]] = []
+        for cur in current.values():
+            if not cur.n:
+                continue
+            items = cur.items
+            rows.append((cur.id, cur.version, cur.version + cur.n, cur.full, cur.state, cur.reason,
+                         sum(i[4] for i in items), sum(i[5] for i in items), cur.locked_at,
+                         json.dumps(cur.restore) if cur.restore is not None else None, cur.update_count))
+            for pos, (b, a) in enumerate(zip(cur.items0, items, strict=True)):
+                if a != b:
+                    item_rows.append((cur.id, pos, a[3], a[4], a[5]))
+        bulk.write_actions(rows, item_rows)
+        bulk.insert_updates(updates)
+    bulk.insert_results(results)
 
 
 def _column_of(exc: PayoutdeskError) -> str | None:
@@ -666,25 +599,9 @@ def process(engine: Engine, submission_id: int, worker: str, *, chunk: int | Non
     if progress:
         progress(done, total)
     reader = _Reader(source, done)
-    # PostgreSQL: a batch's writes overlap the next batch's rules (_pipeline), one batch per transaction
-    pipelined = (PIPELINE and engine.dialect.name == "postgresql" and not sub.dry_run and sub.undo_of is None
-                 and batch == chunk)
-    locked = False  # the chunk that lost a race in the pipeline goes alone, its actions locked
     while done < total:
-        if pipelined and not locked:
-            try:
-                with _no_gc():
-                    done = _pipeline(engine, sub, reader, done, chunk, caches, counts, worker, lease,
-                                             lambda n: progress(n, total) if progress else None)
-            except repo.LostClaim:
-                log.warning("submission %s was taken over by another worker; stopping", submission_id)
-                with db.read(engine) as conn:
-                    return _reload(conn, submission_id)
-            locked = True
-            continue
         snapshot = Counts(**vars(counts))
-        tries = [1 if locked else 0]
-        locked = False
+        tries = [0]
 
         def unit(conn: Connection, start: int = done, tries: list[int] = tries) -> int:
             # Optimistic first: a chunk's first try reads its actions without locking them, since the
@@ -735,116 +652,6 @@ def process(engine: Engine, submission_id: int, worker: str, *, chunk: int | Non
         if sub.undo_of is not None:
             repo.set_status(conn, int(sub.undo_of), undone_by=submission_id)
         return _reload(conn, submission_id)
-
-
-class _WriteFailed(Exception):
-    """The batch write in flight failed; ``error`` says why."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def _lost_race(exc: Exception) -> bool:
-    if isinstance(exc, StaleVersion):
-        return True
-    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in ("40001", "40P01")
-
-
-def _pipeline(engine: Engine, sub: Row[Any], reader: _Reader, done: int, size: int, caches: Caches,
-              counts: Counts, worker: str, lease: timedelta, progress: Callable[[int], None]) -> int:
-    """Apply batches of ``size`` rows from row ``done`` on, one transaction each, with each batch's writes
-    (server work) running in a second thread while this one applies the rules to the next batch.
-
-    The connection is used by one thread at a time: this thread reads batch N+1's actions inside batch
-    N's transaction, before handing the connection to the writer, which writes batch N, records its
-    progress, commits and begins the next transaction. Actions batch N loaded are carried to batch N+1
-    as N left them (its write, still in flight, is invisible to a read), so batch N+1 loads only the
-    others; its version-checked write refuses anything another writer changed meanwhile (R14).
-
-    Returns the rows committed, ``counts`` being theirs. It stops early when a write lost a race: the
-    caller then applies that batch alone, with its actions locked, and calls this again.
-    """
-    sid = int(sub.id)
-    committed = Counts(**vars(counts))
-    pool = ThreadPoolExecutor(1, thread_name_prefix="payoutdesk-writer")
-    conn = engine.connect().execution_options(payoutdesk_write=True)
-    writing: Future[Exception | None] | None = None
-    pending: tuple[int, Counts] | None = None  # the rows and counts of the write in flight
-
-    def settle() -> None:
-        nonlocal writing, pending, done, committed
-        if writing is None:
-            return
-        error = writing.result()
-        writing = None
-        if error is not None:
-            raise _WriteFailed(error)
-        assert pending is not None
-        done, committed = pending
-        pending = None
-        progress(done)
-
-    def conn_of() -> Connection:  # a lookup the caches miss: after the write in flight
-        settle()
-        return conn
-
-    def write(bulk: repo.Bulk, start: int, out: _Decided, rows: list[tuple[Any, ...]],
-              item_rows: list[tuple[Any, ...]], values: dict[str, Any]) -> Exception | None:
-        try:
-            bulk.write_actions(rows, item_rows)
-            bulk.insert_updates(out.updates)
-            bulk.insert_results(out.results)
-            repo.advance(conn, sid, worker, start, values)
-            conn.commit()
-            conn.begin()
-        except Exception as exc:  # noqa: BLE001 (any failure is handed to the main thread, which decides)
-            conn.rollback()
-            return exc
-        return None
-
-    try:
-        conn.begin()
-        bulk = repo.Bulk(conn)
-        pos = done
-        units = list(islice(reader.at(pos), size))
-        loaded = _load(bulk, sub, units, {}, {}, lock=False) if units else None
-        while loaded is not None:
-            end = pos + len(loaded.units)
-            now = utcnow()
-            out = _decide(conn_of, bulk.bind_time, sub, loaded, caches, counts, now)
-            rows, item_rows = _changes(out.current)
-            for cur in out.current.values():  # carried on as written
-                if cur.n:
-                    cur.version += cur.n
-                    cur.n = 0
-                    cur.items0 = cur.items
-                    cur.full = False
-            snap = Counts(**vars(counts))
-            units = list(islice(reader.at(end), size))  # parsing, while the write before runs
-            settle()
-            loaded_next = _load(bulk, sub, units, out.current, {}, lock=False) if units else None
-            values = {"processed_records": end, "applied": snap.applied, "unchanged": snap.unchanged,
-                      "errors": snap.errors, "amount_delta": snap.amount_delta, "payout_delta": snap.payout_delta,
-                      "lease_until": now + lease}
-            pending = (end, snap)
-            writing = pool.submit(write, bulk, pos, out, rows, item_rows, values)
-            pos, loaded = end, loaded_next
-        settle()
-    except _WriteFailed as failed:
-        if isinstance(failed.error, repo.LostClaim) or not _lost_race(failed.error):
-            raise failed.error from None
-        log.info("submission %s: a batch lost a race at row %s; applying it alone, locked", sid, done)
-    finally:
-        if writing is not None:
-            writing.result()
-        pool.shutdown()
-        if conn.in_transaction():
-            conn.rollback()
-        conn.close()
-    for k, v in vars(committed).items():  # the counts of the rows committed, none of a batch rolled back
-        setattr(counts, k, v)
-    return done
 
 
 class _Reader:

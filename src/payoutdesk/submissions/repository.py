@@ -186,7 +186,6 @@ class Bulk:
     """Bulk reads and writes of one chunk, on the connection (and inside the transaction) of ``conn``."""
 
     def __init__(self, conn: Connection) -> None:
-        self.conn = conn
         self.sqlite = is_sqlite(conn)
         impl = UTCDateTime().dialect_impl(conn.dialect)
         self.bind_time = impl.bind_processor(conn.dialect) or _same
