@@ -472,6 +472,10 @@ def bench_backend(backend: str, url: str, sizes: dict[str, int], meta_path: Path
         db.migrate(url)
     out: dict[str, Any] = {"backend": backend, "sizes": sizes, "generated_in_s": meta["generated_in_s"]}
     run = runs_so_far(url) + 1
+    from payoutdesk.submissions import engine as sub_engine
+
+    size = chunk or sub_engine.CHUNK or (
+        sub_engine.CHUNK_SQLITE if backend == "sqlite" else sub_engine.CHUNK_POSTGRESQL)  # of the writes alone
     for level in ("order", "item"):
         n = sizes["rows"] if level == "order" else sizes["item_rows"]
         if n <= 0:
@@ -502,10 +506,6 @@ def bench_backend(backend: str, url: str, sizes: dict[str, int], meta_path: Path
         out[level] = {"rows": n, "csv_mb": round(len(data) / 1e6, 1), "engine": res, "floor": floor,
                       "ratio": res["per_s"] / floor["per_s"], "ratio_update_only": res["per_s"] / floor["update_per_s"],
                       "ratio_cpu": res["per_cpu_s"] / floor["per_cpu_s"]}
-        from payoutdesk.submissions import engine as sub_engine
-
-        size = chunk or sub_engine.CHUNK or (
-            sub_engine.CHUNK_SQLITE if backend == "sqlite" else sub_engine.CHUNK_POSTGRESQL)
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             # the same actions, amounts no file sets (an item-level row changes one item: the first one here)
             json.dump([(s[0], 1_000_000 + n) for n, s in enumerate(staged)], f)
