@@ -2,114 +2,23 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import logging
-import threading
-import time
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Engine
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from payoutdesk import __version__
-from payoutdesk.accounts.service import AccountRef, authenticate_token, hash_token
-from payoutdesk.api.ratelimit import TokenBuckets, Verdict
+from payoutdesk.api.plumbing import SignIns, human_validation, problem, request_rate_headers
+from payoutdesk.api.ratelimit import TokenBuckets
 from payoutdesk.config import Settings
 from payoutdesk.errors import PayoutdeskError, RateLimited, Unauthorized
 from payoutdesk.kit import db
 from payoutdesk.kit.crypto import SecretBox, load_secret_key
 
 log = logging.getLogger("payoutdesk.api")
-
-
-def problem(status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None,
-            **extra: Any) -> JSONResponse:
-    body = {"type": f"/problems/{code}", "title": title, "status": status, "detail": detail, "code": code, **extra}
-    return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
-
-
-def rate_headers(v: Verdict) -> dict[str, str]:
-    if v.limit <= 0:
-        return {}
-    return {
-        "X-RateLimit-Limit": str(v.limit),
-        "X-RateLimit-Remaining": str(v.remaining),
-        "X-RateLimit-Reset": str(v.reset_seconds),
-    }
-
-
-_NOT_AN_OBJECT = ("missing", "model_attributes_type", "dict_type", "model_type")
-
-
-def _human_validation(exc: RequestValidationError) -> tuple[int, str, str]:
-    parts: list[str] = []
-    for err in exc.errors():
-        if err.get("type") == "json_invalid":
-            ctx = err.get("ctx") or {}
-            return 400, "malformed_json", f"The request body is not valid JSON ({ctx.get('error', 'parse error')})."
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
-        where = ".".join(loc) or "request"
-        msg = str(err.get("msg", "is invalid"))
-        kind = str(err.get("type", ""))
-        if not loc and kind in _NOT_AN_OBJECT:
-            parts.append("The request body must be a JSON object with the fields of this request.")
-            continue
-        if not loc and kind == "value_error":  # a check of the whole body names its field itself
-            parts.append(msg.removeprefix("Value error, ") + ".")
-            continue
-        if kind == "missing":
-            msg = "is required"
-        elif kind == "extra_forbidden":
-            msg = "is not a field of this request"
-        elif kind.startswith("date_"):
-            msg = "must be a date like 2026-01-15"
-        elif kind == "value_error":
-            msg = msg.removeprefix("Value error, ")
-        parts.append(f"{where}: {msg}")
-    return 422, "validation_error", "; ".join(dict.fromkeys(parts)) or "The request is invalid."
-
-
-class SignIns:
-    """Accounts that signed in lately, by SID: (account, hash of the token that worked, until when).
-
-    A request whose token hashes to the remembered hash is signed in without reading the
-    database; anything else (an unknown SID, another token, an expired entry) is checked against
-    the database as before, and only a successful check is remembered. The hash is compared on
-    every request; an entry lives ``ttl`` seconds, so a changed token or a removed account is
-    noticed within that time.
-    """
-
-    def __init__(self, ttl: float = 10.0, max_entries: int = 10_000) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._entries: dict[str, tuple[AccountRef, str, float]] = {}
-        self._lock = threading.Lock()
-
-    def check(self, sid: str, token_hash: str) -> AccountRef | None:
-        entry = self._entries.get(sid)
-        if entry is None:
-            return None
-        account, known_hash, until = entry
-        if time.monotonic() >= until or not hmac.compare_digest(known_hash, token_hash):
-            return None
-        return account
-
-    def remember(self, sid: str, account: AccountRef, token_hash: str) -> None:
-        with self._lock:
-            if len(self._entries) >= self.max_entries and sid not in self._entries:
-                self._entries.clear()  # bounded memory
-            self._entries[sid] = (account, token_hash, time.monotonic() + self.ttl)
-
-
-def _sign_in(engine: Engine, sid: str, token: str) -> AccountRef:
-    with db.read(engine) as conn:
-        return authenticate_token(conn, sid, token)
 
 
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
@@ -130,7 +39,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     @app.exception_handler(PayoutdeskError)
     def _domain_error(request: Request, exc: PayoutdeskError) -> JSONResponse:
-        headers = dict(getattr(request.state, "rate_headers", {}))
+        headers = request_rate_headers(request)
         if isinstance(exc, RateLimited):
             headers["Retry-After"] = str(exc.retry_after)
             headers.setdefault("X-RateLimit-Limit", str(exc.limit))
@@ -142,8 +51,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        status, code, detail = _human_validation(exc)
-        return problem(status, code, "Invalid request", detail, dict(getattr(request.state, "rate_headers", {})))
+        status, code, detail = human_validation(exc)
+        return problem(status, code, "Invalid request", detail, request_rate_headers(request))
 
     @app.exception_handler(StarletteHTTPException)
     def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -178,49 +87,3 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.include_router(submissions.router, prefix="/api/v1")
     app.include_router(compat.router)  # impact.com paths
     return app
-
-
-async def authenticate(request: Request) -> AccountRef:
-    """HTTP Basic with Account SID and auth token, then the account's API rate limit.
-
-    Asynchronous, so that FastAPI runs it on the event loop rather than handing it to a worker
-    thread: a recent sign-in of the same SID and token (``SignIns``) needs no database; otherwise
-    the database check runs in a worker thread.
-    """
-    app = request.app
-    client = request.client.host if request.client else "unknown"
-    logins: TokenBuckets = app.state.login_buckets
-    blocked = logins.peek_blocked(client)
-    if blocked is not None:
-        raise RateLimited(
-            "Too many failed sign-ins from this address; wait before trying again.",
-            retry_after=blocked.retry_after, limit=blocked.limit,
-        )
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic" or not value:
-        raise Unauthorized("Sign in with HTTP Basic: your Account SID as user name and auth token as password.")
-    try:
-        sid, _, token = base64.b64decode(value, validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        raise Unauthorized("The Authorization header is not valid HTTP Basic.") from None
-    if "\x00" in sid or "\x00" in token:
-        raise Unauthorized("The Authorization header is not valid HTTP Basic.")
-    sign_ins: SignIns = app.state.sign_ins
-    token_hash = hash_token(token)
-    account = sign_ins.check(sid, token_hash)
-    if account is None:
-        try:
-            account = await run_in_threadpool(_sign_in, app.state.engine, sid, token)
-        except Unauthorized:
-            logins.take(client)
-            raise
-        sign_ins.remember(sid, account, token_hash)
-    verdict = app.state.api_buckets.take(f"api:{account.id}")
-    request.state.rate_headers = rate_headers(verdict)
-    if not verdict.allowed:
-        raise RateLimited(
-            f"More than {verdict.limit} requests per second for this account; slow down.",
-            retry_after=verdict.retry_after, limit=verdict.limit,
-        )
-    return account

@@ -23,8 +23,8 @@ from fastapi.routing import APIRoute
 from sqlalchemy import Connection, Row
 
 from payoutdesk.accounts.service import AccountRef
-from payoutdesk.api.app import authenticate, problem
-from payoutdesk.api.native import IdemKey, _check_text, _read, _write
+from payoutdesk.api import plumbing
+from payoutdesk.api.plumbing import IdemKey, authenticate, problem
 from payoutdesk.catalog import repository as catalog_repo
 from payoutdesk.catalog.service import get_owned, parse_time
 from payoutdesk.context import Actor
@@ -80,7 +80,7 @@ class _CompatRoute(APIRoute):
                 if exc.column:
                     extra["column"] = exc.column
                 return problem(exc.status, exc.code, "Invalid request", exc.detail,
-                               dict(getattr(request.state, "rate_headers", {})), **extra)
+                               plumbing.request_rate_headers(request), **extra)
 
         return handler
 
@@ -117,7 +117,7 @@ def _query(request: Request) -> dict[str, str]:
 
 def _text_ok(value: Any, name: str) -> None:
     try:
-        _check_text(value, name)
+        plumbing.check_text(value, name)
     except ValueError as exc:
         raise ValidationFailed(str(exc) + ".") from None
 
@@ -332,7 +332,7 @@ def list_actions(request: Request, account: Owner) -> Response:
         rows = ledger_repo.offset_page(conn, account.id, f, (page - 1) * size, size)
         return _envelope(request, "Actions", _action_dicts(conn, account.sid, rows), page, size, total)
 
-    return _read(request, read)
+    return plumbing.read(request, read)
 
 
 def _owned_action(conn: Connection, account: AccountRef, raw: str) -> Row[Any]:
@@ -353,12 +353,12 @@ def get_action(request: Request, ActionId: str, account: Owner) -> Response:  # 
         out["Items"] = _items(conn, row)
         return out
 
-    return _read(request, read)
+    return plumbing.read(request, read)
 
 
 @router.get(BASE + "/Actions/{ActionId}/Items")
 def get_action_items(request: Request, ActionId: str, account: Owner) -> Response:  # noqa: N803
-    return _read(request, lambda conn: {"ActionItems": _items(conn, _owned_action(conn, account, ActionId))})
+    return plumbing.read(request, lambda conn: {"ActionItems": _items(conn, _owned_action(conn, account, ActionId))})
 
 
 # --- PUT and DELETE /Actions: one queued row ---------------------------------------------------
@@ -525,7 +525,7 @@ async def _change(request: Request, account: AccountRef, key: str | None, method
     def handler(conn: Connection, actor: Actor) -> tuple[int, Any]:
         return 200, _queue(conn, actor, account, fields, method)
 
-    return await run_in_threadpool(_write, request, account, key, [method, sorted(fields.items())], handler)
+    return await run_in_threadpool(plumbing.write, request, account, key, [method, sorted(fields.items())], handler)
 
 
 @router.put(BASE + "/Actions")
@@ -670,7 +670,8 @@ def _owned_submission(conn: Connection, account: AccountRef, raw: str, kind: str
 @router.get(BASE + "/APISubmissions/{BatchId}")
 def get_api_submission(request: Request, BatchId: str, account: Owner) -> Response:  # noqa: N803
     """An API submission (A-…): status, counts and, for a one-row submission, why it failed."""
-    return _read(request, lambda conn: _api_submission(conn, account, _owned_submission(conn, account, BatchId, "A")))
+    return plumbing.read(request, lambda conn: _api_submission(conn, account,
+                                                               _owned_submission(conn, account, BatchId, "A")))
 
 
 def _file_dict(sid: str, sub: Row[Any], currency: str) -> dict[str, Any]:
@@ -705,7 +706,7 @@ def list_file_submissions(request: Request, account: Owner) -> Response:
         items = [_file_dict(account.sid, r, currency[int(r.campaign_id)]) for r in rows]
         return _envelope(request, "FTPFileSubmissions", items, page, size, total)
 
-    return _read(request, read)
+    return plumbing.read(request, read)
 
 
 @router.get(BASE + "/FTPFileSubmissions/{BatchId}")
@@ -714,7 +715,7 @@ def get_file_submission(request: Request, BatchId: str, account: Owner) -> Respo
         sub = _owned_submission(conn, account, BatchId, "F")
         return _file_dict(account.sid, sub, _currency(conn, account, sub.campaign_id))
 
-    return _read(request, read)
+    return plumbing.read(request, read)
 
 
 @router.get(BASE + "/FTPFileSubmissions/{BatchId}/ErrorDetails")
@@ -733,4 +734,4 @@ def file_submission_errors(request: Request, BatchId: str, account: Owner) -> Re
                 items.insert(0, _file_failure(sub))
         return _envelope(request, "ErrorDetail", items, page, size, total)
 
-    return _read(request, read)
+    return plumbing.read(request, read)

@@ -9,16 +9,15 @@ from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
-from sqlalchemy import Connection, Engine, Row
-from starlette.concurrency import run_in_threadpool
+from sqlalchemy import Connection, Row
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from payoutdesk.accounts.service import AccountRef
-from payoutdesk.api import idempotency
-from payoutdesk.api.app import authenticate
+from payoutdesk.api import plumbing
+from payoutdesk.api.plumbing import Account, IdemKey, authenticate
 from payoutdesk.catalog import repository as catalog_repo
 from payoutdesk.catalog import service as catalog
 from payoutdesk.context import Actor
@@ -31,8 +30,6 @@ from payoutdesk.ledger import workflow as wf
 from payoutdesk.models import campaigns, contracts, event_types, partners
 
 router = APIRouter()
-Account = Annotated[AccountRef, Depends(authenticate)]
-IdemKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 Money = Annotated[Any, Field(description="A decimal string such as \"12.50\".", examples=["12.50"])]
 
 MAX_ID = 2**31 - 1  # campaigns, partners, event types and contracts have 32-bit ids
@@ -55,88 +52,14 @@ ActionIdPath = Annotated[int, Path(le=MAX_ACTION_ID)]
 IdQuery = Annotated[int | None, Query(le=MAX_ID)]
 
 
-def _check_text(value: Any, where: str) -> None:
-    """Text must be storable by every backend: no NUL character, no lone surrogate."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError(f"{where or 'the text'} contains a NUL character (\\u0000), which text cannot hold")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError(f"{where or 'the text'} is not valid Unicode (it has a lone surrogate)") from None
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _check_text(k, where or "a field name")
-            _check_text(v, f"{where}.{k}" if where else str(k))
-    elif isinstance(value, list):
-        for n, v in enumerate(value):
-            _check_text(v, f"{where}.{n}" if where else str(n))
-
-
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     @model_validator(mode="before")
     @classmethod
     def _storable_text(cls, data: Any) -> Any:
-        _check_text(data, "")
+        plumbing.check_text(data, "")
         return data
-
-
-def _engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.engine
-    return engine
-
-
-def _respond(request: Request, status: int, body: bytes, replayed: bool = False,
-             extra: dict[str, str] | None = None) -> Response:
-    headers = dict(getattr(request.state, "rate_headers", {}))
-    if replayed:
-        headers["Idempotent-Replayed"] = "true"
-    headers.update(extra or {})
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
-
-
-def _json(request: Request, payload: Any, status: int = 200) -> Response:
-    return _respond(request, status, idempotency.dumps(payload))
-
-
-def _read(request: Request, fn: Callable[[Connection], Any]) -> Response:
-    with db.read(_engine(request)) as conn:
-        return _json(request, fn(conn))
-
-
-def _write(
-    request: Request, account: AccountRef, key: str | None, body: Any,
-    handler: Callable[[Connection, Actor], tuple[int, Any]], *, wait: bool = True,
-) -> Response:
-    actor = Actor(account.id, f"api:{account.sid}", wf.Channel.API)
-    # the fingerprint is needed only to answer a repeated Idempotency-Key; ``body`` may be a function
-    # giving it, so that requests without a key do not build it
-    request_hash = ""
-    if key is not None:
-        request_hash = idempotency.fingerprint(request.method, request.url.path, body() if callable(body) else body)
-    status, out, replayed = idempotency.run(
-        _engine(request), account.id, key, request_hash, lambda conn: handler(conn, actor), wait=wait
-    )
-    return _respond(request, status, out, replayed)
-
-
-async def _write_soon(
-    request: Request, account: AccountRef, key: str | None, body: Any,
-    handler: Callable[[Connection, Actor], tuple[int, Any]],
-) -> Response:
-    """``_write`` right here on the event loop when the database takes it at once, else in a worker thread.
-
-    Handing a request to a worker thread and back costs about as much CPU as a whole single-action
-    change (thread wake-ups, the GIL, caches), so a change runs on the event loop, but only when it
-    cannot wait for a lock (``db.WouldWait``, nothing done): then it runs again in a thread, where
-    waiting does not hold up the other requests.
-    """
-    try:
-        return _write(request, account, key, body, handler, wait=False)
-    except db.WouldWait:
-        return await run_in_threadpool(_write, request, account, key, body, handler)
 
 
 def _mail_domain(request: Request) -> str:
@@ -159,19 +82,19 @@ def create_campaign(request: Request, body: CampaignIn, account: Account, key: I
             conn, actor, body.name, body.currency, body.ftp_password, _mail_domain(request)
         )
 
-    return _write(request, account, key, body.model_dump(), handler)
+    return plumbing.write(request, account, key, body.model_dump(), handler)
 
 
 @router.get("/campaigns", tags=["campaigns"])
 def list_campaigns(request: Request, account: Account) -> Response:
-    return _read(request, lambda conn: {"items": [
+    return plumbing.read(request, lambda conn: {"items": [
         catalog.campaign_dict(r, _mail_domain(request)) for r in catalog_repo.list_rows(conn, campaigns, account.id)
     ]})
 
 
 @router.get("/campaigns/{campaign_id}", tags=["campaigns"])
 def get_campaign(request: Request, campaign_id: IdPath, account: Account) -> Response:
-    return _read(request, lambda conn: catalog.campaign_dict(
+    return plumbing.read(request, lambda conn: catalog.campaign_dict(
         catalog.get_owned(conn, campaigns, account.id, campaign_id, "campaign"), _mail_domain(request)))
 
 
@@ -184,19 +107,19 @@ class PartnerIn(Body):
 
 @router.post("/partners", status_code=201, tags=["partners"])
 def create_partner(request: Request, body: PartnerIn, account: Account, key: IdemKey = None) -> Response:
-    return _write(request, account, key, body.model_dump(),
+    return plumbing.write(request, account, key, body.model_dump(),
                   lambda conn, actor: (201, catalog.create_partner(conn, actor, body.name)))
 
 
 @router.get("/partners", tags=["partners"])
 def list_partners(request: Request, account: Account) -> Response:
-    return _read(request, lambda conn: {"items": [
+    return plumbing.read(request, lambda conn: {"items": [
         catalog.partner_dict(r) for r in catalog_repo.list_rows(conn, partners, account.id)]})
 
 
 @router.get("/partners/{partner_id}", tags=["partners"])
 def get_partner(request: Request, partner_id: IdPath, account: Account) -> Response:
-    return _read(request, lambda conn: catalog.partner_dict(
+    return plumbing.read(request, lambda conn: catalog.partner_dict(
         catalog.get_owned(conn, partners, account.id, partner_id, "partner")))
 
 
@@ -237,12 +160,12 @@ def create_event_type(request: Request, body: EventTypeIn, account: Account, key
         et_id = catalog.create_event_type(conn, actor, data, request.app.state.box)
         return 201, _event_type_out(request, conn, actor.account_id, et_id)
 
-    return _write(request, account, key, data, handler)
+    return plumbing.write(request, account, key, data, handler)
 
 
 @router.get("/event-types", tags=["event types"])
 def list_event_types(request: Request, account: Account, campaign_id: IdQuery = None) -> Response:
-    return _read(request, lambda conn: {"items": [
+    return plumbing.read(request, lambda conn: {"items": [
         catalog.event_type_dict(conn, r, _mail_domain(request))
         for r in catalog_repo.list_rows(conn, event_types, account.id, campaign_id=campaign_id)
     ]})
@@ -250,7 +173,7 @@ def list_event_types(request: Request, account: Account, campaign_id: IdQuery = 
 
 @router.get("/event-types/{event_type_id}", tags=["event types"])
 def get_event_type(request: Request, event_type_id: IdPath, account: Account) -> Response:
-    return _read(request, lambda conn: _event_type_out(request, conn, account.id, event_type_id))
+    return plumbing.read(request, lambda conn: _event_type_out(request, conn, account.id, event_type_id))
 
 
 @router.patch("/event-types/{event_type_id}", tags=["event types"])
@@ -261,7 +184,7 @@ def patch_event_type(request: Request, event_type_id: IdPath, body: EventTypePat
         catalog.patch_event_type(conn, actor, event_type_id, data, request.app.state.box)
         return 200, _event_type_out(request, conn, actor.account_id, event_type_id)
 
-    return _write(request, account, None, data, handler)
+    return plumbing.write(request, account, None, data, handler)
 
 
 # --- contracts -------------------------------------------------------------------------------
@@ -305,13 +228,13 @@ def create_contract(request: Request, body: ContractIn, account: Account, key: I
         contract_id = catalog.create_contract(conn, actor, data)
         return 201, _contract_out(conn, actor.account_id, contract_id)
 
-    return _write(request, account, key, body.model_dump(mode="json"), handler)
+    return plumbing.write(request, account, key, body.model_dump(mode="json"), handler)
 
 
 @router.get("/contracts", tags=["contracts"])
 def list_contracts(request: Request, account: Account, campaign_id: IdQuery = None,
                    partner_id: IdQuery = None) -> Response:
-    return _read(request, lambda conn: {"items": [
+    return plumbing.read(request, lambda conn: {"items": [
         _contract_out(conn, account.id, r.id)
         for r in catalog_repo.list_rows(conn, contracts, account.id, campaign_id=campaign_id, partner_id=partner_id)
     ]})
@@ -319,7 +242,7 @@ def list_contracts(request: Request, account: Account, campaign_id: IdQuery = No
 
 @router.get("/contracts/{contract_id}", tags=["contracts"])
 def get_contract(request: Request, contract_id: IdPath, account: Account) -> Response:
-    return _read(request, lambda conn: _contract_out(conn, account.id, contract_id))
+    return plumbing.read(request, lambda conn: _contract_out(conn, account.id, contract_id))
 
 
 # --- clicks and conversions ------------------------------------------------------------------
@@ -335,7 +258,8 @@ class ClickIn(Body):
 @router.post("/clicks", status_code=201, tags=["conversions"])
 def record_click(request: Request, body: ClickIn, account: Account, key: IdemKey = None) -> Response:
     data = body.model_dump()
-    return _write(request, account, key, data, lambda conn, actor: (201, catalog.record_click(conn, actor, data)))
+    return plumbing.write(request, account, key, data,
+                          lambda conn, actor: (201, catalog.record_click(conn, actor, data)))
 
 
 class ItemIn(Body):
@@ -368,7 +292,7 @@ def record_conversion(request: Request, body: ConversionIn, account: Account, ke
         action_id = ledger.record_conversion(conn, actor, data)
         return 201, ledger.get_action(conn, actor.account_id, action_id)
 
-    return _write(request, account, key, data, handler)
+    return plumbing.write(request, account, key, data, handler)
 
 
 # --- actions ---------------------------------------------------------------------------------
@@ -421,25 +345,25 @@ Filters = Annotated[ledger_repo.Filters, Depends(action_filters)]
 @router.get("/actions", tags=["actions"])
 def list_actions(request: Request, account: Account, filters: Filters, limit: int = 50,
                  cursor: str | None = None) -> Response:
-    return _read(request, lambda conn: ledger.list_actions(conn, account.id, filters, limit, cursor))
+    return plumbing.read(request, lambda conn: ledger.list_actions(conn, account.id, filters, limit, cursor))
 
 
 @router.get("/actions/export", tags=["actions"], response_class=StreamingResponse)
 def export_actions(request: Request, account: Account, filters: Filters) -> StreamingResponse:
-    engine = _engine(request)
+    engine = plumbing.engine_of(request)
 
     def body() -> Iterator[str]:
         with db.read(engine) as conn:
             yield from ledger.export_rows(conn, account.id, filters)
 
-    headers = dict(getattr(request.state, "rate_headers", {}))
+    headers = plumbing.request_rate_headers(request)
     headers["Content-Disposition"] = 'attachment; filename="actions.csv"'
     return StreamingResponse(body(), media_type="text/csv; charset=utf-8", headers=headers)
 
 
 @router.get("/actions/{action_id}", tags=["actions"])
 def get_action(request: Request, action_id: ActionIdPath, account: Account) -> Response:
-    return _read(request, lambda conn: ledger.get_action(conn, account.id, action_id))
+    return plumbing.read(request, lambda conn: ledger.get_action(conn, account.id, action_id))
 
 
 async def _change(request: Request, account: AccountRef, key: str | None, action_id: int, body: Callable[[], Any],
@@ -450,7 +374,7 @@ async def _change(request: Request, account: AccountRef, key: str | None, action
     def handler(conn: Connection, actor: Actor) -> tuple[int, Any]:
         return 200, ledger.change(conn, actor, action_id, command, note=note, commit=key is None)
 
-    return await _write_soon(request, account, key, lambda: [action_id, body()], handler)
+    return await plumbing.write_soon(request, account, key, lambda: [action_id, body()], handler)
 
 
 class ReverseIn(Body):
@@ -525,13 +449,13 @@ class LockRunIn(Body):
 @router.post("/locking/run", tags=["locking"])
 def run_lock(request: Request, account: Account, body: LockRunIn | None = None) -> Response:
     as_of = body.as_of if body else None
-    locked = ledger.lock_run(_engine(request), as_of=as_of, account_id=account.id)
-    return _json(request, {"locked": locked})
+    locked = ledger.lock_run(plumbing.engine_of(request), as_of=as_of, account_id=account.id)
+    return plumbing.json_answer(request, {"locked": locked})
 
 
 @router.get("/reasons", tags=["reasons"])
 def reasons(request: Request, account: Account, event_type_id: IdQuery = None) -> Response:
-    return _read(request, lambda conn: {"items": ledger.list_reasons(conn, account.id, event_type_id)})
+    return plumbing.read(request, lambda conn: {"items": ledger.list_reasons(conn, account.id, event_type_id)})
 
 
 # --- the single-action change routes without FastAPI's dispatch -------------------------------

@@ -11,8 +11,7 @@ from fastapi.responses import Response
 from sqlalchemy import Connection
 
 from payoutdesk.accounts.service import AccountRef
-from payoutdesk.api.app import authenticate
-from payoutdesk.api.native import IdemKey, _json, _read, _write
+from payoutdesk.api.plumbing import IdemKey, authenticate, problem, read, write
 from payoutdesk.context import Actor
 from payoutdesk.errors import ValidationFailed
 from payoutdesk.ledger.workflow import Channel
@@ -72,8 +71,6 @@ async def create_submission(request: Request, account: Account, key: IdemKey = N
         try:
             body = await request.json()
         except ValueError:
-            from payoutdesk.api.app import problem
-
             return problem(400, "malformed_json", "Invalid request", "The request body is not valid JSON.")
         if not isinstance(body, dict):
             raise ValidationFailed("The body is an object {campaign_id, rows, dry_run?}.")
@@ -92,30 +89,30 @@ async def create_submission(request: Request, account: Account, key: IdemKey = N
         raise ValidationFailed("Send multipart/form-data with a file, or application/json with rows.")
     from starlette.concurrency import run_in_threadpool
 
-    return await run_in_threadpool(_write, request, account, key, fingerprint, handler)
+    return await run_in_threadpool(write, request, account, key, fingerprint, handler)
 
 
 @router.get("/submissions")
 def list_submissions(request: Request, account: Account, limit: int = 50, cursor: str | None = None,
                      campaign_id: int | None = None) -> Response:
-    return _read(request, lambda conn: service.list_latest(conn, account.id, limit, cursor, campaign_id))
+    return read(request, lambda conn: service.list_latest(conn, account.id, limit, cursor, campaign_id))
 
 
 @router.get("/submissions/{submission_id}")
 def get_submission(request: Request, submission_id: str, account: Account) -> Response:
-    return _read(request, lambda conn: service.get(conn, account.id, submission_id))
+    return read(request, lambda conn: service.get(conn, account.id, submission_id))
 
 
 @router.get("/submissions/{submission_id}/errors")
 def submission_errors(request: Request, submission_id: str, account: Account, cursor: int = 0,
                       limit: int = 1000) -> Response:
-    return _read(request, lambda conn: service.errors(conn, account.id, submission_id, cursor, min(limit, 10_000)))
+    return read(request, lambda conn: service.errors(conn, account.id, submission_id, cursor, min(limit, 10_000)))
 
 
 @router.get("/submissions/{submission_id}/results")
 def submission_results(request: Request, submission_id: str, account: Account, cursor: int = 0,
                        limit: int = 1000) -> Response:
-    return _read(request, lambda conn: service.results(conn, account.id, submission_id, cursor, min(limit, 10_000)))
+    return read(request, lambda conn: service.results(conn, account.id, submission_id, cursor, min(limit, 10_000)))
 
 
 @router.get("/submissions/{submission_id}/file")
@@ -132,8 +129,6 @@ def submission_file(request: Request, submission_id: str, account: Account) -> R
 
 @router.post("/submissions/{submission_id}/undo", status_code=202)
 def undo_submission(request: Request, submission_id: str, account: Account, key: IdemKey = None) -> Response:
-    return _write(request, account, key, ["undo", submission_id],
-                  lambda conn, actor: (202, service.undo(conn, actor, submission_id)))
+    return write(request, account, key, ["undo", submission_id],
+                 lambda conn, actor: (202, service.undo(conn, actor, submission_id)))
 
-
-_ = _json

@@ -1,0 +1,257 @@
+"""The request plumbing every HTTP adapter shares (the native API, the impact.com-compatible API, the pages).
+
+Sign-in (HTTP Basic with Account SID and auth token, then the account's rate limit), the read and
+write transactions of a request (with Idempotency-Key), problem+json answers, the text and id checks
+of inputs. Adapters import this module; it imports no adapter.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import threading
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import Connection, Engine
+from starlette.concurrency import run_in_threadpool
+
+from payoutdesk.accounts.service import AccountRef, authenticate_token, hash_token
+from payoutdesk.api import idempotency
+from payoutdesk.api.ratelimit import TokenBuckets, Verdict
+from payoutdesk.context import Actor
+from payoutdesk.errors import RateLimited, Unauthorized
+from payoutdesk.kit import db
+from payoutdesk.ledger import workflow as wf
+
+# --- problem+json ------------------------------------------------------------------------------
+
+
+def problem(status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None,
+            **extra: Any) -> JSONResponse:
+    body = {"type": f"/problems/{code}", "title": title, "status": status, "detail": detail, "code": code, **extra}
+    return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
+
+
+def rate_headers(v: Verdict) -> dict[str, str]:
+    if v.limit <= 0:
+        return {}
+    return {
+        "X-RateLimit-Limit": str(v.limit),
+        "X-RateLimit-Remaining": str(v.remaining),
+        "X-RateLimit-Reset": str(v.reset_seconds),
+    }
+
+
+def request_rate_headers(request: Request) -> dict[str, str]:
+    """The X-RateLimit-* headers that sign-in put on this request (none before sign-in)."""
+    return dict(getattr(request.state, "rate_headers", {}))
+
+
+_NOT_AN_OBJECT = ("missing", "model_attributes_type", "dict_type", "model_type")
+
+
+def human_validation(exc: RequestValidationError) -> tuple[int, str, str]:
+    """FastAPI's validation errors as (status, code, one sentence a person reads)."""
+    parts: list[str] = []
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            ctx = err.get("ctx") or {}
+            return 400, "malformed_json", f"The request body is not valid JSON ({ctx.get('error', 'parse error')})."
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        where = ".".join(loc) or "request"
+        msg = str(err.get("msg", "is invalid"))
+        kind = str(err.get("type", ""))
+        if not loc and kind in _NOT_AN_OBJECT:
+            parts.append("The request body must be a JSON object with the fields of this request.")
+            continue
+        if not loc and kind == "value_error":  # a check of the whole body names its field itself
+            parts.append(msg.removeprefix("Value error, ") + ".")
+            continue
+        if kind == "missing":
+            msg = "is required"
+        elif kind == "extra_forbidden":
+            msg = "is not a field of this request"
+        elif kind.startswith("date_"):
+            msg = "must be a date like 2026-01-15"
+        elif kind == "value_error":
+            msg = msg.removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}")
+    return 422, "validation_error", "; ".join(dict.fromkeys(parts)) or "The request is invalid."
+
+
+# --- sign-in -----------------------------------------------------------------------------------
+
+
+class SignIns:
+    """Accounts that signed in lately, by SID: (account, hash of the token that worked, until when).
+
+    A request whose token hashes to the remembered hash is signed in without reading the
+    database; anything else (an unknown SID, another token, an expired entry) is checked against
+    the database as before, and only a successful check is remembered. The hash is compared on
+    every request; an entry lives ``ttl`` seconds, so a changed token or a removed account is
+    noticed within that time.
+    """
+
+    def __init__(self, ttl: float = 10.0, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[AccountRef, str, float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, sid: str, token_hash: str) -> AccountRef | None:
+        entry = self._entries.get(sid)
+        if entry is None:
+            return None
+        account, known_hash, until = entry
+        if time.monotonic() >= until or not hmac.compare_digest(known_hash, token_hash):
+            return None
+        return account
+
+    def remember(self, sid: str, account: AccountRef, token_hash: str) -> None:
+        with self._lock:
+            if len(self._entries) >= self.max_entries and sid not in self._entries:
+                self._entries.clear()  # bounded memory
+            self._entries[sid] = (account, token_hash, time.monotonic() + self.ttl)
+
+
+def sign_in(engine: Engine, sid: str, token: str) -> AccountRef:
+    with db.read(engine) as conn:
+        return authenticate_token(conn, sid, token)
+
+
+async def authenticate(request: Request) -> AccountRef:
+    """HTTP Basic with Account SID and auth token, then the account's API rate limit.
+
+    Asynchronous, so that FastAPI runs it on the event loop rather than handing it to a worker
+    thread: a recent sign-in of the same SID and token (``SignIns``) needs no database; otherwise
+    the database check runs in a worker thread.
+    """
+    app = request.app
+    client = request.client.host if request.client else "unknown"
+    logins: TokenBuckets = app.state.login_buckets
+    blocked = logins.peek_blocked(client)
+    if blocked is not None:
+        raise RateLimited(
+            "Too many failed sign-ins from this address; wait before trying again.",
+            retry_after=blocked.retry_after, limit=blocked.limit,
+        )
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic" or not value:
+        raise Unauthorized("Sign in with HTTP Basic: your Account SID as user name and auth token as password.")
+    try:
+        sid, _, token = base64.b64decode(value, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise Unauthorized("The Authorization header is not valid HTTP Basic.") from None
+    if "\x00" in sid or "\x00" in token:
+        raise Unauthorized("The Authorization header is not valid HTTP Basic.")
+    sign_ins: SignIns = app.state.sign_ins
+    token_hash = hash_token(token)
+    account = sign_ins.check(sid, token_hash)
+    if account is None:
+        try:
+            account = await run_in_threadpool(sign_in, app.state.engine, sid, token)
+        except Unauthorized:
+            logins.take(client)
+            raise
+        sign_ins.remember(sid, account, token_hash)
+    verdict = app.state.api_buckets.take(f"api:{account.id}")
+    request.state.rate_headers = rate_headers(verdict)
+    if not verdict.allowed:
+        raise RateLimited(
+            f"More than {verdict.limit} requests per second for this account; slow down.",
+            retry_after=verdict.retry_after, limit=verdict.limit,
+        )
+    return account
+
+
+Account = Annotated[AccountRef, Depends(authenticate)]
+IdemKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+
+
+# --- text --------------------------------------------------------------------------------------
+
+
+def check_text(value: Any, where: str) -> None:
+    """Text must be storable by every backend: no NUL character, no lone surrogate (``ValueError``)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{where or 'the text'} contains a NUL character (\\u0000), which text cannot hold")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{where or 'the text'} is not valid Unicode (it has a lone surrogate)") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            check_text(k, where or "a field name")
+            check_text(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, list):
+        for n, v in enumerate(value):
+            check_text(v, f"{where}.{n}" if where else str(n))
+
+
+# --- a request's transaction -------------------------------------------------------------------
+
+
+def engine_of(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def respond(request: Request, status: int, body: bytes, replayed: bool = False,
+            extra: dict[str, str] | None = None) -> Response:
+    headers = request_rate_headers(request)
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    headers.update(extra or {})
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def json_answer(request: Request, payload: Any, status: int = 200) -> Response:
+    return respond(request, status, idempotency.dumps(payload))
+
+
+def read(request: Request, fn: Callable[[Connection], Any]) -> Response:
+    """``fn`` in one read transaction; its result as the JSON answer."""
+    with db.read(engine_of(request)) as conn:
+        return json_answer(request, fn(conn))
+
+
+def write(
+    request: Request, account: AccountRef, key: str | None, body: Any,
+    handler: Callable[[Connection, Actor], tuple[int, Any]], *, wait: bool = True,
+) -> Response:
+    """``handler`` in one write transaction, with the Idempotency-Key ``key`` (None: none)."""
+    actor = Actor(account.id, f"api:{account.sid}", wf.Channel.API)
+    # the fingerprint is needed only to answer a repeated Idempotency-Key; ``body`` may be a function
+    # giving it, so that requests without a key do not build it
+    request_hash = ""
+    if key is not None:
+        request_hash = idempotency.fingerprint(request.method, request.url.path, body() if callable(body) else body)
+    status, out, replayed = idempotency.run(
+        engine_of(request), account.id, key, request_hash, lambda conn: handler(conn, actor), wait=wait
+    )
+    return respond(request, status, out, replayed)
+
+
+async def write_soon(
+    request: Request, account: AccountRef, key: str | None, body: Any,
+    handler: Callable[[Connection, Actor], tuple[int, Any]],
+) -> Response:
+    """``write`` right here on the event loop when the database takes it at once, else in a worker thread.
+
+    Handing a request to a worker thread and back costs about as much CPU as a whole single-action
+    change (thread wake-ups, the GIL, caches), so a change runs on the event loop, but only when it
+    cannot wait for a lock (``db.WouldWait``, nothing done): then it runs again in a thread, where
+    waiting does not hold up the other requests.
+    """
+    try:
+        return write(request, account, key, body, handler, wait=False)
+    except db.WouldWait:
+        return await run_in_threadpool(write, request, account, key, body, handler)
