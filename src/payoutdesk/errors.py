@@ -7,6 +7,33 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+MAX_QUOTED = 200  # characters of what was sent that a message quotes (DESIGN §6)
+
+
+def _cut(value: object, limit: int) -> tuple[str, str]:
+    """(at most ``limit`` characters of the value's text, what follows them: "" or "… (N characters)")."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= limit:
+        return text, ""
+    return text[:limit], f"… ({len(text):,} characters)"
+
+
+def shorten(value: object, limit: int = MAX_QUOTED) -> str:
+    """What was sent, as a message may echo it: at most ``limit`` of its characters.
+
+    A longer value is cut, and the cut says how long the value was, so that an error text never
+    echoes unbounded input (a 10,000-character reason is not sent back whole, nor stored as a row
+    error).
+    """
+    head, tail = _cut(value, limit)
+    return head + tail
+
+
+def quote(value: object, limit: int = MAX_QUOTED) -> str:
+    """``shorten`` in single quotes: 'what was sent', or 'the first 200 characters…' (N characters)."""
+    head, tail = _cut(value, limit)
+    return f"'{head}…'{tail[1:]}" if tail else f"'{head}'"
+
 
 class PayoutdeskError(Exception):
     """Base of every expected refusal."""

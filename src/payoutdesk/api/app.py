@@ -11,10 +11,10 @@ from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from payoutdesk import __version__
-from payoutdesk.api.plumbing import SignIns, human_validation, problem, request_rate_headers
+from payoutdesk.api.plumbing import ID_RULE, SignIns, human_validation, problem, request_rate_headers
 from payoutdesk.api.ratelimit import TokenBuckets
 from payoutdesk.config import Settings
-from payoutdesk.errors import PayoutdeskError, RateLimited, Unauthorized
+from payoutdesk.errors import PayoutdeskError, RateLimited, Unauthorized, quote
 from payoutdesk.kit import db
 from payoutdesk.kit.crypto import SecretBox, load_secret_key
 
@@ -51,6 +51,11 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        in_path = [err for err in exc.errors() if tuple(err.get("loc", ()))[:1] == ("path",)]
+        if in_path:  # a path that names nothing that can exist: not found (DESIGN §6)
+            name = str(in_path[0]["loc"][-1])
+            detail = f"No {name} {quote(in_path[0].get('input'))} here: {ID_RULE}."
+            return problem(404, "not_found", "Not found", detail, request_rate_headers(request))
         status, code, detail = human_validation(exc)
         return problem(status, code, "Invalid request", detail, request_rate_headers(request))
 

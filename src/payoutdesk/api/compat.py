@@ -28,7 +28,8 @@ from payoutdesk.api.plumbing import IdemKey, authenticate, problem
 from payoutdesk.catalog import repository as catalog_repo
 from payoutdesk.catalog.service import get_owned, parse_time
 from payoutdesk.context import Actor
-from payoutdesk.errors import NotFound, PayoutdeskError, ValidationFailed
+from payoutdesk.errors import NotFound, PayoutdeskError, ValidationFailed, quote
+from payoutdesk.kit.ids import parse_id, ref32
 from payoutdesk.kit.money import format_amount
 from payoutdesk.kit.time import iso
 from payoutdesk.ledger import repository as ledger_repo
@@ -88,11 +89,43 @@ class _CompatRoute(APIRoute):
 router = APIRouter(route_class=_CompatRoute, tags=["impact.com-compatible"])
 
 
-def _owner(AccountSID: str, account: Annotated[AccountRef, Depends(authenticate)]) -> AccountRef:  # noqa: N803
-    """The AccountSID of the path must be the signed-in account's; any other answers 404."""
+# The query parameters of each route (docs/COMPAT.md), matched case-insensitively; any other is refused
+# (a misspelt filter must never widen a list, DESIGN §6). PUT and DELETE take every parameter of
+# ``_NAMES`` in the query string too (``_row`` refuses the others). Add a route's new parameters here.
+QUERY_PARAMETERS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("GET", "/Actions"): ("CampaignId", "State", "StartDate", "EndDate", "ActionDateStart", "ActionDateEnd",
+                          "LockingDateStart", "LockingDateEnd", "ActionTrackerId", "EventTypeId", "MediaPartnerId",
+                          "Oid", "OrderId", "Page", "PageSize"),
+    ("GET", "/Actions/{ActionId}"): (),
+    ("GET", "/Actions/{ActionId}/Items"): (),
+    ("GET", "/APISubmissions/{BatchId}"): (),
+    ("GET", "/FTPFileSubmissions"): ("SubmissionDateStart", "SubmissionDateEnd", "CompletedDateStart",
+                                     "CompletedDateEnd", "CampaignId", "Page", "PageSize"),
+    ("GET", "/FTPFileSubmissions/{BatchId}"): (),
+    ("GET", "/FTPFileSubmissions/{BatchId}/ErrorDetails"): ("Page", "PageSize"),
+}
+
+
+def _known_query(request: Request) -> None:
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or not request.query_params:
+        return
+    names = QUERY_PARAMETERS.get((request.method, route.path.removeprefix(BASE)))
+    if names is None:
+        return
+    known = {n.lower() for n in names}
+    unknown = [k for k in request.query_params if k.lower() not in known]
+    plumbing.refuse_unknown(unknown, frozenset(names))
+
+
+def _owner(request: Request, AccountSID: str,  # noqa: N803
+           account: Annotated[AccountRef, Depends(authenticate)]) -> AccountRef:
+    """The AccountSID of the path must be the signed-in account's; any other answers 404. Then the query
+    string may hold only the route's parameters."""
     if AccountSID != account.sid:
         raise NotFound("No account with this AccountSID for these credentials; the path names the Account SID "
                        "you sign in with.")
+    _known_query(request)
     return account
 
 
@@ -123,12 +156,24 @@ def _text_ok(value: Any, name: str) -> None:
 
 
 def _int(q: Mapping[str, str], name: str, maximum: int = MAX_INT_ID) -> int | None:
+    """A whole number 0 … ``maximum`` (Page, PageSize)."""
     raw = q.get(name.lower())
     if raw is None or not raw.strip():
         return None
     number = _digits(raw, maximum)
     if number is None:
-        raise ValidationFailed(f"{name} must be a whole number id, not '{raw}'.")
+        raise ValidationFailed(f"{name} must be a whole number, not {quote(raw)}.")
+    return number
+
+
+def _id(q: Mapping[str, str], name: str) -> int | None:
+    """An id of the query: 1 … 2^63-1 (validation_error otherwise, DESIGN §6)."""
+    raw = q.get(name.lower())
+    if raw is None or not raw.strip():
+        return None
+    number = parse_id(raw.strip())
+    if number is None:
+        raise ValidationFailed(f"{name} must be an id, a whole number from 1 to {MAX_ACTION_ID}, not {quote(raw)}.")
     return number
 
 
@@ -169,7 +214,7 @@ def _time(q: Mapping[str, str], name: str) -> tuple[datetime, bool] | None:
         return parse_time(text, name), False
     except ValidationFailed:
         raise ValidationFailed(f"{name} must be a time like 2026-01-15T10:00:00Z or a date like 2026-01-15, "
-                               f"not '{raw}'.") from None
+                               f"not {quote(raw)}.") from None
 
 
 def _lower(q: Mapping[str, str], *names: str) -> datetime | None:
@@ -300,18 +345,18 @@ def _items(conn: Connection, action: Row[Any]) -> list[dict[str, Any]]:
 
 
 def _action_filters(conn: Connection, account: AccountRef, q: Mapping[str, str]) -> ledger_repo.Filters:
-    campaign_id = _int(q, "CampaignId")
+    campaign_id = _id(q, "CampaignId")
     if campaign_id is not None:
         get_owned(conn, campaigns, account.id, campaign_id, "campaign")
     state = (q.get("state") or "").strip().upper() or None
     if state is not None and state not in _STATES:
-        raise ValidationFailed(f"State must be PENDING, APPROVED or REVERSED, not '{q['state']}'.")
+        raise ValidationFailed(f"State must be PENDING, APPROVED or REVERSED, not {quote(q['state'])}.")
     order_id = q.get("oid") or q.get("orderid") or None
     return ledger_repo.Filters(
         state=state,
         campaign_id=campaign_id,
-        partner_id=_int(q, "MediaPartnerId"),
-        event_type_id=_int(q, "ActionTrackerId") or _int(q, "EventTypeId"),
+        partner_id=ref32(_id(q, "MediaPartnerId")),  # a 32-bit table's id beyond 2^31-1 names nothing
+        event_type_id=ref32(_id(q, "ActionTrackerId") or _id(q, "EventTypeId")),
         order_id=order_id,
         event_date_from=_lower(q, "StartDate", "ActionDateStart"),
         event_date_to=_upper(q, "EndDate", "ActionDateEnd"),
@@ -339,7 +384,7 @@ def _owned_action(conn: Connection, account: AccountRef, raw: str) -> Row[Any]:
     number = _digits(raw, MAX_ACTION_ID)
     row = None if number is None else ledger_repo.load(conn, account.id, number, for_update=False)
     if row is None:
-        raise NotFound(f"No action with id {raw}.")
+        raise NotFound(f"No action with id {quote(raw)}.")
     return row
 
 
@@ -441,8 +486,8 @@ def _row(pairs: list[tuple[str, str]]) -> dict[str, str]:
         if not value:
             continue
         if name in fields and fields[name] != value:
-            raise ValidationFailed(f"{name} is given twice with different values ('{fields[name]}' and '{value}'; "
-                                   "Sku/Quantity/Amount are the same as Sku1/Quantity1/Amount1).")
+            raise ValidationFailed(f"{name} is given twice with different values ({quote(fields[name])} and "
+                                   f"{quote(value)}; Sku/Quantity/Amount are the same as Sku1/Quantity1/Amount1).")
         fields[name] = value
     if unknown:
         names = ", ".join(sorted(set(unknown)))
@@ -450,7 +495,7 @@ def _row(pairs: list[tuple[str, str]]) -> dict[str, str]:
                                "payoutdesk takes.")
     reason, code = fields.pop("Reason", None), fields.pop("DispositionCode", None)
     if reason and code and reason != code:
-        raise ValidationFailed(f"Reason '{reason}' and DispositionCode '{code}' differ; give one of them.")
+        raise ValidationFailed(f"Reason {quote(reason)} and DispositionCode {quote(code)} differ; give one of them.")
     if reason or code:
         fields["Reason"] = reason or code or ""
     return fields
@@ -468,11 +513,11 @@ def _identify(conn: Connection, account: AccountRef, fields: Mapping[str, str]) 
                        "ActionTrackerId and OrderId.", missing)
     et_id = _digits(et_raw, MAX_INT_ID)
     if et_id is None:
-        raise NotFound(f"No event type (ActionTrackerId) {et_raw}.")
+        raise NotFound(f"No event type (ActionTrackerId) {quote(et_raw)}.")
     et = get_owned(conn, event_types, account.id, et_id, "event type (ActionTrackerId)")
     action = ledger_repo.newest_by_order(conn, account.id, int(et.id), oid)
     if action is None:
-        raise NotFound(f"No action of event type {et.id} with order id '{oid}'.")
+        raise NotFound(f"No action of event type {et.id} with order id {quote(oid)}.")
     return int(et.campaign_id), int(et.id), {"ActionTrackerId": str(et.id), "Oid": oid}
 
 
@@ -506,7 +551,8 @@ def _queue(conn: Connection, actor: Actor, account: AccountRef, fields: dict[str
     if isinstance(command, RowError):
         raise _refuse(command)
     if method == "DELETE" and not isinstance(command, wf.Reverse):
-        raise ValidationFailed(f"DELETE reverses; '{row['Reason']}' does not. Use PUT to approve, reset or modify.")
+        raise ValidationFailed(f"DELETE reverses; {quote(row['Reason'])} does not. Use PUT to approve, reset or "
+                               "modify.")
     if method == "PUT" and isinstance(command, wf.Reverse) and row["Reason"] not in codes:
         raise ValidationFailed(f"PUT with Reason {row['Reason']} and nothing to change would reverse the action; "
                                "use DELETE to reverse, or give Amount or Sku and Quantity.")
@@ -657,13 +703,13 @@ def _owned_submission(conn: Connection, account: AccountRef, raw: str, kind: str
     what = "API submission" if kind == "A" else "file submission"
     text = raw.strip().upper()
     if text[:2] in ("A-", "F-") and text[0] != kind:
-        raise NotFound(f"No {what} {raw}.")
+        raise NotFound(f"No {what} {quote(raw)}.")
     try:
         sub = sub_service.owned(conn, account.id, raw)
     except NotFound:
-        raise NotFound(f"No {what} {raw}.") from None
+        raise NotFound(f"No {what} {quote(raw)}.") from None
     if sub.kind != kind:
-        raise NotFound(f"No {what} {raw}.")
+        raise NotFound(f"No {what} {quote(raw)}.")
     return sub
 
 
@@ -692,7 +738,7 @@ def list_file_submissions(request: Request, account: Owner) -> Response:
     """Every file submission of the account (F-…, whatever channel brought it), newest first."""
     q = _query(request)
     page, size = _page(q, SUBMISSIONS_PAGE)
-    campaign_id = _int(q, "CampaignId")
+    campaign_id = _id(q, "CampaignId")
     created_from, created_to = _lower(q, "SubmissionDateStart"), _upper(q, "SubmissionDateEnd")
     finished_from, finished_to = _lower(q, "CompletedDateStart"), _upper(q, "CompletedDateEnd")
 

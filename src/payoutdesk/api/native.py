@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
 import re
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Generator
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from sqlalchemy import Connection, Row
@@ -17,12 +18,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from payoutdesk.accounts.service import AccountRef
 from payoutdesk.api import plumbing
-from payoutdesk.api.plumbing import Account, IdemKey, authenticate
+from payoutdesk.api.plumbing import Account, IdemKey, PathId, QueryId, authenticate, whole_between
 from payoutdesk.catalog import repository as catalog_repo
 from payoutdesk.catalog import service as catalog
 from payoutdesk.context import Actor
 from payoutdesk.errors import ValidationFailed
 from payoutdesk.kit import db
+from payoutdesk.kit.ids import MAX_ID, MAX_ID32, ref32
 from payoutdesk.kit.money import parse_amount
 from payoutdesk.ledger import repository as ledger_repo
 from payoutdesk.ledger import service as ledger
@@ -32,8 +34,6 @@ from payoutdesk.models import campaigns, contracts, event_types, partners
 router = APIRouter()
 Money = Annotated[Any, Field(description="A decimal string such as \"12.50\".", examples=["12.50"])]
 
-MAX_ID = 2**31 - 1  # campaigns, partners, event types and contracts have 32-bit ids
-MAX_ACTION_ID = 2**63 - 1
 MAX_QUANTITY = 10**9
 
 
@@ -44,12 +44,19 @@ def _no_bool(value: Any) -> Any:
     return value
 
 
+def _iso_day(value: Any) -> Any:
+    """A date is written 2026-01-15; pydantic alone would also take a number (seconds since 1970)."""
+    if isinstance(value, str) and not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        raise ValueError("must be a date like 2026-01-15")
+    if not isinstance(value, (str, date)):
+        raise ValueError("must be a date like 2026-01-15")  # noqa: TRY004 - pydantic wants ValueError
+    return value
+
+
 Whole = Annotated[int, BeforeValidator(_no_bool)]
-Id = Annotated[int, BeforeValidator(_no_bool), Field(le=MAX_ID)]
+Day = Annotated[date, BeforeValidator(_iso_day)]
+Id = Annotated[int, BeforeValidator(_no_bool), Field(le=MAX_ID32)]  # 32-bit ids of a body's references
 Quantity = Annotated[int, BeforeValidator(_no_bool), Field(ge=0, le=MAX_QUANTITY)]
-IdPath = Annotated[int, Path(le=MAX_ID)]
-ActionIdPath = Annotated[int, Path(le=MAX_ACTION_ID)]
-IdQuery = Annotated[int | None, Query(le=MAX_ID)]
 
 
 class Body(BaseModel):
@@ -93,7 +100,7 @@ def list_campaigns(request: Request, account: Account) -> Response:
 
 
 @router.get("/campaigns/{campaign_id}", tags=["campaigns"])
-def get_campaign(request: Request, campaign_id: IdPath, account: Account) -> Response:
+def get_campaign(request: Request, campaign_id: PathId, account: Account) -> Response:
     return plumbing.read(request, lambda conn: catalog.campaign_dict(
         catalog.get_owned(conn, campaigns, account.id, campaign_id, "campaign"), _mail_domain(request)))
 
@@ -118,7 +125,7 @@ def list_partners(request: Request, account: Account) -> Response:
 
 
 @router.get("/partners/{partner_id}", tags=["partners"])
-def get_partner(request: Request, partner_id: IdPath, account: Account) -> Response:
+def get_partner(request: Request, partner_id: PathId, account: Account) -> Response:
     return plumbing.read(request, lambda conn: catalog.partner_dict(
         catalog.get_owned(conn, partners, account.id, partner_id, "partner")))
 
@@ -164,20 +171,20 @@ def create_event_type(request: Request, body: EventTypeIn, account: Account, key
 
 
 @router.get("/event-types", tags=["event types"])
-def list_event_types(request: Request, account: Account, campaign_id: IdQuery = None) -> Response:
+def list_event_types(request: Request, account: Account, campaign_id: QueryId = None) -> Response:
     return plumbing.read(request, lambda conn: {"items": [
         catalog.event_type_dict(conn, r, _mail_domain(request))
-        for r in catalog_repo.list_rows(conn, event_types, account.id, campaign_id=campaign_id)
+        for r in catalog_repo.list_rows(conn, event_types, account.id, campaign_id=ref32(campaign_id))
     ]})
 
 
 @router.get("/event-types/{event_type_id}", tags=["event types"])
-def get_event_type(request: Request, event_type_id: IdPath, account: Account) -> Response:
+def get_event_type(request: Request, event_type_id: PathId, account: Account) -> Response:
     return plumbing.read(request, lambda conn: _event_type_out(request, conn, account.id, event_type_id))
 
 
 @router.patch("/event-types/{event_type_id}", tags=["event types"])
-def patch_event_type(request: Request, event_type_id: IdPath, body: EventTypePatch, account: Account) -> Response:
+def patch_event_type(request: Request, event_type_id: PathId, body: EventTypePatch, account: Account) -> Response:
     data = body.model_dump(exclude_unset=True)
 
     def handler(conn: Connection, actor: Actor) -> tuple[int, Any]:
@@ -204,7 +211,7 @@ class PayoutIn(Body):
 class ContractIn(Body):
     campaign_id: Id
     partner_id: Id
-    starts_on: date
+    starts_on: Day
     payout: list[PayoutIn]
     category_percent: dict[str, Money] | None = None
     lock_after: PeriodIn = PeriodIn()
@@ -232,16 +239,17 @@ def create_contract(request: Request, body: ContractIn, account: Account, key: I
 
 
 @router.get("/contracts", tags=["contracts"])
-def list_contracts(request: Request, account: Account, campaign_id: IdQuery = None,
-                   partner_id: IdQuery = None) -> Response:
+def list_contracts(request: Request, account: Account, campaign_id: QueryId = None,
+                   partner_id: QueryId = None) -> Response:
     return plumbing.read(request, lambda conn: {"items": [
         _contract_out(conn, account.id, r.id)
-        for r in catalog_repo.list_rows(conn, contracts, account.id, campaign_id=campaign_id, partner_id=partner_id)
+        for r in catalog_repo.list_rows(conn, contracts, account.id, campaign_id=ref32(campaign_id),
+                                        partner_id=ref32(partner_id))
     ]})
 
 
 @router.get("/contracts/{contract_id}", tags=["contracts"])
-def get_contract(request: Request, contract_id: IdPath, account: Account) -> Response:
+def get_contract(request: Request, contract_id: PathId, account: Account) -> Response:
     return plumbing.read(request, lambda conn: _contract_out(conn, account.id, contract_id))
 
 
@@ -318,21 +326,25 @@ def _day_bound(value: str | None, what: str, *, end: bool) -> datetime | None:
 
 def action_filters(
     state: StateParam | None = None,
-    campaign_id: IdQuery = None,
-    partner_id: IdQuery = None,
-    event_type_id: IdQuery = None,
+    campaign_id: QueryId = None,
+    partner_id: QueryId = None,
+    event_type_id: QueryId = None,
     order_id: str | None = None,
-    action_id: Annotated[int | None, Query(le=MAX_ACTION_ID)] = None,
+    action_id: QueryId = None,
+    promo_code: str | None = None,
+    reason: Annotated[str | None, Query(description="the reversal reason")] = None,
     event_date_from: str | None = Query(None, description="date or time, inclusive"),
     event_date_to: str | None = Query(None, description="date (inclusive) or time (exclusive)"),
-    locking_date_from: date | None = None,
-    locking_date_to: date | None = None,
+    locking_date_from: Day | None = None,
+    locking_date_to: Day | None = None,
 ) -> ledger_repo.Filters:
-    if order_id is not None and "\x00" in order_id:
-        raise ValidationFailed("order_id contains a NUL character (%00), which no order id has.")
+    for name, value in (("order_id", order_id), ("promo_code", promo_code), ("reason", reason)):
+        if value is not None and "\x00" in value:
+            raise ValidationFailed(f"{name} contains a NUL character (%00), which no {name.replace('_', ' ')} has.")
     return ledger_repo.Filters(
-        state=state, campaign_id=campaign_id, partner_id=partner_id, event_type_id=event_type_id,
-        order_id=order_id, action_id=action_id,
+        # a 32-bit table's id beyond 2^31-1 is well formed and names nothing: the list is empty
+        state=state, campaign_id=ref32(campaign_id), partner_id=ref32(partner_id), event_type_id=ref32(event_type_id),
+        order_id=order_id, action_id=action_id, promo_code=promo_code, reason=reason,
         event_date_from=_day_bound(event_date_from, "event_date_from", end=False),
         event_date_to=_day_bound(event_date_to, "event_date_to", end=True),
         locking_date_from=locking_date_from, locking_date_to=locking_date_to,
@@ -342,27 +354,44 @@ def action_filters(
 Filters = Annotated[ledger_repo.Filters, Depends(action_filters)]
 
 
+SortParam = Literal["-event_date", "event_date", "locking_date", "-locking_date", "amount", "-amount", "payout",
+                    "-payout"]
+LimitParam = Annotated[int, whole_between(1, ledger.MAX_PAGE),
+                       Query(ge=1, le=ledger.MAX_PAGE, description="rows per page")]
+
+
 @router.get("/actions", tags=["actions"])
-def list_actions(request: Request, account: Account, filters: Filters, limit: int = 50,
-                 cursor: str | None = None) -> Response:
-    return plumbing.read(request, lambda conn: ledger.list_actions(conn, account.id, filters, limit, cursor))
+def list_actions(request: Request, account: Account, filters: Filters, limit: LimitParam = 50,
+                 cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+                 sort: Annotated[SortParam, Query(description="-event_date (default, newest first), event_date, "
+                                                  "locking_date, -locking_date, amount, -amount, payout, -payout")]
+                 = "-event_date") -> Response:
+    return plumbing.read(request, lambda conn: ledger.list_actions(conn, account.id, filters, limit, cursor, sort))
 
 
 @router.get("/actions/export", tags=["actions"], response_class=StreamingResponse)
 def export_actions(request: Request, account: Account, filters: Filters) -> StreamingResponse:
     engine = plumbing.engine_of(request)
 
-    def body() -> Iterator[str]:
+    def body() -> Generator[str, None, None]:
         with db.read(engine) as conn:
             yield from ledger.export_rows(conn, account.id, filters)
 
+    # the header and the first batch before the answer starts: a filter the database refuses is then an
+    # error answer, never a 200 whose stream breaks (DESIGN §6)
+    chunks = body()
+    try:
+        first = [next(chunks), next(chunks, "")]
+    except BaseException:
+        chunks.close()
+        raise
     headers = plumbing.request_rate_headers(request)
     headers["Content-Disposition"] = 'attachment; filename="actions.csv"'
-    return StreamingResponse(body(), media_type="text/csv; charset=utf-8", headers=headers)
+    return StreamingResponse(itertools.chain(first, chunks), media_type="text/csv; charset=utf-8", headers=headers)
 
 
 @router.get("/actions/{action_id}", tags=["actions"])
-def get_action(request: Request, action_id: ActionIdPath, account: Account) -> Response:
+def get_action(request: Request, action_id: PathId, account: Account) -> Response:
     return plumbing.read(request, lambda conn: ledger.get_action(conn, account.id, action_id))
 
 
@@ -400,28 +429,28 @@ class NoteIn(Body):
 
 
 @router.post("/actions/{action_id}/approve", tags=["actions"])
-async def approve(request: Request, action_id: ActionIdPath, account: Account, body: NoteIn | None = None,
+async def approve(request: Request, action_id: PathId, account: Account, body: NoteIn | None = None,
                   key: IdemKey = None) -> Response:
     note = body.note if body else None
     return await _change(request, account, key, action_id, lambda: {"approve": note}, wf.Approve(), note)
 
 
 @router.post("/actions/{action_id}/reverse", tags=["actions"])
-async def reverse(request: Request, action_id: ActionIdPath, account: Account, body: ReverseIn | None = None,
+async def reverse(request: Request, action_id: PathId, account: Account, body: ReverseIn | None = None,
                   key: IdemKey = None) -> Response:
     body = body or ReverseIn()
     return await _change(request, account, key, action_id, body.model_dump, wf.Reverse(body.reason), body.note)
 
 
 @router.post("/actions/{action_id}/reset", tags=["actions"])
-async def reset(request: Request, action_id: ActionIdPath, account: Account, body: NoteIn | None = None,
+async def reset(request: Request, action_id: PathId, account: Account, body: NoteIn | None = None,
                 key: IdemKey = None) -> Response:
     note = body.note if body else None
     return await _change(request, account, key, action_id, lambda: {"reset": note}, wf.Reset(), note)
 
 
 @router.post("/actions/{action_id}/modify", tags=["actions"])
-async def modify(request: Request, action_id: ActionIdPath, body: ModifyIn, account: Account,
+async def modify(request: Request, action_id: PathId, body: ModifyIn, account: Account,
                  key: IdemKey = None) -> Response:
     def command(row: Row[Any]) -> wf.Command:
         amount = parse_amount(body.amount, row.currency) if body.amount is not None else None
@@ -443,7 +472,7 @@ async def modify(request: Request, action_id: ActionIdPath, body: ModifyIn, acco
 
 
 class LockRunIn(Body):
-    as_of: date | None = None
+    as_of: Day | None = None
 
 
 @router.post("/locking/run", tags=["locking"])
@@ -454,13 +483,13 @@ def run_lock(request: Request, account: Account, body: LockRunIn | None = None) 
 
 
 @router.get("/reasons", tags=["reasons"])
-def reasons(request: Request, account: Account, event_type_id: IdQuery = None) -> Response:
+def reasons(request: Request, account: Account, event_type_id: QueryId = None) -> Response:
     return plumbing.read(request, lambda conn: {"items": ledger.list_reasons(conn, account.id, event_type_id)})
 
 
 # --- the single-action change routes without FastAPI's dispatch -------------------------------
 
-_CHANGE_PATH = re.compile(r"/api/v1/actions/(0|[1-9][0-9]{0,18})/(modify|approve|reverse|reset)")
+_CHANGE_PATH = re.compile(r"/api/v1/actions/([1-9][0-9]{0,18})/(modify|approve|reverse|reset)")
 _CHANGE_ROUTES: dict[str, tuple[Callable[..., Awaitable[Response]], type[BaseModel]]] = {
     "modify": (modify, ModifyIn), "approve": (approve, NoteIn), "reverse": (reverse, ReverseIn),
     "reset": (reset, NoteIn),
@@ -529,7 +558,7 @@ class ChangeFastPath:
     def _parse(scope: Scope, match: re.Match[str], raw: bytes) -> tuple[Any, int, BaseModel | None, str | None] | None:
         """The route, the id, the body model and the Idempotency-Key, or None to leave it to FastAPI."""
         action_id = int(match.group(1))
-        if action_id > MAX_ACTION_ID:
+        if action_id > MAX_ID or scope.get("query_string"):  # FastAPI answers these (404, 422)
             return None
         content_type: bytes | None = None
         keys: list[bytes] = []

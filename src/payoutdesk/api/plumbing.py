@@ -15,9 +15,12 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Query, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from pydantic import BeforeValidator
 from sqlalchemy import Connection, Engine
 from starlette.concurrency import run_in_threadpool
 
@@ -25,8 +28,9 @@ from payoutdesk.accounts.service import AccountRef, authenticate_token, hash_tok
 from payoutdesk.api import idempotency
 from payoutdesk.api.ratelimit import TokenBuckets, Verdict
 from payoutdesk.context import Actor
-from payoutdesk.errors import RateLimited, Unauthorized
+from payoutdesk.errors import RateLimited, Unauthorized, ValidationFailed, shorten
 from payoutdesk.kit import db
+from payoutdesk.kit.ids import MAX_ID, parse_id
 from payoutdesk.ledger import workflow as wf
 
 # --- problem+json ------------------------------------------------------------------------------
@@ -161,6 +165,7 @@ async def authenticate(request: Request) -> AccountRef:
             logins.take(client)
             raise
         sign_ins.remember(sid, account, token_hash)
+    request.state.account_sid = account.sid  # for the access log (api.access_log)
     verdict = app.state.api_buckets.take(f"api:{account.id}")
     request.state.rate_headers = rate_headers(verdict)
     if not verdict.allowed:
@@ -171,8 +176,88 @@ async def authenticate(request: Request) -> AccountRef:
     return account
 
 
-Account = Annotated[AccountRef, Depends(authenticate)]
+# --- query parameters: the declared ones only ----------------------------------------------------
+
+_DECLARED: dict[int, frozenset[str]] = {}
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def declared_query(route: APIRoute) -> frozenset[str]:
+    """The query parameters ``route`` declares (its own and its dependencies'), by their names in the URL."""
+    names = _DECLARED.get(id(route))
+    if names is None:
+        names = _DECLARED[id(route)] = frozenset(_query_names(route.dependant))
+    return names
+
+
+def refuse_unknown(given: list[str], known: frozenset[str] | set[str]) -> None:
+    """``validation_error`` naming the parameters of ``given`` that are not in ``known`` (a misspelt filter
+    must never widen a list, DESIGN §6)."""
+    unknown = sorted({name for name in given if name not in known})
+    if unknown:
+        names = ", ".join(shorten(n, 60) for n in unknown[:10]) + (f" and {len(unknown) - 10} more"
+                                                                   if len(unknown) > 10 else "")
+        what = "is not a query parameter" if len(unknown) == 1 else "are not query parameters"
+        expected = ", ".join(sorted(known, key=str.lower)) or "none"
+        raise ValidationFailed(f"{names} {what} of this request (it takes: {expected}).")
+
+
+async def signed_in(request: Request, account: Annotated[AccountRef, Depends(authenticate)]) -> AccountRef:
+    """``authenticate``, then the query string holds only parameters the route declares."""
+    route = request.scope.get("route")
+    if isinstance(route, APIRoute) and request.query_params:
+        refuse_unknown(list(request.query_params.keys()), declared_query(route))
+    return account
+
+
+Account = Annotated[AccountRef, Depends(signed_in)]
 IdemKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+
+
+# --- ids ---------------------------------------------------------------------------------------
+
+ID_RULE = f"an id is a whole number from 1 to {MAX_ID}"
+
+
+def _strict_id(value: object) -> int:
+    number = parse_id(value)
+    if number is None:
+        raise ValueError(ID_RULE)
+    return number
+
+
+def _strict_whole(value: object) -> int:
+    """A whole number in ASCII digits, 0 … 2^63-1 (cursors, limits)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number, not true or false")  # noqa: TRY004 - pydantic wants ValueError
+    if isinstance(value, str):
+        if not (value.isascii() and value.isdigit()) or len(value) > 19 or int(value) > MAX_ID:
+            raise ValueError(f"must be a whole number from 0 to {MAX_ID}")
+        return int(value)
+    return value  # type: ignore[return-value]  # pydantic checks the rest
+
+
+def whole_between(low: int, high: int) -> BeforeValidator:
+    """A whole number ``low`` … ``high`` in ASCII digits (a page size), as one message either way."""
+    def check(value: object) -> int:
+        number = parse_id(value) if not (isinstance(value, str | int) and str(value) == "0") else 0
+        if number is None or not low <= number <= high:
+            raise ValueError(f"must be a whole number between {low} and {high}")
+        return number
+
+    return BeforeValidator(check)
+
+
+# An id in a path: anything else answers 404 (the application's validation handler), in a query 422.
+PathId = Annotated[int, BeforeValidator(_strict_id), Path(ge=1, le=MAX_ID)]
+QueryId = Annotated[int | None, BeforeValidator(_strict_id), Query(ge=1, le=MAX_ID)]
+WholeNumber = BeforeValidator(_strict_whole)
 
 
 # --- text --------------------------------------------------------------------------------------

@@ -6,19 +6,21 @@ import dataclasses
 import hashlib
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from pydantic import AfterValidator
 from sqlalchemy import Connection
 
-from payoutdesk.accounts.service import AccountRef
-from payoutdesk.api.plumbing import IdemKey, authenticate, problem, read, write
+from payoutdesk.api.plumbing import Account, IdemKey, QueryId, WholeNumber, problem, read, whole_between, write
 from payoutdesk.context import Actor
 from payoutdesk.errors import ValidationFailed
+from payoutdesk.kit.ids import MAX_ID32, ref32
 from payoutdesk.ledger.workflow import Channel
 from payoutdesk.submissions import service
 
 router = APIRouter(tags=["submissions"])
-Account = Annotated[AccountRef, Depends(authenticate)]
+Cursor = Annotated[int, WholeNumber, AfterValidator(lambda n: min(n, MAX_ID32))]  # row numbers are 32-bit
+PageSize = Annotated[int, whole_between(1, 1_000_000)]  # then at most 10,000
 
 
 def _flag(value: Any, name: str) -> bool:
@@ -93,9 +95,9 @@ async def create_submission(request: Request, account: Account, key: IdemKey = N
 
 
 @router.get("/submissions")
-def list_submissions(request: Request, account: Account, limit: int = 50, cursor: str | None = None,
-                     campaign_id: int | None = None) -> Response:
-    return read(request, lambda conn: service.list_latest(conn, account.id, limit, cursor, campaign_id))
+def list_submissions(request: Request, account: Account, limit: Annotated[int, whole_between(1, 500)] = 50,
+                     cursor: str | None = None, campaign_id: QueryId = None) -> Response:
+    return read(request, lambda conn: service.list_latest(conn, account.id, limit, cursor, ref32(campaign_id)))
 
 
 @router.get("/submissions/{submission_id}")
@@ -104,14 +106,14 @@ def get_submission(request: Request, submission_id: str, account: Account) -> Re
 
 
 @router.get("/submissions/{submission_id}/errors")
-def submission_errors(request: Request, submission_id: str, account: Account, cursor: int = 0,
-                      limit: int = 1000) -> Response:
+def submission_errors(request: Request, submission_id: str, account: Account, cursor: Cursor = 0,
+                      limit: PageSize = 1000) -> Response:
     return read(request, lambda conn: service.errors(conn, account.id, submission_id, cursor, min(limit, 10_000)))
 
 
 @router.get("/submissions/{submission_id}/results")
-def submission_results(request: Request, submission_id: str, account: Account, cursor: int = 0,
-                       limit: int = 1000) -> Response:
+def submission_results(request: Request, submission_id: str, account: Account, cursor: Cursor = 0,
+                       limit: PageSize = 1000) -> Response:
     return read(request, lambda conn: service.results(conn, account.id, submission_id, cursor, min(limit, 10_000)))
 
 

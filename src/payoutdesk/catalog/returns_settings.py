@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from payoutdesk.errors import ValidationFailed
+from payoutdesk.errors import ValidationFailed, quote
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -105,7 +105,7 @@ def _salesforce(s: Mapping[str, Any]) -> dict[str, Any]:
         value = _text(s, key, required=required, limit=80)
         if value is not None:
             if not _FIELD.match(value):
-                raise ValidationFailed(f"returns_processing.{key} '{value}' is not a Salesforce API name.")
+                raise ValidationFailed(f"returns_processing.{key} {quote(value)} is not a Salesforce API name.")
             out[key] = value
     status_map = s.get("status_map")
     if not isinstance(status_map, Mapping) or not status_map:
@@ -113,12 +113,12 @@ def _salesforce(s: Mapping[str, Any]) -> dict[str, Any]:
     mapped: dict[str, Any] = {}
     for value, rule in status_map.items():
         if not isinstance(rule, Mapping) or rule.get("operation") not in OPERATIONS:
-            raise ValidationFailed(f"status_map['{value}'] needs an operation: approve, reverse or modify.")
+            raise ValidationFailed(f"status_map[{quote(value)}] needs an operation: approve, reverse or modify.")
         if rule["operation"] == "modify" and "amount_field" not in out:
-            raise ValidationFailed(f"status_map['{value}'] modifies the amount: amount_field is required.")
+            raise ValidationFailed(f"status_map[{quote(value)}] modifies the amount: amount_field is required.")
         reason = rule.get("reason")
         if reason is not None and (not isinstance(reason, str) or not reason.strip()):
-            raise ValidationFailed(f"status_map['{value}'].reason must be a reason code.")
+            raise ValidationFailed(f"status_map[{quote(value)}].reason must be a reason code.")
         mapped[str(value)] = {"operation": rule["operation"], **({"reason": reason} if reason else {})}
     out["status_map"] = mapped
     url = _text(s, "instance_url", required=False)

@@ -15,8 +15,9 @@ from payoutdesk.catalog import repository as repo
 from payoutdesk.catalog import returns_settings
 from payoutdesk.context import Actor
 from payoutdesk.contracts.terms import Period, Terms
-from payoutdesk.errors import NoContract, NotAttributable, NotFound, ValidationFailed
+from payoutdesk.errors import NoContract, NotAttributable, NotFound, ValidationFailed, quote
 from payoutdesk.kit.crypto import SecretBox
+from payoutdesk.kit.ids import MAX_ID32
 from payoutdesk.kit.money import (
     check_currency,
     format_amount,
@@ -43,7 +44,8 @@ def _name(value: object, what: str) -> str:
 
 
 def get_owned(conn: Connection, table: Any, account_id: int, row_id: int, what: str) -> Row[Any]:
-    row = repo.owned(conn, table, account_id, row_id)
+    # ids of these tables are 32-bit: a larger one names nothing (and is never cast to a 32-bit integer)
+    row = repo.owned(conn, table, account_id, row_id) if 1 <= row_id <= MAX_ID32 else None
     if row is None:
         raise NotFound(f"No {what} with id {row_id}.")
     return row
@@ -118,12 +120,12 @@ def _check_codes(codes: object) -> list[dict[str, str]]:
         if not isinstance(code, str) or not code.strip() or len(code) > 64:
             raise ValidationFailed("A disposition code needs a code of 1 to 64 characters.")
         if code in PREDEFINED_REASONS or code == "APPROVED":
-            raise ValidationFailed(f"'{code}' is a predefined reason; a custom code needs another name.")
+            raise ValidationFailed(f"{quote(code)} is a predefined reason; a custom code needs another name.")
         if code in seen:
-            raise ValidationFailed(f"Disposition code '{code}' is given twice.")
+            raise ValidationFailed(f"Disposition code {quote(code)} is given twice.")
         if op not in CODE_OPERATIONS:
             raise ValidationFailed(
-                f"Disposition code '{code}' needs an operation: one of {', '.join(CODE_OPERATIONS)}."
+                f"Disposition code {quote(code)} needs an operation: one of {', '.join(CODE_OPERATIONS)}."
             )
         seen.add(code)
         out.append({"code": code, "name": str(name or code), "operation": str(op)})
@@ -164,7 +166,7 @@ def create_event_type(conn: Connection, actor: Actor, data: Mapping[str, Any], b
     get_owned(conn, campaigns, actor.account_id, campaign_id, "campaign")
     locking = data.get("locking", "contract")
     if locking not in LOCKING_MODES:
-        raise ValidationFailed(f"locking must be 'contract' or 'open_ended', not '{locking}'.")
+        raise ValidationFailed(f"locking must be 'contract' or 'open_ended', not {quote(locking)}.")
     codes = _check_codes(data.get("disposition_codes") or [])
     et_id = repo.insert_row(
         conn,
@@ -192,7 +194,7 @@ def patch_event_type(
         values["name"] = _name(data["name"], "An event type")
     if "locking" in data:
         if data["locking"] not in LOCKING_MODES:
-            raise ValidationFailed(f"locking must be 'contract' or 'open_ended', not '{data['locking']}'.")
+            raise ValidationFailed(f"locking must be 'contract' or 'open_ended', not {quote(data['locking'])}.")
         values["locking"] = data["locking"]
     if "returns_processing" in data:
         rp = data["returns_processing"]
@@ -441,7 +443,7 @@ def attribute(conn: Connection, campaign_id: int, event_type_id: int, customer_i
             return int(click.partner_id)
         break  # the last click is too old: earlier ones are older still
     raise NotAttributable(
-        f"No click of customer '{customer_id}' in campaign {campaign_id} within a referral window "
+        f"No click of customer {quote(customer_id)} in campaign {campaign_id} within a referral window "
         f"before {iso(at)}; give partner_id to credit a partner."
     )
 
@@ -457,5 +459,5 @@ def parse_time(value: object, what: str) -> datetime:
         except ValueError:
             pass
         except OverflowError:
-            raise ValidationFailed(f"{what} {value!r} is out of range.") from None
-    raise ValidationFailed(f"{what} must be an ISO 8601 time like 2026-01-15T10:00:00Z, not {value!r}.")
+            raise ValidationFailed(f"{what} {quote(value)} is out of range.") from None
+    raise ValidationFailed(f"{what} must be an ISO 8601 time like 2026-01-15T10:00:00Z, not {quote(value)}.")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
-from payoutdesk.errors import InvalidAmount, ValidationFailed
+from payoutdesk.errors import InvalidAmount, ValidationFailed, quote, shorten
 
 # ISO 4217 minor units that differ from 2.
 _EXPONENT_EXCEPTIONS: dict[str, int] = {
@@ -45,9 +45,9 @@ RATE_SCALE = 1_000_000  # rates are stored as parts per million of the amount (8
 def check_currency(code: str) -> str:
     """Return the upper-cased ISO 4217 code or raise ``ValidationFailed``."""
     if not isinstance(code, str) or not _CURRENCY_RE.match(code.strip().upper()):
-        raise ValidationFailed(f"'{code}' is not an ISO 4217 currency code (three letters, like USD).")
+        raise ValidationFailed(f"{quote(code)} is not an ISO 4217 currency code (three letters, like USD).")
     if code.strip().upper() not in ISO_4217:
-        raise ValidationFailed(f"'{code}' is not a currency of ISO 4217; give one like USD, EUR or JPY.")
+        raise ValidationFailed(f"{quote(code)} is not a currency of ISO 4217; give one like USD, EUR or JPY.")
     return code.strip().upper()
 
 
@@ -56,47 +56,88 @@ def exponent(currency: str) -> int:
     return _EXPONENT_EXCEPTIONS.get(currency, 2)
 
 
-def _to_decimal(value: object, what: str) -> Decimal:
-    if isinstance(value, bool) or value is None:
-        raise InvalidAmount(f"{what} must be a number like 12.50, not {value!r}.")
-    if isinstance(value, Decimal):
-        dec = value
-    elif isinstance(value, int):
-        dec = Decimal(value)
-    elif isinstance(value, float):
-        dec = Decimal(repr(value))
-    elif isinstance(value, str):
-        text = value.strip()
-        if not text:
-            raise InvalidAmount(f"{what} is empty.")
-        try:
-            dec = Decimal(text)
-        except InvalidOperation:
-            raise InvalidAmount(f"{what} must be a number like 12.50, not '{value}'.") from None
-    else:
-        raise InvalidAmount(f"{what} must be a number like 12.50, not {type(value).__name__}.")
-    if not dec.is_finite():
-        raise InvalidAmount(f"{what} must be a finite number, not {value!r}.")
-    return dec
+# The one grammar of a money value (DESIGN §6 "Strict inputs"): ASCII digits, optionally a point with at
+# least one digit on each side. No sign ("-0" included), exponent, underscore, space, other digits.
+_PLAIN_DECIMAL = re.compile(r"([0-9]+)(?:\.([0-9]+))?")
+_MAX_WHOLE_DIGITS = 20  # a bound on the digits read before the range check (never a huge int parse)
+_NOT_FINITE = frozenset({"nan", "snan", "inf", "infinity"})
+FILE_SPACES = " \t"  # what a file's amount may carry around it
+
+
+def _not_plain(text: str) -> str:
+    """Why ``text`` is not a plain decimal, in a few words."""
+    bare = text.strip()
+    if bare.lstrip("+-").lower() in _NOT_FINITE:
+        return "it must be a finite number"
+    if bare.startswith("-"):
+        return "it must not be negative, and is written without a sign"
+    if bare.startswith("+"):
+        return "it is written without a sign"
+    if bare != text:
+        return "it has spaces around it"
+    if "_" in text:
+        return "it is written without underscores"
+    if any(c.isdigit() and not c.isascii() for c in text):
+        return "it is written with the ASCII digits 0-9"
+    if text.startswith(".") or text.endswith("."):
+        return "a decimal point needs a digit on each side, like 0.50 or 12.0"
+    if "e" in text.lower() and any(c.isdigit() for c in text):
+        return "it is written out, without an exponent"
+    if "," in text:
+        return "the decimal separator is a point"
+    return "ASCII digits with an optional decimal point"
+
+
+def decimal_units(value: object, places: int, *, what: str, unit: str = "", example: str = "12.50") -> int:
+    """A plain decimal string with at most ``places`` decimals, in units of 10^-places.
+
+    The one strict parser of money and percentages (DESIGN §6): ``"12"``, ``"12.5"``, ``"012.50"``;
+    everything else is ``InvalidAmount``: a sign (``"-0"`` included), an exponent, underscores,
+    spaces, non-ASCII digits, ``".5"`` or ``"12."``, Infinity/NaN, the empty string, and a JSON
+    number (money travels as a decimal string, so that no float ever holds it).
+    """
+    if not isinstance(value, str):
+        if isinstance(value, bool) or value is None:
+            given = "null" if value is None else "true or false"
+            raise InvalidAmount(f'{what} must be a decimal string like "{example}", not {given}.')
+        if isinstance(value, int | float | Decimal):
+            raise InvalidAmount(f'{what} must be a decimal string in quotes, like "{example}", not the number '
+                                f"{shorten(value)}.")
+        raise InvalidAmount(f'{what} must be a decimal string like "{example}", not {type(value).__name__}.')
+    if not value:
+        raise InvalidAmount(f'{what} is empty; give a decimal like "{example}".')
+    m = _PLAIN_DECIMAL.fullmatch(value)
+    if m is None:
+        raise InvalidAmount(f'{what} must be a plain decimal like "{example}" ({_not_plain(value)}), '
+                            f"not {quote(value)}.")
+    whole, frac = m.group(1).lstrip("0"), m.group(2) or ""
+    if len(frac) > places:
+        raise InvalidAmount(f"{what} {quote(value)} has more than {places} decimals{unit}.")
+    if len(whole) > _MAX_WHOLE_DIGITS:
+        raise InvalidAmount(f"{what} {quote(value)} is too large.")
+    scale: int = 10**places
+    return int(whole or "0") * scale + (int(frac.ljust(places, "0")) if frac else 0)
 
 
 def parse_amount(value: object, currency: str, *, what: str = "amount") -> int:
-    """Parse a non-negative money amount into minor units of ``currency``.
+    """A money amount of a request (a plain decimal string) in minor units of ``currency``.
 
-    Refuses NaN, infinities, negative numbers, more decimals than the currency has,
-    and absurdly large amounts.
+    Strict (see ``decimal_units``); at most the currency's decimals; at most ``MAX_MINOR``.
     """
-    dec = _to_decimal(value, what)
-    if dec < 0:
-        raise InvalidAmount(f"{what} must not be negative (got {value}).")
     exp = exponent(currency)
-    scaled = dec.scaleb(exp)
-    if scaled != scaled.to_integral_value():
-        raise InvalidAmount(f"{what} {value} has more than {exp} decimals, which {currency} does not have.")
-    minor = int(scaled)
+    minor = decimal_units(value, exp, what=what, unit=f", which {currency} does not have")
     if minor > MAX_MINOR:
-        raise InvalidAmount(f"{what} {value} is too large.")
+        raise InvalidAmount(f"{what} {quote(value)} is too large.")
     return minor
+
+
+def parse_file_amount(text: str, currency: str, *, what: str = "Amount") -> int:
+    """An amount of a returns file: as ``parse_amount``, but spaces and tabs around it are allowed.
+
+    A decimal comma (DESIGN §3) reaches here already turned into a point by the CSV reader, where
+    the file's delimiter allows it; nothing else is loosened.
+    """
+    return parse_amount(text.strip(FILE_SPACES), currency, what=what)
 
 
 def format_amount(minor: int, currency: str) -> str:
@@ -126,14 +167,11 @@ def apply_rate(amount_minor: int, rate_ppm: int) -> int:
 
 
 def parse_percent(value: object, *, what: str = "percent") -> int:
-    """'8' or '7.25' percent -> parts per million (80_000, 72_500). At most 4 decimals, 0 to 100."""
-    dec = _to_decimal(value, what)
-    if dec < 0 or dec > 100:
-        raise InvalidAmount(f"{what} must be between 0 and 100 (got {value}).")
-    scaled = dec.scaleb(4)
-    if scaled != scaled.to_integral_value():
-        raise InvalidAmount(f"{what} {value} has more than 4 decimals.")
-    return int(scaled)
+    """'8' or '7.25' percent -> parts per million (80_000, 72_500). Strict as money, at most 4 decimals, 0 to 100."""
+    ppm = decimal_units(value, 4, what=what, example="7.25")
+    if ppm > 100 * 10**4:
+        raise InvalidAmount(f"{what} must be between 0 and 100 (got {quote(value)}).")
+    return ppm
 
 
 def format_percent(rate_ppm: int) -> str:

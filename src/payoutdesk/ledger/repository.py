@@ -21,6 +21,7 @@ from sqlalchemy import (
     bindparam,
     func,
     insert,
+    or_,
     select,
     text,
     update,
@@ -34,7 +35,7 @@ from payoutdesk.errors import StaleVersion
 from payoutdesk.kit.db import is_sqlite
 from payoutdesk.kit.time import as_utc
 from payoutdesk.ledger import workflow as wf
-from payoutdesk.models import action_items, action_updates, actions
+from payoutdesk.models import action_items, action_updates, actions, submissions
 from payoutdesk.models.tables import EVENT_DAY_POSTGRESQL, EVENT_DAY_SQLITE
 from payoutdesk.models.types import UTCDateTime
 
@@ -47,6 +48,8 @@ class Filters:
     event_type_id: int | None = None
     order_id: str | None = None
     action_id: int | None = None
+    promo_code: str | None = None
+    reason: str | None = None  # the reversal reason
     event_date_from: datetime | None = None
     event_date_to: datetime | None = None  # exclusive
     locking_date_from: date | None = None
@@ -68,6 +71,10 @@ def filtered(stmt: Select[Any], account_id: int, f: Filters) -> Select[Any]:
         conds.append(a.order_id == f.order_id)
     if f.action_id is not None:
         conds.append(a.id == f.action_id)
+    if f.promo_code is not None:
+        conds.append(a.promo_code == f.promo_code)
+    if f.reason is not None:
+        conds.append(a.reason == f.reason)
     if f.event_date_from is not None:
         conds.append(a.event_date >= f.event_date_from)
     if f.event_date_to is not None:
@@ -93,6 +100,8 @@ _EQ_FIELDS = (  # Filters field, column, the index on (account, column, id) if t
     ("event_type_id", "event_type_id", None),
     ("order_id", "order_id", None),
     ("action_id", "id", None),
+    ("promo_code", "promo_code", None),  # not indexed: checked on the rows of the walk
+    ("reason", "reason", None),
 )
 # the UTC day of the event exactly as its indexes are written (models.tables)
 _EVENT_DAY_SQL = {
@@ -486,6 +495,70 @@ def list_page(conn: Connection, account_id: int, f: Filters, limit: int, after_i
     if day_plan is not None:
         return rows + _per_day_page(conn, account_id, f, day_plan, limit, after_id)
     return rows + _plain_page(conn, account_id, f, limit, after_id, driver, checks)
+
+
+# --- the other sorts of the list --------------------------------------------------------------
+
+# sort -> (column, descending); the default "-event_date" is ``list_page`` (newest first by id), and
+# "event_date" is its exact reverse (oldest first by id). None: the id is the only key.
+SORTS: dict[str, tuple[str | None, bool]] = {
+    "-event_date": (None, True), "event_date": (None, False),
+    "locking_date": ("locking_date", False), "-locking_date": ("locking_date", True),
+    "amount": ("amount", False), "-amount": ("amount", True),
+    "payout": ("payout", False), "-payout": ("payout", True),
+}
+DEFAULT_SORT = "-event_date"
+
+
+def sorted_page(conn: Connection, account_id: int, f: Filters, sort: str, limit: int,
+                after: tuple[Any, int] | None) -> list[Row[Any]]:
+    """One page in ``sort`` order (any sort but the default, which is ``list_page``), keyset-paged
+    after ``after`` = (the sort key, the id) of the previous page's last row.
+
+    Ties of the key are in id order, in the sort's direction, so that (key, id) orders every row once.
+    A missing locking date (open-ended locking: never locks by date) sorts after every date in
+    ``locking_date`` and before every date in ``-locking_date``, on both databases.
+
+    Plain statements, planned by the database: ``locking_date`` walks ix_actions_locking_date;
+    ``amount`` and ``payout`` have no index (an index on a column the engine changes would end the
+    HOT updates of migration 0004), so each of their pages sorts the filtered actions
+    (docs/API.md, docs/PERFORMANCE.md).
+    """
+    column, desc = SORTS[sort]
+    a = actions.c
+    stmt = filtered(select(actions), account_id, f)
+    ident = a.id
+    if column is None:
+        if after is not None:
+            stmt = stmt.where(ident < after[1] if desc else ident > after[1])
+        return list(conn.execute(stmt.order_by(ident.desc() if desc else ident.asc()).limit(limit)))
+    col = a[column]
+    if after is not None:
+        key, last = after
+        if column == "locking_date" and key is None:
+            # among the rows without a date (last in ascending order, first in descending)
+            cond = and_(col.is_(None), ident > last) if not desc else or_(and_(col.is_(None), ident < last),
+                                                                           col.is_not(None))
+        elif desc:
+            cond = or_(col < key, and_(col == key, ident < last))
+        else:
+            cond = or_(col > key, and_(col == key, ident > last))
+            if column == "locking_date":
+                cond = or_(cond, col.is_(None))
+        stmt = stmt.where(cond)
+    first = col.desc() if desc else col.asc()
+    if column == "locking_date":  # as the index reads on PostgreSQL: no date after every date
+        first = first.nulls_first() if desc else first.nulls_last()
+    return list(conn.execute(stmt.order_by(first, ident.desc() if desc else ident.asc()).limit(limit)))
+
+
+def submission_labels(conn: Connection, ids: Sequence[int | None]) -> dict[int, str]:
+    """The API's label (``F-17``, ``A-18``) of each submission id among ``ids`` (history entries name them)."""
+    wanted = sorted({int(i) for i in ids if i is not None})
+    if not wanted:
+        return {}
+    rows = conn.execute(select(submissions.c.id, submissions.c.kind).where(submissions.c.id.in_(wanted)))
+    return {int(r.id): f"{r.kind}-{r.id}" for r in rows}
 
 
 def items_of_many(conn: Connection, action_ids: Sequence[int]) -> dict[int, list[Row[Any]]]:

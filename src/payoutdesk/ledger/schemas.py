@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Row
@@ -26,7 +26,15 @@ def item_dict(i: Row[Any], currency: str) -> dict[str, Any]:
     }
 
 
-def update_dict(u: Row[Any], currency: str) -> dict[str, Any]:
+def submission_label(submission_id: int | None, labels: Mapping[int, str]) -> str | None:
+    """A history entry's submission as the API names it (``F-17``, ``A-18``; ``labels`` from
+    ``repository.submission_labels``)."""
+    if submission_id is None:
+        return None
+    return labels.get(int(submission_id), f"F-{submission_id}")
+
+
+def update_dict(u: Row[Any], currency: str, labels: Mapping[int, str] | None = None) -> dict[str, Any]:
     items = json.loads(u.items) if u.items else None
     return {
         "at": iso(u.at),
@@ -48,13 +56,14 @@ def update_dict(u: Row[Any], currency: str) -> dict[str, Any]:
         if items is not None
         else None,
         "channel": u.channel,
-        "submission_id": u.submission_id,
+        "submission_id": submission_label(u.submission_id, labels or {}),
         "actor": u.actor,
     }
 
 
 def action_dict(
-    row: Row[Any], items: Sequence[Row[Any]], updates: Sequence[Row[Any]] | None = None
+    row: Row[Any], items: Sequence[Row[Any]], updates: Sequence[Row[Any]] | None = None,
+    labels: Mapping[int, str] | None = None,
 ) -> dict[str, Any]:
     c = row.currency
     out: dict[str, Any] = {
@@ -81,5 +90,5 @@ def action_dict(
         "items": [item_dict(i, c) for i in items],
     }
     if updates is not None:
-        out["updates"] = [update_dict(u, c) for u in updates]
+        out["updates"] = [update_dict(u, c, labels) for u in updates]
     return out

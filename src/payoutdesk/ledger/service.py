@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -14,19 +16,20 @@ from payoutdesk.catalog import repository as catalog_repo
 from payoutdesk.catalog.service import attribute, get_owned, parse_time, terms_from_row, terms_in_force, terms_of
 from payoutdesk.context import Actor
 from payoutdesk.contracts.terms import Terms, locking_date, open_ended_lock_date
-from payoutdesk.errors import NotFound, UnknownReason, ValidationFailed, WrongCurrency
+from payoutdesk.errors import NotFound, UnknownReason, ValidationFailed, WrongCurrency, quote
 from payoutdesk.kit import db
 from payoutdesk.kit.money import exponent, format_amount, parse_amount
 from payoutdesk.kit.time import iso, utcnow
 from payoutdesk.ledger import export, locking
 from payoutdesk.ledger import repository as repo
 from payoutdesk.ledger import workflow as wf
-from payoutdesk.ledger.schemas import action_dict
+from payoutdesk.ledger.schemas import action_dict, submission_label
 from payoutdesk.models import campaigns, contracts, event_types, partners
 
 MAX_ITEMS = 1000
 MAX_QUANTITY = 10**9
 MAX_PAGE = 500
+MAX_ID = 2**63 - 1
 LOCK_CHUNK = 50_000
 
 
@@ -75,7 +78,7 @@ def resolve_reason(conn: Connection, actor: Actor, event_type_id: int, code: str
     upper = code.upper()
     hint = f" (did you mean {upper}?)" if upper in wf.PREDEFINED_REASONS else ""
     raise UnknownReason(
-        f"Unknown reason '{code}'{hint}. Use a predefined reason (GET /api/v1/reasons) or a "
+        f"Unknown reason {quote(code)}{hint}. Use a predefined reason (GET /api/v1/reasons) or a "
         f"disposition code of event type {event_type_id}."
     )
 
@@ -98,7 +101,7 @@ def _text(data: Mapping[str, Any], key: str, *, required: bool, limit: int = 200
 
 def _int(value: object, what: str, *, minimum: int = 0, maximum: int = 2**31 - 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationFailed(f"{what} must be a whole number, not {value!r}.")
+        raise ValidationFailed(f"{what} must be a whole number, not {quote(value)}.")
     if value < minimum:
         raise ValidationFailed(f"{what} must be at least {minimum}.")
     if value > maximum:
@@ -197,26 +200,72 @@ def get_action(conn: Connection, account_id: int, action_id: int, *, with_update
     if row is None:
         raise NotFound(f"No action with id {action_id}.")
     updates = repo.updates_of(conn, action_id) if with_updates else None
-    return action_dict(row, repo.items_of(conn, action_id), updates)
+    labels = repo.submission_labels(conn, [u.submission_id for u in updates or ()])
+    return action_dict(row, repo.items_of(conn, action_id), updates, labels)
+
+
+def _cursor_text(sort: str, row: Row[Any]) -> str:
+    """The opaque cursor after ``row``: for the default sort its id (as ever), for another sort the
+    sort, its key and the id, base64url-encoded."""
+    if sort == repo.DEFAULT_SORT:
+        return str(row.id)
+    column, _ = repo.SORTS[sort]
+    key = getattr(row, column) if column is not None else None
+    if isinstance(key, date):
+        key = key.isoformat()
+    raw = json.dumps([sort, key, int(row.id)], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _cursor_after(sort: str, cursor: str) -> tuple[Any, int]:
+    """(sort key, id) of an opaque cursor of ``sort``; ``validation_error`` for any other text."""
+    refused = ValidationFailed("cursor is not one this API gave out for this sort; use next_cursor of the "
+                               "previous page, with the same sort.")
+    if cursor.isascii() and cursor.isdigit() and len(cursor) <= 19:
+        if sort != repo.DEFAULT_SORT or not 0 < int(cursor) <= MAX_ID:
+            raise refused
+        return None, int(cursor)
+    if sort == repo.DEFAULT_SORT or len(cursor) > 200:
+        raise refused
+    try:
+        got = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        given_sort, key, last = got
+    except (ValueError, TypeError, binascii.Error):
+        raise refused from None
+    column, _ = repo.SORTS[sort]
+    if given_sort != sort or isinstance(last, bool) or not isinstance(last, int) or not 0 < last <= MAX_ID:
+        raise refused
+    if column == "locking_date":
+        if key is not None:
+            try:
+                key = date.fromisoformat(key)
+            except (TypeError, ValueError):
+                raise refused from None
+    elif column is not None and (isinstance(key, bool) or not isinstance(key, int) or abs(key) > MAX_ID):
+        raise refused
+    return key, last
 
 
 def list_actions(
-    conn: Connection, account_id: int, filters: repo.Filters, limit: int, cursor: str | None
+    conn: Connection, account_id: int, filters: repo.Filters, limit: int, cursor: str | None,
+    sort: str = repo.DEFAULT_SORT,
 ) -> dict[str, Any]:
+    """A page of the list in ``sort`` order (``repo.SORTS``), keyset-paged by ``cursor``."""
     if not 1 <= limit <= MAX_PAGE:
         raise ValidationFailed(f"limit must be between 1 and {MAX_PAGE}.")
-    after: int | None = None
-    if cursor:
-        if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
-            raise ValidationFailed("cursor is not one this API gave out; use next_cursor of the previous page.")
-        after = int(cursor)
-    rows = repo.list_page(conn, account_id, filters, limit + 1, after)
+    if sort not in repo.SORTS:
+        raise ValidationFailed(f"sort must be one of {', '.join(repo.SORTS)}.")
+    after = _cursor_after(sort, cursor) if cursor else None
+    if sort == repo.DEFAULT_SORT:  # the tuned plans of list_page
+        rows = repo.list_page(conn, account_id, filters, limit + 1, after[1] if after else None)
+    else:
+        rows = repo.sorted_page(conn, account_id, filters, sort, limit + 1, after)
     more = len(rows) > limit
     rows = rows[:limit]
     items = repo.items_of_many(conn, [r.id for r in rows])
     return {
         "items": [action_dict(r, items[r.id]) for r in rows],
-        "next_cursor": str(rows[-1].id) if more and rows else None,
+        "next_cursor": _cursor_text(sort, rows[-1]) if more and rows else None,
     }
 
 
@@ -372,13 +421,14 @@ def change(
             history = repo.history_of_action(conn, action_id)
         else:
             history = repo.history_of_action_pg(conn, action_id, commit=commit)
-    out["updates"] = _history(history, row.currency)
+    out["updates"] = _history(history, row.currency, repo.submission_labels(conn, [r[9] for r in history]))
     out["outcome"] = "unchanged" if applied.unchanged else "applied"
     return out
 
 
-def _history(rows: Sequence[Sequence[Any]], currency: str) -> list[dict[str, Any]]:
-    """An action's ``updates`` as ``schemas.update_dict`` shows them, from ``repo.history_of_action`` rows."""
+def _history(rows: Sequence[Sequence[Any]], currency: str, labels: Mapping[int, str]) -> list[dict[str, Any]]:
+    """An action's ``updates`` as ``schemas.update_dict`` shows them, from ``repo.history_of_action`` rows
+    (``labels``: the submissions' labels, ``repo.submission_labels``)."""
     fmt = _amount_format(currency)
     out = []
     for r in rows:
@@ -398,7 +448,7 @@ def _history(rows: Sequence[Sequence[Any]], currency: str) -> list[dict[str, Any
             if items is not None
             else None,
             "channel": r[8],
-            "submission_id": r[9],
+            "submission_id": submission_label(r[9], labels),
             "actor": r[10],
         })
     return out
@@ -450,7 +500,7 @@ def _resolve_command(conn: Connection, actor: Actor, event_type_id: int, command
 def find_by_order(conn: Connection, account_id: int, event_type_id: int, order_id: str) -> int:
     row = repo.newest_by_order(conn, account_id, event_type_id, order_id)
     if row is None:
-        raise NotFound(f"No action of event type {event_type_id} with order id '{order_id}'.")
+        raise NotFound(f"No action of event type {event_type_id} with order id {quote(order_id)}.")
     return int(row.id)
 
 

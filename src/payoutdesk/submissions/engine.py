@@ -36,7 +36,7 @@ from sqlalchemy import Connection, Engine, Row
 from payoutdesk.catalog import repository as catalog_repo
 from payoutdesk.catalog.service import terms_in_force, terms_of
 from payoutdesk.contracts.terms import Terms, one_item_payout
-from payoutdesk.errors import NoContract, PayoutdeskError
+from payoutdesk.errors import NoContract, PayoutdeskError, quote
 from payoutdesk.kit import db
 from payoutdesk.kit.money import MAX_MINOR, exponent
 from payoutdesk.kit.time import utcnow
@@ -46,7 +46,7 @@ from payoutdesk.ledger.repository import items_json
 from payoutdesk.models import contracts, submission_results
 from payoutdesk.submissions import repository as repo
 from payoutdesk.submissions.jsonrows import canonical_rows
-from payoutdesk.submissions.rows import _ITEM_RE, MAX_NOTE, MAX_QUANTITY, Intent, RowError, command_for, interpret
+from payoutdesk.submissions.rows import ITEM_RE, MAX_NOTE, MAX_QUANTITY, Intent, RowError, command_for, interpret
 
 log = logging.getLogger("payoutdesk.engine")
 # A chunk (rows per transaction) and a batch (rows held in memory at once) are two sizes. The batch
@@ -122,9 +122,10 @@ def _digits(text: str) -> bool:
 
 
 def _quick_amount(text: str, exp: int) -> int | None:
-    """``parse_amount(text, currency)`` for plain decimals (``80``, ``80.5``, ``80.00``); None for anything else."""
-    whole, _, frac = text.partition(".")
-    if not (whole.isdigit() and whole.isascii()) or len(whole) > 16:
+    """``parse_file_amount(text, currency)`` for plain decimals (``80``, ``80.5``, ``80.00``); None for anything else
+    (``interpret`` then says what is wrong; ``"12."`` and ``".5"`` are not plain: a point has digits on each side)."""
+    whole, point, frac = text.partition(".")
+    if not (whole.isdigit() and whole.isascii()) or len(whole) > 16 or (point and not frac):
         return None
     minor = int(whole) * 10**exp
     if frac:
@@ -147,7 +148,7 @@ def quick_plan(number: int, fields: Mapping[str, str], currency: str, exp: int) 
             continue
         key = _ITEM_KEYS.get(name)
         if key is None:
-            if _ITEM_RE.match(name):
+            if ITEM_RE.match(name):
                 return None
             continue
         if value:
@@ -342,7 +343,7 @@ def apply_chunk(
             cur = current.get(target) if target is not None else None
             if cur is None:
                 what = (f"action {u[1]}" if u[1] is not None
-                        else f"an action of event type {u[2]} with order id '{u[3]}'")
+                        else f"action of event type {u[2]} with order id {quote(u[3])}")
                 results.append(_error(sid, RowError(
                     row_no, "ActionId" if u[1] is not None else "Oid", "VALIDATION", "unknown_action",
                     f"There is no {what} in campaign {campaign_id}.")))

@@ -12,13 +12,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from payoutdesk.errors import PayoutdeskError
-from payoutdesk.kit.money import parse_amount
+from payoutdesk.errors import PayoutdeskError, quote
+from payoutdesk.kit.money import parse_file_amount
 from payoutdesk.ledger import workflow as wf
 
 MAX_NOTE = 2000
 MAX_QUANTITY = 10**9  # as the API and record_conversion; the column is a 32-bit integer
-_ITEM_RE = re.compile(r"^(Sku|Quantity|Amount|Category)(\d+)$")
+ITEM_RE = re.compile(r"^(Sku|Quantity|Amount|Category)(\d+)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +47,11 @@ def _err(row: int, column: str | None, code: str, message: str, kind: str = "VAL
 
 
 def _int(text: str) -> int | None:
+    """A whole number in ASCII digits (spaces around it and a spreadsheet's ``.0`` allowed), else None."""
     t = text.strip()
     if t.endswith(".0"):
         t = t[:-2]
-    return int(t) if t.isdigit() and len(t) <= 18 else None
+    return int(t) if t.isascii() and t.isdigit() and len(t) <= 18 else None
 
 
 def interpret(number: int, fields: Mapping[str, str], currency: str) -> Intent | RowError:
@@ -60,7 +61,7 @@ def interpret(number: int, fields: Mapping[str, str], currency: str) -> Intent |
     if fields.get("ActionId"):
         action_id = _int(fields["ActionId"])
         if action_id is None:
-            return _err(number, "ActionId", "invalid_id", f"ActionId '{fields['ActionId']}' is not an action id.")
+            return _err(number, "ActionId", "invalid_id", f"ActionId {quote(fields['ActionId'])} is not an action id.")
     else:
         et, oid = fields.get("ActionTrackerId"), fields.get("Oid")
         if not et or not oid:
@@ -69,7 +70,8 @@ def interpret(number: int, fields: Mapping[str, str], currency: str) -> Intent |
                         "The row names no action: give ActionId, or ActionTrackerId and Oid.")
         event_type_id = _int(et)
         if event_type_id is None:
-            return _err(number, "ActionTrackerId", "invalid_id", f"ActionTrackerId '{et}' is not an event type id.")
+            return _err(number, "ActionTrackerId", "invalid_id",
+                        f"ActionTrackerId {quote(et)} is not an event type id.")
         order_id = oid
     reason = (fields.get("Reason") or "").strip()
     if not reason:
@@ -77,17 +79,17 @@ def interpret(number: int, fields: Mapping[str, str], currency: str) -> Intent |
     code = fields.get("CurrencyCode")
     if code and code.strip().upper() != currency:
         return _err(number, "CurrencyCode", "wrong_currency",
-                    f"CurrencyCode {code} is not the campaign's currency {currency}.")
+                    f"CurrencyCode {quote(code)} is not the campaign's currency {currency}.")
     amount = None
     if fields.get("Amount"):
         try:
-            amount = parse_amount(fields["Amount"], currency, what="Amount")
+            amount = parse_file_amount(fields["Amount"], currency, what="Amount")
         except PayoutdeskError as exc:
             return _err(number, "Amount", exc.code, exc.detail)
     items: list[wf.ItemChange] = []
     slots: dict[int, dict[str, str]] = {}
     for name, value in fields.items():
-        m = _ITEM_RE.match(name)
+        m = ITEM_RE.match(name)
         if m and value:
             slots.setdefault(int(m.group(2)), {})[m.group(1)] = value
     for n in sorted(slots):
@@ -97,18 +99,18 @@ def interpret(number: int, fields: Mapping[str, str], currency: str) -> Intent |
             return _err(number, f"Sku{n}", "missing_sku", f"Quantity{n}/Amount{n} are given but Sku{n} is empty.")
         if "Quantity" not in slot:
             return _err(number, f"Quantity{n}", "missing_quantity",
-                        f"Sku{n} {sku} needs Quantity{n} (0 when the item was returned).")
+                        f"Sku{n} {quote(sku)} needs Quantity{n} (0 when the item was returned).")
         qty = _int(slot["Quantity"])
         if qty is None:
             return _err(number, f"Quantity{n}", "invalid_quantity",
-                        f"Quantity{n} '{slot['Quantity']}' is not a whole number ≥ 0.")
+                        f"Quantity{n} {quote(slot['Quantity'])} is not a whole number ≥ 0.")
         if qty > MAX_QUANTITY:
             return _err(number, f"Quantity{n}", "invalid_quantity",
                         f"Quantity{n} {qty} is more than {MAX_QUANTITY:,}.")
         item_amount = None
         if slot.get("Amount"):
             try:
-                item_amount = parse_amount(slot["Amount"], currency, what=f"Amount{n}")
+                item_amount = parse_file_amount(slot["Amount"], currency, what=f"Amount{n}")
             except PayoutdeskError as exc:
                 return _err(number, f"Amount{n}", exc.code, exc.detail)
         items.append(wf.ItemChange(sku, qty, item_amount))
@@ -137,7 +139,7 @@ def command_for(intent: Intent, custom_codes: Mapping[str, str], *, system: bool
             upper = r.upper()
             hint = f" (did you mean {upper}?)" if upper in wf.PREDEFINED_REASONS or upper == "APPROVED" else ""
             return _err(intent.row, "Reason", "unknown_reason",
-                        f"Unknown reason '{r}'{hint}: use a predefined reason, APPROVED, RESET or a "
+                        f"Unknown reason {quote(r)}{hint}: use a predefined reason, APPROVED, RESET or a "
                         "disposition code of the event type.")
         op = "modify" if has_change else "reverse"
     if op == "approve":
@@ -146,5 +148,5 @@ def command_for(intent: Intent, custom_codes: Mapping[str, str], *, system: bool
         return wf.Reverse(r)
     if not has_change:
         return _err(intent.row, "Amount", "missing_amount",
-                    f"Disposition code {r} modifies the action: give Amount or item columns.")
+                    f"Disposition code {quote(r)} modifies the action: give Amount or item columns.")
     return wf.Modify(intent.amount, intent.items, r)

@@ -11,7 +11,8 @@ from sqlalchemy.exc import IntegrityError
 
 from payoutdesk.catalog.service import get_owned
 from payoutdesk.context import Actor
-from payoutdesk.errors import Conflict, DuplicateFile, NotFound, PayoutdeskError, ValidationFailed
+from payoutdesk.errors import Conflict, DuplicateFile, NotFound, PayoutdeskError, ValidationFailed, quote
+from payoutdesk.kit.ids import parse_id as parse_whole_id
 from payoutdesk.kit.money import format_amount
 from payoutdesk.kit.time import iso, utcnow
 from payoutdesk.models import campaigns
@@ -33,9 +34,10 @@ def parse_id(value: str | int) -> int:
     text = str(value).strip().upper()
     if len(text) > 2 and text[0] in "FA" and text[1] == "-":
         text = text[2:]
-    if not text.isdigit():
-        raise NotFound(f"No submission '{value}'.")
-    return int(text)
+    number = parse_whole_id(text)  # ASCII digits, 1 … 2^63-1 (a superscript digit passes str.isdigit)
+    if number is None:
+        raise NotFound(f"No submission {quote(value)}.")
+    return number
 
 
 def label(row: Row[Any]) -> str:
@@ -152,7 +154,9 @@ def list_latest(conn: Connection, account_id: int, limit: int = 50, cursor: str 
                 campaign_id: int | None = None) -> dict[str, Any]:
     if not 1 <= limit <= 500:
         raise ValidationFailed("limit must be between 1 and 500.")
-    before = int(cursor) if cursor and cursor.isdigit() else None
+    before = parse_whole_id(cursor) if cursor else None
+    if cursor and before is None:
+        raise ValidationFailed("cursor is not one this API gave out; use next_cursor of the previous page.")
     rows = repo.latest(conn, account_id, limit + 1, before, campaign_id)
     more = len(rows) > limit
     rows = rows[:limit]
