@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from payoutdesk import __version__
+from payoutdesk.api import openapi
 from payoutdesk.api.plumbing import ID_RULE, SignIns, human_validation, problem, request_rate_headers
 from payoutdesk.api.ratelimit import TokenBuckets
 from payoutdesk.config import Settings
@@ -27,7 +28,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         version=__version__,
         description="Control partner payouts before they lock. Native API; see docs/API.md.",
         openapi_url="/api/v1/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # served by api.openapi.install from the package's own files
         redoc_url=None,
     )
     app.state.settings = settings
@@ -71,7 +72,11 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             detail = f"There is no {request.url.path} here; the API lives under /api/v1 (see /docs)."
         elif exc.status_code == 405 and detail == "Method Not Allowed":
             detail = f"{request.method} is not allowed on {request.url.path}."
-        return problem(exc.status_code, code, str(exc.detail), detail, dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        allow = openapi.allowed_methods(request) if exc.status_code == 405 else None
+        if allow:  # every method of the path, not only those of its first route
+            headers["Allow"] = allow
+        return problem(exc.status_code, code, str(exc.detail), detail, headers)
 
     @app.exception_handler(Exception)
     def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -91,4 +96,5 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.add_middleware(native.ChangeFastPath)
     app.include_router(submissions.router, prefix="/api/v1")
     app.include_router(compat.router)  # impact.com paths
+    openapi.install(app)  # the completed OpenAPI document and the offline /docs
     return app

@@ -169,8 +169,17 @@ def list_latest(conn: Connection, account_id: int, limit: int = 50, cursor: str 
     return {"items": items, "next_cursor": str(rows[-1].id) if more and rows else None}
 
 
+def _check_page(after_row: int, limit: int) -> None:
+    """A page of rows: ``limit`` 1 or more (a database takes a negative LIMIT as none, or fails on it)."""
+    if limit < 1:
+        raise ValidationFailed("limit must be 1 or more.")
+    if after_row < 0:
+        raise ValidationFailed("cursor must be 0 or the next_cursor of the previous page.")
+
+
 def errors(conn: Connection, account_id: int, submission_id: str | int, after_row: int = 0,
            limit: int = 1000) -> dict[str, Any]:
+    _check_page(after_row, limit)
     row = owned(conn, account_id, submission_id)
     items = repo.results(conn, int(row.id), errors_only=True, after_row=after_row, limit=limit + 1)
     more = len(items) > limit
@@ -185,6 +194,7 @@ def errors(conn: Connection, account_id: int, submission_id: str | int, after_ro
 def results(conn: Connection, account_id: int, submission_id: str | int, after_row: int = 0,
             limit: int = 1000) -> dict[str, Any]:
     """What each row did (or, in a dry run, would do): before and after amount and payout."""
+    _check_page(after_row, limit)
     row = owned(conn, account_id, submission_id)
     currency = _currency(conn, row.campaign_id)
     items = repo.results(conn, int(row.id), errors_only=False, after_row=after_row, limit=limit + 1)
