@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CLOCK_START = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 os.environ["PAYOUTDESK_CLOCK_OFFSET_SECONDS"] = str(int((CLOCK_START - datetime.now(UTC)).total_seconds()))
 clock.OFFSET = clock._offset_from_env()
-SAMPLES = ROOT.parent / "shared" / "samples"
+SAMPLES = ROOT / "tests" / "samples"  # the project's own sample returns files (tests/samples/README.md)
 BACKENDS = ["sqlite", "postgresql"]
 
 
@@ -73,6 +73,15 @@ def _url_for(backend: str, request: pytest.FixtureRequest, tmp_dir: Path) -> str
     if backend == "sqlite":
         return f"sqlite:///{tmp_dir / ('pd-' + uuid.uuid4().hex[:8] + '.db')}"
     return new_pg_database(request.getfixturevalue("pg_server_url"))
+
+
+def only_on(backend: str) -> pytest.MarkDecorator:
+    """Run a test on one backend only, for a test whose subject is that database's own behaviour
+    (PostgreSQL's row locks, say): ``db_url`` and every fixture built on it (``engine``, ``world``,
+    ``api``, ``fresh_url`` ...) then take that backend alone, so the test neither runs nor skips on
+    the other one. Use it as a decorator: ``@only_on("postgresql")``."""
+    assert backend in BACKENDS, backend
+    return pytest.mark.parametrize("db_url", [backend], indirect=True)
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

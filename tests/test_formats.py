@@ -25,10 +25,7 @@ from payoutdesk.submissions.formats import (
 from payoutdesk.submissions.formats.delimited import decimal_comma_to_dot
 from payoutdesk.submissions.formats.workbook import cell_text
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
-needs_samples = pytest.mark.skipif(
-    not SAMPLES.is_dir(), reason=f"the shared sample files are not at {SAMPLES} (shared/ beside the repository)"
-)
+SAMPLES = Path(__file__).resolve().parent / "samples"  # the project's own (tests/samples/README.md)
 
 
 def rows_of(parsed: ParsedFile) -> list[RawRow]:
@@ -76,10 +73,9 @@ def test_file_rejected_is_a_422_validation_error() -> None:
     assert FileRejected.kind == "VALIDATION"
 
 
-# --- the shared samples ---------------------------------------------------------------------
+# --- the sample files ------------------------------------------------------------------------
 
 
-@needs_samples
 def test_sample_bom_crlf_by_oid() -> None:
     data = (SAMPLES / "order_level_by_oid.csv").read_bytes()
     assert data.startswith(b"\xef\xbb\xbf") and b"\r\n" in data
@@ -89,26 +85,24 @@ def test_sample_bom_crlf_by_oid() -> None:
     assert parsed.item_level is False
     rows = rows_of(parsed)
     assert [r.number for r in rows] == [1, 2, 3]
-    assert rows[0].fields == {"ActionTrackerId": "3", "Oid": "O-1001", "Amount": "0", "Reason": "ITEM_RETURNED"}
-    assert rows[1].fields["Amount"] == "45.50"
+    assert rows[0].fields == {"ActionTrackerId": "7", "Oid": "ORD-5001", "Amount": "0", "Reason": "ITEM_RETURNED"}
+    assert rows[1].fields["Amount"] == "62.40"
     assert rows[2].fields["Reason"] == "CONS_FRAUD"
     assert parsed.total == 3
 
 
-@needs_samples
 def test_sample_by_action_id_with_note() -> None:
     parsed = parse((SAMPLES / "order_level_by_action_id.csv").read_bytes())
     assert parsed.columns == ("ActionId", "Amount", "Reason", "Note")
     rows = rows_of(parsed)
     assert rows[0].fields == {
-        "ActionId": "1042", "Amount": "80.00", "Reason": "ORDER_UPDATE", "Note": "partial refund RMA-77",
+        "ActionId": "2001", "Amount": "75.25", "Reason": "ORDER_UPDATE", "Note": "partial refund RMA-3141",
     }
-    assert rows[1].fields == {"ActionId": "1043", "Amount": "0", "Reason": "ITEM_RETURNED"}  # empty Note omitted
-    assert rows[2].fields == {"ActionId": "1044", "Reason": "APPROVED"}
-    assert rows[3].fields == {"ActionId": "1045", "Reason": "RESET"}
+    assert rows[1].fields == {"ActionId": "2002", "Amount": "0", "Reason": "ITEM_RETURNED"}  # empty Note omitted
+    assert rows[2].fields == {"ActionId": "2003", "Reason": "APPROVED"}
+    assert rows[3].fields == {"ActionId": "2004", "Reason": "RESET"}
 
 
-@needs_samples
 def test_sample_item_level() -> None:
     parsed = parse((SAMPLES / "item_level.csv").read_bytes())
     assert parsed.item_level is True
@@ -117,53 +111,49 @@ def test_sample_item_level() -> None:
     )
     first, second = rows_of(parsed)
     assert first.fields == {
-        "ActionTrackerId": "3", "Oid": "O-2001", "Sku1": "SKU-RED-42", "Quantity1": "0",
-        "Sku2": "SKU-BLUE-40", "Quantity2": "1", "Amount2": "39.99", "Reason": "ITEM_RETURNED",
+        "ActionTrackerId": "7", "Oid": "ORD-6001", "Sku1": "SKU-JACKET-M", "Quantity1": "0",
+        "Sku2": "SKU-SCARF", "Quantity2": "1", "Amount2": "24.50", "Reason": "ITEM_RETURNED",
     }
     assert second.fields == {
-        "ActionTrackerId": "3", "Oid": "O-2002", "Sku1": "SKU-HAT", "Quantity1": "1", "Amount1": "12.00",
+        "ActionTrackerId": "7", "Oid": "ORD-6002", "Sku1": "SKU-GLOVES", "Quantity1": "1", "Amount1": "15.00",
         "Reason": "ORDER_UPDATE",
     }
 
 
-@needs_samples
 def test_sample_semicolon_decimal_comma_lower_case() -> None:
     parsed = parse((SAMPLES / "semicolon_decimal_comma.csv").read_bytes())
     assert parsed.columns == ("ActionTrackerId", "Oid", "Amount", "Reason")
     rows = rows_of(parsed)
-    assert rows[0].fields == {"ActionTrackerId": "3", "Oid": "O-3001", "Amount": "19.99", "Reason": "ORDER_UPDATE"}
+    assert rows[0].fields == {"ActionTrackerId": "7", "Oid": "ORD-7001", "Amount": "34.75", "Reason": "ORDER_UPDATE"}
     assert rows[1].fields["Amount"] == "0"
 
 
-@needs_samples
 def test_sample_xml() -> None:
     parsed = parse((SAMPLES / "order_level.xml").read_bytes())
     assert parsed.format == "xml"
     assert set(parsed.columns) == {"ActionTrackerId", "Oid", "Amount", "Reason", "ActionId"}
     rows = rows_of(parsed)
     assert rows == [
-        RawRow(1, {"ActionTrackerId": "3", "Oid": "O-1001", "Amount": "0", "Reason": "ITEM_RETURNED"}),
-        RawRow(2, {"ActionId": "1042", "Amount": "80.00", "Reason": "ORDER_UPDATE"}),
+        RawRow(1, {"ActionTrackerId": "7", "Oid": "ORD-5001", "Amount": "0", "Reason": "ITEM_RETURNED"}),
+        RawRow(2, {"ActionId": "2001", "Amount": "64.90", "Reason": "ORDER_UPDATE"}),
     ]
 
 
-@needs_samples
 def test_sample_bad_rows_parse_fine() -> None:
     rows = rows_of(parse((SAMPLES / "bad_rows.csv").read_bytes()))
     assert len(rows) == 5
-    assert rows[0].fields["Amount"] == "abc"  # values are not judged here
-    assert rows[1].fields["Amount"] == "-5.00"
+    assert rows[0].fields["Amount"] == "twelve"  # values are not judged here
+    assert rows[1].fields["Amount"] == "-1.50"
     assert "Reason" not in rows[2].fields
-    assert rows[4].fields["Reason"] == "NOT_A_REASON"
+    assert rows[4].fields["Reason"] == "WRONG_REASON"
 
 
-@needs_samples
 def test_sample_missing_columns_rejected() -> None:
     err = rejected((SAMPLES / "missing_columns.csv").read_bytes(), file_name="missing_columns.csv")
     assert "Reason" in err.detail and "ActionId" in err.detail
-    assert "OrderNumber, Total" in err.detail
+    assert "OrderRef, Refund" in err.detail
     assert err.extra["missing"] == ["Reason", "ActionId"]
-    assert err.extra["found"] == ["OrderNumber", "Total"]
+    assert err.extra["found"] == ["OrderRef", "Refund"]
     assert err.extra["file_name"] == "missing_columns.csv"
 
 

@@ -9,12 +9,17 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from payoutdesk import __version__
 from payoutdesk.config import Settings
 from payoutdesk.errors import PayoutdeskError
 
 
 def _settings() -> Settings:
-    return Settings.from_env()
+    from payoutdesk.kit.files import private_data_dir
+
+    s = Settings.from_env()
+    private_data_dir(s.data_dir)  # tighten a data folder or key that others can read (docs/OPERATIONS.md)
+    return s
 
 
 def _engine(settings: Settings) -> Any:
@@ -53,6 +58,46 @@ def cmd_account_create(args: argparse.Namespace) -> int:
         print(f"Account:     {new.account.name}")
         print(f"Account SID: {new.account.sid}")
         print(f"Auth token:  {new.auth_token}   (shown once; keep it safe)")
+    return 0
+
+
+def cmd_account_rotate_token(args: argparse.Namespace) -> int:
+    from payoutdesk.accounts.service import rotate_token
+    from payoutdesk.kit import db
+
+    s = _settings()
+    with db.write(_engine(s)) as conn:
+        new = rotate_token(conn, args.sid)
+    if args.json:
+        print(json.dumps({"account_sid": new.account.sid, "auth_token": new.auth_token}))
+    else:
+        print(f"Account SID: {new.account.sid}")
+        print(f"Auth token:  {new.auth_token}   (new; shown once; the old token no longer works)")
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from payoutdesk.kit.backup import BackupRefused, backup_sqlite
+    from payoutdesk.kit.files import sqlite_path
+
+    s = _settings()
+    source = sqlite_path(s.database_url)
+    if source is None:
+        print(f"error: `payoutdesk backup` copies a SQLite database; {_redact(s.database_url)} is not one. "
+              "Back up PostgreSQL with its own tools: pg_dump (or base backups with WAL archiving); "
+              "see docs/OPERATIONS.md.", file=sys.stderr)
+        return 2
+    try:
+        done = backup_sqlite(source, Path(args.file), force=args.force)
+    except BackupRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    restarts = f", started again {done.restarts} times for writes made meanwhile" if done.restarts else ""
+    print(f"Backed up {done.source} to {done.target}: {done.size / 1_048_576:,.1f} MiB "
+          f"({done.pages:,} pages) in {done.seconds:.1f} s{restarts}; the copy is readable by you only.")
+    if not s.secret_key:
+        print(f"Keep a copy of {s.data_dir / 'secret.key'} too: the remote credentials stored in the "
+              "database (FTP/SFTP pull, Salesforce) are encrypted with it.")
     return 0
 
 
@@ -224,6 +269,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from payoutdesk.demo import build_demo
     from payoutdesk.kit.db import migrate
+    from payoutdesk.kit.files import write_private
 
     s = _settings()
     migrate(s.database_url)
@@ -232,8 +278,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         info = json.loads(saved.read_text())
     else:
         info = build_demo(_engine(s), s, actions=args.actions, progress=not args.json)
-        saved.touch(mode=0o600)
-        saved.write_text(json.dumps(info, indent=2))
+        write_private(saved, json.dumps(info, indent=2))
     if args.json:
         print(json.dumps(info))
     else:
@@ -277,6 +322,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="payoutdesk", description="Control partner payouts before they lock.")
+    p.add_argument("--version", action="version", version=f"payoutdesk {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("init", help="create or migrate the database").set_defaults(fn=cmd_init)
 
@@ -294,6 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--json", action="store_true")
     create.set_defaults(fn=cmd_account_create)
+    rotate = account.add_parser("rotate-token", help="give an account a new auth token; the old one stops working")
+    rotate.add_argument("sid", metavar="SID", help="Account SID")
+    rotate.add_argument("--json", action="store_true", help="print {account_sid, auth_token} as JSON")
+    rotate.set_defaults(fn=cmd_account_rotate_token)
 
     user = sub.add_parser("user", help="users").add_subparsers(dest="sub", required=True)
     add = user.add_parser("add", help="add a user to an account")
@@ -326,6 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--state", choices=["PENDING", "APPROVED", "REVERSED"])
     export.add_argument("--output", type=Path, help="file to write (default: standard output)")
     export.set_defaults(fn=cmd_export)
+
+    backup = sub.add_parser("backup", help="copy the SQLite database to FILE while it is in use")
+    backup.add_argument("file", metavar="FILE", help="the copy to write (0600)")
+    backup.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    backup.set_defaults(fn=cmd_backup)
     return p
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, insert, select, update
 
 from payoutdesk.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from payoutdesk.kit.time import utcnow
@@ -60,6 +60,16 @@ def create_account(conn: Connection, name: str) -> NewAccount:
         insert(accounts).values(sid=sid, name=name, token_hash=hash_token(token), created_at=utcnow())
     ).inserted_primary_key[0]  # type: ignore[index]
     return NewAccount(AccountRef(int(account_id), sid, name), token)
+
+
+def rotate_token(conn: Connection, sid: str) -> NewAccount:
+    """Give the account a new auth token; the old one stops working. A running API server that
+    signed the old token in during the last 10 seconds remembers that sign-in for the rest of
+    those seconds (its ``SignIns``), or until the new token is used there: docs/OPERATIONS.md."""
+    account = account_by_sid(conn, sid)
+    token = secrets.token_urlsafe(30)
+    conn.execute(update(accounts).where(accounts.c.id == account.id).values(token_hash=hash_token(token)))
+    return NewAccount(account, token)
 
 
 def account_by_sid(conn: Connection, sid: str) -> AccountRef:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from payoutdesk.kit.files import private_dir, private_file, write_private
+
 
 def load_secret_key(configured: str, data_dir: Path) -> str:
     """The configured secret key, else one generated once and kept in the data folder."""
@@ -16,11 +18,11 @@ def load_secret_key(configured: str, data_dir: Path) -> str:
         return configured
     path = data_dir / "secret.key"
     if path.exists():
+        private_file(path)  # tighten a key file left readable by others
         return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     key = secrets.token_urlsafe(32)
-    path.touch(mode=0o600)
-    path.write_text(key)
+    write_private(path, key)
     return key
 
 

@@ -16,6 +16,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import NullPool, QueuePool
 
+from payoutdesk.kit.files import prepare_sqlite_file
+
 T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -51,7 +53,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         path = url.split("///", 1)[-1]
         on_disk = bool(path) and path != ":memory:" and "mode=memory" not in path
         if on_disk:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            prepare_sqlite_file(url)  # the file 0600 before SQLite opens it (its -wal/-shm follow)
             # Connections are kept open between transactions: opening one costs the pragmas, and
             # closing the last one checkpoints and deletes the WAL, together about 1 ms per
             # transaction. Overflow is unbounded, so a checkout never waits for a free connection.
