@@ -114,6 +114,18 @@ def fresh_engine(fresh_url: str) -> Iterator[Engine]:
     eng.dispose()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """No test skips: a test that concerns one backend says so with ``only_on``, and everything a test
+    needs (the sample files included) is in the repository. A skip is reported as a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"this test skipped ({reason}); no test may skip: see tests/conftest.py"
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _cheap_password_hashing() -> Iterator[None]:
     """Real argon2, with the cheapest parameters: every tenant a test makes hashes an FTP password."""

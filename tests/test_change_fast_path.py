@@ -21,6 +21,7 @@ from payoutdesk.kit import db
 from payoutdesk.ledger import service as ledger
 from payoutdesk.ledger import workflow as wf
 from payoutdesk.models import actions
+from tests.conftest import only_on
 from tests.helpers import World, client_for, conversion, make_world
 from tests.test_errors_and_limits import basic
 
@@ -94,9 +95,8 @@ def test_a_change_that_would_wait_waits_in_a_thread_and_the_server_stays_respons
     assert [u["kind"] for u in answers[0].json()["updates"]] == ["CREATED", "MODIFIED"]
 
 
+@only_on("postgresql")  # a pooled connection whose server process ended
 def test_a_change_after_the_database_connection_was_lost(world: World, engine: Engine, tmp_path: Path) -> None:
-    if db.is_sqlite(engine):
-        pytest.skip("PostgreSQL: a pooled connection whose server process ended")
     aid = conversion(world, "LOST-1", amount="100.00")
     with client_for(engine, tmp_path) as api:
         first = api.post(f"/api/v1/actions/{aid}/modify", json={"amount": "90.00"}, headers=world.auth)

@@ -6,7 +6,6 @@ import base64
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
@@ -296,18 +295,6 @@ def test_list_actions_paging_and_filters(api: TestClient, engine: Engine) -> Non
 # --- file submissions --------------------------------------------------------------------------
 
 
-def _formats_ready() -> bool:
-    try:
-        from payoutdesk.submissions.formats import parse  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_formats = pytest.mark.skipif(not _formats_ready(), reason="the file readers (submissions.formats) are not "
-                                   "importable yet, so a file submission cannot be processed")
-
-
 def post_file(api: TestClient, w: World, name: str, data: bytes) -> str:
     r = api.post("/api/v1/submissions", headers=w.auth, data={"campaign_id": str(w.campaign_id)},
                  files={"file": (name, data, "text/csv")})
@@ -315,7 +302,6 @@ def post_file(api: TestClient, w: World, name: str, data: bytes) -> str:
     return str(r.json()["id"])
 
 
-@needs_formats
 def test_ftp_file_submissions_and_error_details(api: TestClient, world: World, engine: Engine) -> None:
     a = conversion(world, "F-1", "100.00")
     locked = conversion(world, "F-2", "100.00")

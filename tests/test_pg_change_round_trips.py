@@ -26,13 +26,14 @@ from payoutdesk.ledger import repository as repo
 from payoutdesk.ledger import service as ledger
 from payoutdesk.ledger import workflow as wf
 from payoutdesk.models import action_items, action_updates, actions
+from tests.conftest import only_on
 from tests.helpers import World, client_for, conversion, make_world
+
+pytestmark = only_on("postgresql")  # the pipelined change path is PostgreSQL's (SQLite keeps its own)
 
 
 @pytest.fixture
 def pg(engine: Engine) -> Engine:
-    if db.is_sqlite(engine):
-        pytest.skip("the pipelined change path is PostgreSQL's (SQLite keeps its own)")
     return engine
 
 

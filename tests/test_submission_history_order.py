@@ -19,6 +19,7 @@ from payoutdesk.models import action_updates
 from payoutdesk.submissions import engine as sub_engine
 from payoutdesk.submissions import repository as repo
 from payoutdesk.worker.runner import claim
+from tests.conftest import only_on
 from tests.helpers import World, conversion
 
 
@@ -130,6 +131,7 @@ def test_a_chunk_ends_early_once_its_time_is_up(
     assert written == [ids[n % 4] for n in range(7)]
 
 
+@only_on("postgresql")  # on SQLite the write transaction excludes other writers
 def test_a_change_made_between_the_unlocked_read_and_the_write_sends_the_chunk_round_again_locked(
     api: TestClient, world: World, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -137,8 +139,6 @@ def test_a_change_made_between_the_unlocked_read_and_the_write_sends_the_chunk_r
     transaction after that read makes the version-checked write refuse the chunk, which is rolled back and
     read again, this time FOR UPDATE, and applied once over the changed action (PostgreSQL: on SQLite the
     write transaction shuts other writers out, so no change can come in between)."""
-    if db.is_sqlite(engine):
-        pytest.skip("SQLite's write transaction excludes other writers")
     ids = [conversion(world, f"L-{n}", "100.00") for n in range(4)]
     rows = [{"ActionId": aid, "Amount": f"{60 + n}.00", "Reason": "ORDER_UPDATE"} for n, aid in enumerate(ids)]
     r = api.post("/api/v1/submissions", headers=world.auth, json={"campaign_id": world.campaign_id, "rows": rows})
