@@ -299,3 +299,13 @@ def test_the_schemathesis_exceptions_are_per_operation(tmp_path: Path) -> None:
             assert check == "positive_data_acceptance" and set(settings) == {"expected-statuses"}, check
             assert set(settings["expected-statuses"]) - {"2xx", "401", "404", "409", "429"} <= {"400", "422"}
     assert "enabled" not in CONFIG.read_text()  # no check is switched off
+
+
+def test_the_compatible_query_parameters_are_those_the_routes_take(tmp_path: Path) -> None:
+    from payoutdesk.api.compat import QUERY_PARAMETERS
+
+    paths = _document(tmp_path)["paths"]
+    for (method, route), names in QUERY_PARAMETERS.items():
+        operation = paths["/Advertisers/{AccountSID}" + route][method.lower()]
+        documented = {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
+        assert documented == set(names), route
