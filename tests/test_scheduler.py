@@ -43,5 +43,5 @@ def test_tick_runs_the_lock(fresh_engine: Engine) -> None:
     scheduler.tick(fresh_engine, "w2", now=datetime.now(UTC))  # same slot: not again
     with fresh_engine.connect() as conn:
         assert conn.execute(select(actions.c.state).where(actions.c.id == aid)).scalar_one() == "APPROVED"
-        runs = conn.execute(select(job_runs.c.worker, job_runs.c.result)).all()
+        runs = conn.execute(select(job_runs.c.worker, job_runs.c.result).where(job_runs.c.job == "lock")).all()
     assert runs == [("w1", "locked 1")]

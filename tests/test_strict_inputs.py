@@ -317,6 +317,8 @@ def test_error_texts_quote_at_most_200_characters(api: TestClient, world: World,
                 headers=world.auth),
         api.put(f"{compat(world)}/Actions", data={"ActionId": str(a), "Amount": "1" * 10_000}, headers=world.auth),
         api.get("/api/v1/actions", params={"x" * 5000: "1"}, headers=world.auth),
+        api.post(f"/api/v1/actions/{a}/modify", json={"items": [{"sku": "S" * 10_000, "quantity": 1}]},
+                 headers=world.auth),
     ]
     for r in answers:
         assert 400 <= r.status_code < 500, r.text[:300]
@@ -325,11 +327,12 @@ def test_error_texts_quote_at_most_200_characters(api: TestClient, world: World,
     r = api.post("/api/v1/submissions", headers=world.auth, json={"campaign_id": world.campaign_id, "rows": [
         {"ActionId": a, "Amount": "5.00", "Reason": long}, {"ActionId": "x" * 5000, "Reason": "X"},
         {"ActionTrackerId": world.sale, "Oid": "O" * 5000, "Reason": "REJECTED"},
-        {"ActionId": a, "Amount": "y" * 10_000, "Reason": "ORDER_UPDATE"}]})
+        {"ActionId": a, "Amount": "y" * 10_000, "Reason": "ORDER_UPDATE"},
+        {"ActionId": a, "Sku1": "S" * 10_000, "Quantity1": "1", "Reason": "ORDER_UPDATE"}]})
     assert r.status_code == 202, r.text
     drain(engine)
     errors = api.get(f"/api/v1/submissions/{r.json()['id']}/errors", headers=world.auth).json()["items"]
-    assert len(errors) == 4 and all(len(e["message"]) < 600 for e in errors), [len(e["message"]) for e in errors]
+    assert len(errors) == 5 and all(len(e["message"]) < 600 for e in errors), [len(e["message"]) for e in errors]
     assert "(10,000 characters)" in errors[0]["message"]
     assert "There is no action of event type" in errors[2]["message"]  # not "There is no an action"
 
@@ -358,3 +361,19 @@ def test_quoted_path_values_are_shortened(api: TestClient, world: World) -> None
     r = api.get(f"/api/v1/campaigns/{urlquote('é' * 3000)}", headers=world.auth)
     body = problem(r, 404, "not_found")
     assert len(body["detail"]) < 600
+
+
+def test_file_row_ids_are_ascii_digits(api: TestClient, world: World, engine: Engine) -> None:
+    """``str.isdigit`` takes '¹' (int() then fails) and '١٢' (int() reads 12): both are invalid ids."""
+    a = conversion(world, "DIGITS-1")
+    r = api.post("/api/v1/submissions", headers=world.auth, json={"campaign_id": world.campaign_id, "rows": [
+        {"ActionId": "\u00b9", "Amount": "5.00", "Reason": "ORDER_UPDATE"},
+        {"ActionId": "".join(chr(0x660 + int(d)) for d in str(a)), "Amount": "5.00", "Reason": "ORDER_UPDATE"},
+        {"ActionTrackerId": "\u00b2", "Oid": "DIGITS-1", "Amount": "5.00", "Reason": "ORDER_UPDATE"}]})
+    assert r.status_code == 202, r.text
+    drain(engine)
+    done = api.get(f"/api/v1/submissions/{r.json()['id']}", headers=world.auth).json()
+    assert done["status"] == "COMPLETE" and done["errors"] == 3, done
+    errors = api.get(f"/api/v1/submissions/{r.json()['id']}/errors", headers=world.auth).json()["items"]
+    assert [e["code"] for e in errors] == ["invalid_id"] * 3
+    assert api.get(f"/api/v1/actions/{a}", headers=world.auth).json()["amount"] == "100.00"

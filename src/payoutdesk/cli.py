@@ -197,6 +197,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from payoutdesk.ledger.workflow import Channel
     from payoutdesk.models import campaigns
     from payoutdesk.submissions import engine as sub_engine
+    from payoutdesk.submissions import files
     from payoutdesk.submissions import service as subs
     from payoutdesk.worker.runner import claim, worker_name
 
@@ -206,15 +207,23 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if not path.is_file():
         print(f"error: no file {path}", file=sys.stderr)
         return 2
-    data = path.read_bytes()
-    with db.write(engine) as conn:
+    with db.read(engine) as conn:
         campaign = conn.execute(campaigns.select().where(campaigns.c.id == args.campaign)).first()
-        if campaign is None:
-            print(f"error: no campaign {args.campaign}", file=sys.stderr)
-            return 2
-        actor = Actor(campaign.account_id, f"cli:{getpass.getuser()}", Channel.FILE)
-        created = subs.create(conn, actor, args.campaign, data, file_name=path.name, content_type=None,
-                              dry_run=args.dry_run, force=args.force)
+    if campaign is None:
+        print(f"error: no campaign {args.campaign}", file=sys.stderr)
+        return 2
+    actor = Actor(campaign.account_id, f"cli:{getpass.getuser()}", Channel.FILE)
+    max_bytes = s.max_file_mb * files.CHUNK_BYTES
+    # streamed from disk into the file store, 1 MiB at a time, then queued in one short transaction
+    with path.open("rb") as f:
+        stored = files.store_stream(engine, iter(lambda: f.read(files.CHUNK_BYTES), b""), max_bytes=max_bytes)
+    try:
+        with db.write(engine) as conn:
+            created = subs.create(conn, actor, args.campaign, stored, file_name=path.name, content_type=None,
+                                  dry_run=args.dry_run, force=args.force, max_bytes=max_bytes,
+                                  force_hint="run it again with --force")
+    finally:
+        files.discard(engine, stored.id)  # only when no submission uses it (a refused duplicate)
     sid = subs.parse_id(created["id"])
     worker = worker_name()
     claim(engine, sid, worker)

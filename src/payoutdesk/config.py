@@ -19,6 +19,8 @@ class Settings:
     mail_domain: str
     api_rate_limit: int  # requests per second per account; 0 = none
     login_rate_limit: int  # failed logins per minute per client address; 0 = none
+    max_file_mb: int = 200  # the largest returns file accepted, in MiB (DESIGN §6, "Bounded memory")
+    file_retention_days: int = 90  # original files of submissions are deleted this long after (DESIGN §6, "Files")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -36,6 +38,8 @@ class Settings:
             mail_domain=e.get("PAYOUTDESK_MAIL_DOMAIN", "returns.payoutdesk.local"),
             api_rate_limit=_int(e, "PAYOUTDESK_API_RATE_LIMIT", 100),
             login_rate_limit=_int(e, "PAYOUTDESK_LOGIN_RATE_LIMIT", 10),
+            max_file_mb=max(1, _int(e, "PAYOUTDESK_MAX_FILE_MB", 200)),
+            file_retention_days=max(1, _int(e, "PAYOUTDESK_FILE_RETENTION_DAYS", 90)),
         )
 
 

@@ -172,3 +172,39 @@ class FileRejected(PayoutdeskError):
     code = "invalid_file"
     title = "The file cannot be used"
     kind = "VALIDATION"
+
+
+class FileTooLarge(PayoutdeskError):
+    """A file above PAYOUTDESK_MAX_FILE_MB, refused as soon as its bytes pass the limit."""
+
+    status = 413
+    code = "file_too_large"
+    title = "File too large"
+
+
+class BodyTooLarge(PayoutdeskError):
+    """A request body above the limit of its route, refused as soon as its bytes pass it."""
+
+    status = 413
+    code = "body_too_large"
+    title = "Request body too large"
+
+
+class FileDeleted(PayoutdeskError):
+    """The original file of a submission, deleted after PAYOUTDESK_FILE_RETENTION_DAYS."""
+
+    status = 410
+    code = "file_deleted"
+    title = "File deleted"
+
+
+class MalformedJson(PayoutdeskError):
+    status = 400
+    code = "malformed_json"
+    title = "Invalid request"
+
+
+class MalformedMultipart(PayoutdeskError):
+    status = 400
+    code = "malformed_multipart"
+    title = "Invalid request"

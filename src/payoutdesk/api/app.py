@@ -87,13 +87,15 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     def healthz() -> Response:
         return Response("ok", media_type="text/plain")
 
-    from payoutdesk.api import compat, native, submissions
+    from payoutdesk.api import compat, limits, native, submissions
 
     app.include_router(native.router, prefix="/api/v1")
     # single-action changes served without FastAPI's dispatch when their input is plainly valid
     app.state.fast_changes = True
     app.state.fast_changes_served = 0
     app.add_middleware(native.ChangeFastPath)
+    # body limits counted while the body is read, outside every layer that reads one (api/limits.py)
+    app.add_middleware(limits.BodyLimits, max_file_bytes=settings.max_file_mb * limits.MiB)
     app.include_router(submissions.router, prefix="/api/v1")
     app.include_router(compat.router)  # impact.com paths
     openapi.install(app)  # the completed OpenAPI document and the offline /docs

@@ -3,24 +3,47 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-from typing import Annotated, Any
+import tempfile
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, BinaryIO
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from pydantic import AfterValidator
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
-from payoutdesk.api.plumbing import Account, IdemKey, QueryId, WholeNumber, problem, read, whole_between, write
+from payoutdesk.accounts.service import AccountRef
+from payoutdesk.api import limits
+from payoutdesk.api.plumbing import (
+    Account,
+    IdemKey,
+    QueryId,
+    WholeNumber,
+    engine_of,
+    read,
+    request_rate_headers,
+    whole_between,
+    write,
+)
 from payoutdesk.context import Actor
-from payoutdesk.errors import ValidationFailed
+from payoutdesk.errors import MalformedMultipart, ValidationFailed
+from payoutdesk.kit import db
 from payoutdesk.kit.ids import MAX_ID32, ref32
 from payoutdesk.ledger.workflow import Channel
-from payoutdesk.submissions import service
+from payoutdesk.submissions import files, jsonrows, service
+from payoutdesk.submissions.files import StoredFile
 
 router = APIRouter(tags=["submissions"])
 Cursor = Annotated[int, WholeNumber, AfterValidator(lambda n: min(n, MAX_ID32))]  # row numbers are 32-bit
 PageSize = Annotated[int, whole_between(1, 1_000_000)]  # then at most 10,000
+MAX_CAMPAIGN_ID = 2**31 - 1
+
+
+def _shown(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 50 else text[:50] + "…"
 
 
 def _flag(value: Any, name: str) -> bool:
@@ -33,14 +56,41 @@ def _flag(value: Any, name: str) -> bool:
         return True
     if text in ("0", "false", "no", "off"):
         return False
-    raise ValidationFailed(f"{name} must be true or false, not '{value}'.")
+    raise ValidationFailed(f"{name} must be true or false, not '{_shown(value)}'.")
 
 
 def _campaign(value: Any) -> int:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValidationFailed("campaign_id is required: the campaign the rows belong to.")
+    text = value.strip() if isinstance(value, str) else value
+    if isinstance(text, int) and not isinstance(text, bool):
+        number: int | None = text
+    elif isinstance(text, str) and text.isascii() and text.isdigit():
+        number = int(text)
+    else:
+        number = None
+    if number is None or not 1 <= number <= MAX_CAMPAIGN_ID:
+        raise ValidationFailed(f"campaign_id must be a whole number, the id of one of your campaigns, "
+                               f"not '{_shown(value)}'.")
+    return number
+
+
+def _chunks_of(stream: BinaryIO) -> Iterator[bytes]:
+    return iter(lambda: stream.read(files.CHUNK_BYTES), b"")
+
+
+async def _spool_body(request: Request) -> BinaryIO:
+    """The request body in a temporary file (in memory up to 1 MiB), read as it arrives; api/limits.py
+    has already bounded its size."""
+    spool = tempfile.SpooledTemporaryFile(max_size=files.CHUNK_BYTES)  # noqa: SIM115 - the caller closes it
     try:
-        return int(str(value).strip())
-    except (TypeError, ValueError):
-        raise ValidationFailed("campaign_id is required: the campaign the rows belong to.") from None
+        async for part in request.stream():
+            spool.write(part)
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool  # type: ignore[return-value]
 
 
 @router.post("/submissions", status_code=202, openapi_extra={"requestBody": {"content": {
@@ -51,47 +101,95 @@ def _campaign(value: Any) -> int:
         "campaign_id": {"type": "integer"}, "dry_run": {"type": "boolean"},
         "rows": {"type": "array", "items": {"type": "object"}}}, "required": ["campaign_id", "rows"]}}}}})
 async def create_submission(request: Request, account: Account, key: IdemKey = None) -> Response:
-    """Queue a returns file (multipart `file`) or a JSON batch of rows; answers 202 with the submission."""
+    """Queue a returns file (multipart `file`) or a JSON batch of rows; answers 202 with the submission.
+
+    The body is never held whole (DESIGN §6, "Bounded memory"): a file part is spooled to disk by the
+    multipart parser, a JSON batch is spooled as it arrives, and either is then streamed into the file
+    store (submissions/files.py) before one short transaction queues the submission."""
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
-        form = await request.form()
+        return await _file_submission(request, account, key)
+    if ctype.startswith("application/json"):
+        return await _rows_submission(request, account, key)
+    raise ValidationFailed("Send multipart/form-data with a file, or application/json with rows.")
+
+
+async def _file_submission(request: Request, account: AccountRef, key: str | None) -> Response:
+    try:
+        form = await request.form(max_files=1, max_fields=20, max_part_size=64 * 1024)
+    except HTTPException as exc:  # the multipart parser's refusals (a missing boundary, a broken part ...)
+        raise MalformedMultipart(f"The multipart body cannot be read: {exc.detail}") from None
+    try:
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise ValidationFailed("Send the returns file in the multipart field 'file'.")
-        data = await upload.read()
         campaign_id = _campaign(form.get("campaign_id"))
         dry_run, force = _flag(form.get("dry_run"), "dry_run"), _flag(form.get("force"), "force")
         name, content_type = upload.filename, upload.content_type
+        engine = engine_of(request)
+        max_bytes = request.app.state.settings.max_file_mb * limits.MiB
+        await run_in_threadpool(_check_campaign, engine, account, campaign_id)
+        stored = await run_in_threadpool(files.store_stream, engine, _chunks_of(upload.file), max_bytes=max_bytes)
+    finally:
+        await form.close()  # the spooled upload's temporary file
 
-        def handler(conn: Connection, actor: Actor) -> tuple[int, Any]:
-            file_actor = dataclasses.replace(actor, channel=Channel.FILE)
-            return 202, service.create(conn, file_actor, campaign_id, data, file_name=name,
-                                       content_type=content_type, dry_run=dry_run, force=force)
+    def handler(conn: Connection, actor: Actor) -> tuple[int, Any]:
+        file_actor = dataclasses.replace(actor, channel=Channel.FILE)
+        return 202, service.create(conn, file_actor, campaign_id, stored, file_name=name, content_type=content_type,
+                                   dry_run=dry_run, force=force, max_bytes=max_bytes)
 
-        fingerprint: Any = ["file", campaign_id, dry_run, force, name, hashlib.sha256(data).hexdigest()]
-    elif ctype.startswith("application/json"):
-        try:
-            body = await request.json()
-        except ValueError:
-            return problem(400, "malformed_json", "Invalid request", "The request body is not valid JSON.")
-        if not isinstance(body, dict):
-            raise ValidationFailed("The body is an object {campaign_id, rows, dry_run?}.")
-        unknown = set(body) - {"campaign_id", "rows", "dry_run"}
-        if unknown:
-            raise ValidationFailed(f"{', '.join(sorted(unknown))}: not a field of this request.")
-        campaign_id = _campaign(body.get("campaign_id"))
-        dry_run = _flag(body.get("dry_run"), "dry_run")
-        rows = body.get("rows")
+    fingerprint = ["file", campaign_id, dry_run, force, name, stored.sha256]
+    return await _queue(request, account, key, fingerprint, handler, stored)
 
-        def handler(conn: Connection, actor: Actor) -> tuple[int, Any]:
-            return 202, service.create_from_rows(conn, actor, campaign_id, rows, dry_run=dry_run)
 
-        fingerprint = body
-    else:
-        raise ValidationFailed("Send multipart/form-data with a file, or application/json with rows.")
-    from starlette.concurrency import run_in_threadpool
+async def _rows_submission(request: Request, account: AccountRef, key: str | None) -> Response:
+    engine = engine_of(request)
+    body = await _spool_body(request)
+    batch = jsonrows.Batch()
+    try:
+        stored = await run_in_threadpool(files.store_stream, engine, jsonrows.read_batch(body, batch))
+    finally:
+        body.close()
+    try:
+        campaign_id, dry_run = _batch_fields(batch)
+    except BaseException:
+        await run_in_threadpool(files.discard, engine, stored.id)
+        raise
 
-    return await run_in_threadpool(write, request, account, key, fingerprint, handler)
+    def handler(conn: Connection, actor: Actor) -> tuple[int, Any]:
+        return 202, service.create(conn, actor, campaign_id, stored, file_name=None, content_type="application/json",
+                                   dry_run=dry_run, kind="A", max_bytes=jsonrows.MAX_BODY_BYTES)
+
+    fingerprint = ["rows", campaign_id, dry_run, stored.sha256]
+    return await _queue(request, account, key, fingerprint, handler, stored)
+
+
+def _batch_fields(batch: jsonrows.Batch) -> tuple[int, bool]:
+    """campaign_id and dry_run of a batch that was read, checked in the order of a body parsed whole."""
+    if not batch.is_object:
+        raise ValidationFailed("The body is an object {campaign_id, rows, dry_run?}.")
+    if batch.unknown:
+        raise ValidationFailed(f"{', '.join(sorted(set(batch.unknown)))}: not a field of this request.")
+    campaign_id = _campaign(batch.campaign_id)
+    dry_run = _flag(batch.dry_run, "dry_run")
+    if batch.rows_error is not None:
+        raise ValidationFailed(batch.rows_error)
+    return campaign_id, dry_run
+
+
+def _check_campaign(engine: Engine, account: AccountRef, campaign_id: int) -> None:
+    with db.read(engine) as conn:
+        service.check_campaign(conn, account.id, campaign_id)
+
+
+async def _queue(request: Request, account: AccountRef, key: str | None, fingerprint: Any,
+                 handler: Callable[[Connection, Actor], tuple[int, Any]], stored: StoredFile) -> Response:
+    """The short transaction that queues the submission; the stored file is deleted when no submission
+    uses it after all (a refused duplicate, an error, an Idempotency-Key answered from before)."""
+    try:
+        return await run_in_threadpool(write, request, account, key, fingerprint, handler)
+    finally:
+        await run_in_threadpool(files.discard, request.app.state.engine, stored.id)
 
 
 @router.get("/submissions")
@@ -119,14 +217,18 @@ def submission_results(request: Request, submission_id: str, account: Account, c
 
 @router.get("/submissions/{submission_id}/file")
 def submission_file(request: Request, submission_id: str, account: Account) -> Response:
-    from payoutdesk.kit import db
-
-    with db.read(request.app.state.engine) as conn:
-        row, data = service.original_file(conn, account.id, submission_id)
+    """The original file, streamed chunk by chunk from the store; 410 ``file_deleted`` once the retention
+    job deleted it (PAYOUTDESK_FILE_RETENTION_DAYS)."""
+    engine = engine_of(request)
+    with db.read(engine) as conn:
+        row, stored = service.original_file(conn, account.id, submission_id)
     name = (row.file_name or f"{service.label(row)}.json").replace('"', "")
-    return Response(data, media_type=row.content_type or "application/octet-stream",
-                    headers={"Content-Disposition": f'attachment; filename="{name}"',
-                             **getattr(request.state, "rate_headers", {})})
+    headers = {"Content-Disposition": f'attachment; filename="{name}"', **request_rate_headers(request)}
+    media_type = row.content_type or "application/octet-stream"
+    if stored is None:  # an undo has no file
+        return Response(b"", media_type=media_type, headers=headers)
+    headers["Content-Length"] = str(stored.size)
+    return StreamingResponse(files.read_chunks(engine, stored), media_type=media_type, headers=headers)
 
 
 @router.post("/submissions/{submission_id}/undo", status_code=202)

@@ -20,6 +20,7 @@ from payoutdesk.errors import (
     TooManyUpdates,
     UnknownSku,
     ValidationFailed,
+    quote,
 )
 from payoutdesk.kit.money import MAX_MINOR, allocate, round_half_up
 from payoutdesk.kit.time import iso
@@ -369,11 +370,11 @@ def _modify(action: Action, command: Modify, terms: Terms, today: date) -> Outco
     for change in command.items:
         if change.sku not in by_sku:
             known = ", ".join(sorted(by_sku)) or "none"
-            raise UnknownSku(f"Action {action.id} has no item with sku '{change.sku}' (its skus: {known}).")
+            raise UnknownSku(f"Action {action.id} has no item with sku {quote(change.sku)} (its skus: {known}).")
         if change.quantity < 0:
-            raise ValidationFailed(f"The quantity of sku '{change.sku}' must not be negative.")
+            raise ValidationFailed(f"The quantity of sku {quote(change.sku)} must not be negative.")
         if change.amount is not None and change.amount < 0:
-            raise ValidationFailed(f"The amount of sku '{change.sku}' must not be negative.")
+            raise ValidationFailed(f"The amount of sku {quote(change.sku)} must not be negative.")
         n = by_sku[change.sku]
         item = items[n]
         if change.quantity == 0 or change.amount is not None:
@@ -386,7 +387,7 @@ def _modify(action: Action, command: Modify, terms: Terms, today: date) -> Outco
             new_amount = _scaled_amount(item, change.quantity)
             if new_amount > MAX_MINOR:
                 raise InvalidAmount(
-                    f"Quantity {change.quantity} of sku '{change.sku}' would make its amount too large; "
+                    f"Quantity {change.quantity} of sku {quote(change.sku)} would make its amount too large; "
                     "give the item's amount as well."
                 )
         items[n] = _item(item, change.quantity, new_amount, item.payout)

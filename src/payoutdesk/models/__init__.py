@@ -1,6 +1,12 @@
 """SQLAlchemy tables."""
 
-from payoutdesk.models.submissions import job_runs, submission_files, submission_results, submissions
+from payoutdesk.models.submissions import (
+    job_runs,
+    stored_file_chunks,
+    stored_files,
+    submission_results,
+    submissions,
+)
 from payoutdesk.models.tables import (
     accounts,
     action_items,
@@ -33,7 +39,8 @@ __all__ = [
     "job_runs",
     "metadata",
     "partners",
-    "submission_files",
+    "stored_file_chunks",
+    "stored_files",
     "submission_results",
     "submissions",
     "users",

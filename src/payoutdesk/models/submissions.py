@@ -1,4 +1,4 @@
-"""Submissions: the queue of batches, their stored files and per-row results."""
+"""Submissions: the queue of batches, their stored files (in chunks) and per-row results."""
 
 from __future__ import annotations
 
@@ -41,7 +41,11 @@ submissions = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime, nullable=True),
     Column("finished_at", UTCDateTime, nullable=True),
+    # the original file (None for an undo, which has none, and once retention deleted it)
+    Column("file_id", BigInteger, ForeignKey("stored_files.id"), nullable=True),
+    Column("file_deleted_at", UTCDateTime, nullable=True),  # when retention deleted the original file
     Index("ix_submissions_account", "account_id", "id"),
+    Index("ix_submissions_file", "file_id"),
     Index(
         "ix_submissions_queue",
         "status",
@@ -51,10 +55,26 @@ submissions = Table(
     ),
 )
 
-submission_files = Table(
-    "submission_files",
+# A stored file: its bytes are in stored_file_chunks, at most CHUNK_BYTES each (DESIGN §6, "Stored
+# files"), written while the file streams in, each chunk in a short transaction of its own, and read
+# back chunk by chunk. ``sha256`` is set once the last chunk is in: until then the file is incomplete.
+# A file that no submission references after a day (a crash mid-upload, a refused duplicate, a file
+# whose retention ran) is deleted by the retention job.
+stored_files = Table(
+    "stored_files",
     metadata,
-    Column("submission_id", BigInteger, ForeignKey("submissions.id"), primary_key=True),
+    Column("id", BigId, primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("chunks", Integer, nullable=False),
+    Column("sha256", String(64), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+stored_file_chunks = Table(
+    "stored_file_chunks",
+    metadata,
+    Column("file_id", BigInteger, ForeignKey("stored_files.id"), primary_key=True),
+    Column("seq", Integer, primary_key=True),  # 0, 1, 2 ... in file order
     Column("data", LargeBinary, nullable=False),
 )
 
@@ -89,4 +109,4 @@ job_runs = Table(
     Column("result", Text, nullable=True),
 )
 
-__all__ = ["job_runs", "submission_files", "submission_results", "submissions"]
+__all__ = ["job_runs", "stored_file_chunks", "stored_files", "submission_results", "submissions"]

@@ -36,7 +36,7 @@ from sqlalchemy import Connection, Engine, Row
 from payoutdesk.catalog import repository as catalog_repo
 from payoutdesk.catalog.service import terms_in_force, terms_of
 from payoutdesk.contracts.terms import Terms, one_item_payout
-from payoutdesk.errors import NoContract, PayoutdeskError, quote
+from payoutdesk.errors import FileRejected, NoContract, PayoutdeskError, quote
 from payoutdesk.kit import db
 from payoutdesk.kit.money import MAX_MINOR, exponent
 from payoutdesk.kit.time import utcnow
@@ -44,8 +44,9 @@ from payoutdesk.ledger import history
 from payoutdesk.ledger import workflow as wf
 from payoutdesk.ledger.repository import items_json
 from payoutdesk.models import contracts, submission_results
+from payoutdesk.submissions import files
 from payoutdesk.submissions import repository as repo
-from payoutdesk.submissions.jsonrows import canonical_rows
+from payoutdesk.submissions.jsonrows import canonical_rows, stored_rows
 from payoutdesk.submissions.rows import ITEM_RE, MAX_NOTE, MAX_QUANTITY, Intent, RowError, command_for, interpret
 
 log = logging.getLogger("payoutdesk.engine")
@@ -527,11 +528,15 @@ Source = Callable[[int], Iterator[Work]]  # the units from a row offset on
 
 def source_of(conn: Connection, sub: Row[Any], currency: str) -> tuple[str, int, Source]:
     """The stored file (or the undone submission's actions) as a format, a row count and a lazy source of
-    units, so that a big file is never held as objects all at once. Raises FileRejected."""
+    units, so that a big file is never held as objects all at once, nor its bytes: the file is read back
+    chunk by chunk into a temporary file (files.spool) that the readers read from. Raises FileRejected."""
     if sub.undo_of is not None:
         ids = repo.updates_of_submission(conn, int(sub.undo_of))
         return "undo", len(ids), lambda start: (Unit(n, aid) for n, aid in enumerate(ids[start:], start + 1))
-    data = repo.file_of(conn, int(sub.id))
+    stored = files.stored(conn, int(sub.file_id)) if sub.file_id is not None else None
+    if stored is None:
+        raise FileRejected("The original file is no longer stored; submit it again.")
+    blob = files.spool(conn, stored)
     exp = exponent(currency)
 
     def plans(raw: Iterator[Any]) -> Iterator[Work]:
@@ -541,11 +546,14 @@ def source_of(conn: Connection, sub: Row[Any], currency: str) -> tuple[str, int,
             yield quick if quick is not None else plan_of(number, fields, currency)
 
     if sub.content_type == "application/json":
-        json_rows = canonical_rows(json.loads(data))
-        return "json", len(json_rows), lambda start: plans(islice(json_rows, start, None))
+        try:
+            count = sum(1 for _ in stored_rows(blob.open()))
+        except ValueError as exc:  # ijson's errors are ValueErrors: a stored batch is valid JSON, unless damaged
+            raise FileRejected(f"The stored rows cannot be read ({str(exc)[:100]}).") from None
+        return "json", count, lambda start: plans(islice(canonical_rows(stored_rows(blob.open())), start, None))
     from payoutdesk.submissions.formats import parse
 
-    parsed = parse(data, sub.file_name)
+    parsed = parse(blob, sub.file_name)
     rows = parsed.rows
     total = parsed.total
     if total is None:

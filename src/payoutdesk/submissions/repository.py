@@ -16,7 +16,8 @@ from payoutdesk.errors import StaleVersion
 from payoutdesk.kit.db import is_sqlite
 from payoutdesk.models import (
     action_updates,
-    submission_files,
+    stored_file_chunks,
+    stored_files,
     submission_results,
     submissions,
 )
@@ -25,12 +26,10 @@ from payoutdesk.models.types import UTCDateTime
 ACTIVE = ("QUEUED", "IN_PROGRESS")
 
 
-def insert_submission(conn: Connection, values: dict[str, Any], data: bytes) -> int:
+def insert_submission(conn: Connection, values: dict[str, Any]) -> int:
     pk = conn.execute(insert(submissions).values(**values)).inserted_primary_key
     assert pk is not None
-    sid = int(pk[0])
-    conn.execute(insert(submission_files).values(submission_id=sid, data=data))
-    return sid
+    return int(pk[0])
 
 
 def get(conn: Connection, submission_id: int, account_id: int | None = None) -> Row[Any] | None:
@@ -44,12 +43,111 @@ def by_dedupe_key(conn: Connection, key: str) -> Row[Any] | None:
     return conn.execute(select(submissions).where(submissions.c.dedupe_key == key)).first()
 
 
-def file_of(conn: Connection, submission_id: int) -> bytes:
-    return bytes(
-        conn.execute(
-            select(submission_files.c.data).where(submission_files.c.submission_id == submission_id)
-        ).scalar_one()
-    )
+LEAN_CACHE_KIB = 2048
+
+
+@contextmanager
+def lean_cache(conn: Connection) -> Iterator[None]:
+    """On SQLite, a page cache of 2 MiB for the statements inside (the file store's chunks), then back to the
+    connection's own size. Each pooled connection keeps a large cache (kit/db.py) that megabytes of chunks
+    would otherwise fill with pages of file bytes, in every connection that touched them: lowering the size
+    frees the pages above it, so the chunks leave the process's memory as they are written or read."""
+    if not is_sqlite(conn):
+        yield
+        return
+    before = conn.exec_driver_sql("PRAGMA cache_size").scalar()
+    conn.exec_driver_sql(f"PRAGMA cache_size=-{LEAN_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA cache_size={int(before or -LEAN_CACHE_KIB)}")
+
+
+def new_stored_file(conn: Connection, now: datetime) -> int:
+    pk = conn.execute(insert(stored_files).values(size=0, chunks=0, sha256=None, created_at=now)).inserted_primary_key
+    assert pk is not None
+    return int(pk[0])
+
+
+def insert_chunk(conn: Connection, file_id: int, seq: int, data: bytes) -> None:
+    conn.execute(insert(stored_file_chunks).values(file_id=file_id, seq=seq, data=data))
+
+
+def finish_stored_file(conn: Connection, file_id: int, size: int, chunks: int, sha256: str) -> None:
+    conn.execute(update(stored_files).where(stored_files.c.id == file_id)
+                 .values(size=size, chunks=chunks, sha256=sha256))
+
+
+def stored_file(conn: Connection, file_id: int) -> Row[Any] | None:
+    return conn.execute(select(stored_files).where(stored_files.c.id == file_id)).first()
+
+
+def chunk_of(conn: Connection, file_id: int, seq: int) -> bytes | None:
+    data = conn.execute(select(stored_file_chunks.c.data).where(
+        stored_file_chunks.c.file_id == file_id, stored_file_chunks.c.seq == seq)).scalar()
+    return None if data is None else bytes(data)
+
+
+def file_of(conn: Connection, submission_id: int, max_bytes: int = 64 * 1024) -> bytes:
+    """The original file of a small submission (an API batch of a few rows), whole. ``ValueError`` when it
+    is larger than ``max_bytes`` (read those chunk by chunk: submissions/files.py) or has no file."""
+    row = conn.execute(select(stored_files.c.id, stored_files.c.size).join(
+        submissions, submissions.c.file_id == stored_files.c.id).where(submissions.c.id == submission_id)).first()
+    if row is None:
+        raise ValueError(f"submission {submission_id} has no stored file")
+    if row.size > max_bytes:
+        raise ValueError(f"the file of submission {submission_id} has {row.size} bytes, more than {max_bytes}")
+    parts = conn.execute(select(stored_file_chunks.c.data).where(stored_file_chunks.c.file_id == row.id)
+                         .order_by(stored_file_chunks.c.seq))
+    return b"".join(bytes(p[0]) for p in parts)
+
+
+def file_is_used(conn: Connection, file_id: int) -> bool:
+    return conn.execute(select(submissions.c.id).where(submissions.c.file_id == file_id).limit(1)).first() is not None
+
+
+def delete_chunks(conn: Connection, file_id: int, below: int) -> int:
+    """Delete the chunks of a file numbered below ``below``; how many there were."""
+    return int(conn.execute(stored_file_chunks.delete().where(
+        stored_file_chunks.c.file_id == file_id, stored_file_chunks.c.seq < below)).rowcount)
+
+
+def last_chunk(conn: Connection, file_id: int) -> int | None:
+    value = conn.execute(select(func.max(stored_file_chunks.c.seq))
+                         .where(stored_file_chunks.c.file_id == file_id)).scalar()
+    return None if value is None else int(value)
+
+
+def delete_stored_file(conn: Connection, file_id: int) -> bool:
+    """Delete a file's row once its chunks are gone and no submission uses it; whether it was deleted."""
+    if file_is_used(conn, file_id) or last_chunk(conn, file_id) is not None:
+        return False
+    return bool(conn.execute(stored_files.delete().where(stored_files.c.id == file_id)).rowcount)
+
+
+def unused_files(conn: Connection, created_before: datetime, limit: int) -> list[int]:
+    """Stored files that no submission uses, made before ``created_before`` (a crash mid-upload, a refused
+    duplicate, a file whose retention ran)."""
+    used = select(submissions.c.id).where(submissions.c.file_id == stored_files.c.id).exists()
+    rows = conn.execute(select(stored_files.c.id).where(stored_files.c.created_at < created_before, ~used)
+                        .order_by(stored_files.c.id).limit(limit))
+    return [int(r[0]) for r in rows]
+
+
+def expired_files(conn: Connection, submitted_before: datetime, limit: int) -> list[Row[Any]]:
+    """Submissions made before ``submitted_before`` that still have their original file (and are not queued
+    or running: the worker may be reading it)."""
+    return list(conn.execute(
+        select(submissions.c.id, submissions.c.file_id)
+        .where(submissions.c.file_id.is_not(None), submissions.c.created_at < submitted_before,
+               submissions.c.status.not_in(ACTIVE))
+        .order_by(submissions.c.id).limit(limit)))
+
+
+def forget_file(conn: Connection, submission_id: int, now: datetime) -> None:
+    """The submission no longer has its original file (retention deleted it)."""
+    conn.execute(update(submissions).where(submissions.c.id == submission_id)
+                 .values(file_id=None, file_deleted_at=now))
 
 
 def latest(conn: Connection, account_id: int, limit: int, before: int | None, campaign_id: int | None,

@@ -1,4 +1,5 @@
-"""Submissions: accept a batch (store the raw bytes, queue it), show its progress and results, undo it."""
+"""Submissions: accept a batch (its file already in the file store, or small bytes), queue it, show its
+progress and results, undo it."""
 
 from __future__ import annotations
 
@@ -11,22 +12,20 @@ from sqlalchemy.exc import IntegrityError
 
 from payoutdesk.catalog.service import get_owned
 from payoutdesk.context import Actor
-from payoutdesk.errors import Conflict, DuplicateFile, NotFound, PayoutdeskError, ValidationFailed, quote
+from payoutdesk.errors import Conflict, DuplicateFile, FileDeleted, FileTooLarge, NotFound, ValidationFailed, quote
 from payoutdesk.kit.ids import parse_id as parse_whole_id
 from payoutdesk.kit.money import format_amount
 from payoutdesk.kit.time import iso, utcnow
 from payoutdesk.models import campaigns
+from payoutdesk.submissions import files
 from payoutdesk.submissions import repository as repo
+from payoutdesk.submissions.files import StoredFile
 from payoutdesk.submissions.jsonrows import validate_rows
 
-MAX_FILE_BYTES = 200 * 1024 * 1024
+MAX_FILE_BYTES = 200 * 1024 * 1024  # the default of PAYOUTDESK_MAX_FILE_MB; the API and CLI pass the setting
 FILE_CHANNELS = ("file", "ftp", "ftp_pull", "email", "web")
 
-
-class FileTooLarge(PayoutdeskError):
-    status = 413
-    code = "file_too_large"
-    title = "File too large"
+__all__ = ["FileTooLarge", "StoredFile"]
 
 
 def parse_id(value: str | int) -> int:
@@ -82,45 +81,57 @@ def _currency(conn: Connection, campaign_id: int) -> str:
     return str(conn.execute(campaigns.select().where(campaigns.c.id == campaign_id)).one().currency)
 
 
+def check_campaign(conn: Connection, account_id: int, campaign_id: int) -> None:
+    """NotFound unless the campaign is the account's: checked before a file is stored, and again by ``create``."""
+    get_owned(conn, campaigns, account_id, campaign_id, "campaign")
+
+
 def create(
     conn: Connection,
     actor: Actor,
     campaign_id: int,
-    data: bytes,
+    data: StoredFile | bytes,
     *,
     file_name: str | None,
     content_type: str | None,
     dry_run: bool = False,
     force: bool = False,
     kind: str = "F",
+    force_hint: str = "send it again with force=true",
+    max_bytes: int = MAX_FILE_BYTES,
 ) -> dict[str, Any]:
-    """Store the raw bytes and queue a submission. Only the duplicate guard looks at the content."""
+    """Queue a submission of a stored file (``files.store_stream``), or of small bytes stored here in this
+    transaction. Only the duplicate guard looks at the content (its SHA-256). ``force_hint`` tells the
+    sender of a duplicate how to send it anyway (the CLI's flag, the API's field)."""
     campaign = get_owned(conn, campaigns, actor.account_id, campaign_id, "campaign")
-    if not data:
+    size = data.size if isinstance(data, StoredFile) else len(data)
+    if not size:
         raise ValidationFailed("The file is empty.")
-    if len(data) > MAX_FILE_BYTES:
-        raise FileTooLarge(f"The file has {len(data):,} bytes; at most {MAX_FILE_BYTES:,} are accepted.")
-    sha = hashlib.sha256(data).hexdigest()
+    if size > max_bytes:
+        raise FileTooLarge(f"The file has {size:,} bytes; at most {max_bytes:,} are accepted "
+                           "(PAYOUTDESK_MAX_FILE_MB).", limit_bytes=max_bytes)
+    sha = data.sha256 if isinstance(data, StoredFile) else hashlib.sha256(data).hexdigest()
     dedupe = f"{campaign_id}:{sha}" if kind == "F" and not dry_run and not force else None
     if dedupe is not None:
         first = repo.by_dedupe_key(conn, dedupe)
         if first is not None:
             raise DuplicateFile(
                 f"This file was already submitted for campaign {campaign_id} as {label(first)} on "
-                f"{iso(first.created_at)}; send it again with force to process it once more.",
+                f"{iso(first.created_at)}; {force_hint} to process it once more.",
                 first_submission=label(first),
             )
     now = utcnow()
     try:
         with conn.begin_nested():
+            stored = data if isinstance(data, StoredFile) else files.store_bytes(conn, data)
             sid = repo.insert_submission(conn, {
                 "account_id": actor.account_id, "campaign_id": campaign_id, "kind": kind,
                 "channel": actor.channel.value, "actor": actor.name, "file_name": (file_name or None),
-                "content_type": content_type, "size": len(data), "sha256": sha, "dry_run": dry_run,
+                "content_type": content_type, "size": size, "sha256": sha, "dry_run": dry_run,
                 "force": force, "dedupe_key": dedupe, "status": "QUEUED", "processed_records": 0,
                 "applied": 0, "unchanged": 0, "errors": 0, "amount_delta": 0, "payout_delta": 0,
-                "created_at": now,
-            }, data)
+                "created_at": now, "file_id": stored.id,
+            })
     except IntegrityError:
         raise DuplicateFile(
             f"This file is being submitted for campaign {campaign_id} at the same moment; it is processed once."
@@ -214,9 +225,22 @@ def results(conn: Connection, account_id: int, submission_id: str | int, after_r
     }
 
 
-def original_file(conn: Connection, account_id: int, submission_id: str | int) -> tuple[Row[Any], bytes]:
+def original_file(conn: Connection, account_id: int, submission_id: str | int) -> tuple[Row[Any], StoredFile | None]:
+    """The submission and its stored file (None for an undo, which has no file); ``FileDeleted`` once the
+    retention job deleted it. Read the bytes with ``files.read_chunks``."""
     row = owned(conn, account_id, submission_id)
-    return row, repo.file_of(conn, int(row.id))
+    if row.file_deleted_at is not None:
+        raise FileDeleted(
+            f"The original file of {label(row)} was deleted on {iso(row.file_deleted_at)}: files are kept "
+            "PAYOUTDESK_FILE_RETENTION_DAYS days (90 by default). Its counts, results and errors stay.",
+            deleted_at=iso(row.file_deleted_at),
+        )
+    if row.file_id is None:
+        return row, None
+    stored = files.stored(conn, int(row.file_id))
+    if stored is None:
+        raise NotFound(f"The file of {label(row)} is not in the store.")
+    return row, stored
 
 
 def undo(conn: Connection, actor: Actor, submission_id: str | int) -> dict[str, Any]:
@@ -248,4 +272,4 @@ def _insert_undo(conn: Connection, actor: Actor, row: Row[Any], now: Any) -> int
         "sha256": hashlib.sha256(f"undo:{row.id}".encode()).hexdigest(), "dry_run": False, "force": False,
         "dedupe_key": f"undo:{row.id}", "undo_of": row.id, "status": "QUEUED", "processed_records": 0,
         "applied": 0, "unchanged": 0, "errors": 0, "amount_delta": 0, "payout_delta": 0, "created_at": now,
-    }, b"")
+    })

@@ -1,4 +1,4 @@
-"""Periodic jobs (the lock run now; pulls and Salesforce polling later).
+"""Periodic jobs (the lock run and the daily file retention now; pulls and Salesforce polling later).
 
 Each occurrence of a job has a slot (its scheduled time); a process runs it only after it
 inserted the (job, slot) row, whose primary key lets exactly one process win. The jobs are
@@ -17,10 +17,12 @@ from datetime import datetime
 from sqlalchemy import Engine, insert, update
 from sqlalchemy.exc import IntegrityError
 
+from payoutdesk.config import Settings
 from payoutdesk.kit import db
 from payoutdesk.kit.time import utcnow
 from payoutdesk.ledger.service import lock_run
 from payoutdesk.models import job_runs
+from payoutdesk.submissions import files
 
 log = logging.getLogger("payoutdesk.scheduler")
 
@@ -51,10 +53,21 @@ def lock_every_minutes() -> int:
     return max(1, int(os.environ.get("PAYOUTDESK_LOCK_EVERY_MINUTES", "15")))
 
 
+def retention_days() -> int:
+    return Settings.from_env().file_retention_days
+
+
+def _file_retention(engine: Engine, now: datetime) -> str:
+    done = files.purge(engine, retention_days(), now)
+    return f"deleted the files of {done.expired} submissions, {done.unused} unused files"
+
+
 def tick(engine: Engine, worker: str, now: datetime | None = None) -> None:
     now = now or utcnow()
     run_if_due(engine, "lock", slot_of(now, lock_every_minutes()), worker,
                lambda: f"locked {lock_run(engine)}")
+    # once a day: original files older than PAYOUTDESK_FILE_RETENTION_DAYS (DESIGN §6, "Files")
+    run_if_due(engine, "file_retention", f"{now:%Y-%m-%d}", worker, lambda: _file_retention(engine, now))
 
 
 def run_forever(engine: Engine, stop: threading.Event, worker: str, poll_seconds: float = 30.0) -> None:

@@ -49,11 +49,15 @@ decompression) -- and no CSV line nor XML element text may pass ``max_line_bytes
 (1 MB). A workbook part above 10 MB that expands more than ``max_workbook_ratio``
 (100) times is refused as a zip bomb (openpyxl would hold its strings in memory).
 
-Memory: nothing is held decompressed. ``parse`` reads the file completely (twice
-for CSV: a byte scan for UTF-8 and NUL, then the csv reader) before it returns, so
-every whole-file failure is raised by ``parse`` itself; ``ParsedFile.rows`` is a
-:class:`Rows` object that reads the bytes again on each iteration and yields the
-rows lazily, and ``len(rows)`` / ``ParsedFile.total`` give the row count.
+Memory: nothing is held whole, neither the file nor its decompressed table. The file
+is bytes in memory (``parse(data)``) or a :class:`Blob`, such as a file on disk
+(``parse(FileBlob.of_path(path))``, or the worker's temporary copy of a stored file),
+read through fresh streams; a workbook inside gzip or zip is spooled to a temporary
+file. ``parse`` reads the file completely (twice for CSV: a byte scan for UTF-8 and
+NUL, then the csv reader) before it returns, so every whole-file failure is raised by
+``parse`` itself; ``ParsedFile.rows`` is a :class:`Rows` object that reads the file
+again on each iteration and yields the rows lazily, and ``len(rows)`` /
+``ParsedFile.total`` give the row count.
 """
 
 from __future__ import annotations
@@ -61,29 +65,33 @@ from __future__ import annotations
 from payoutdesk.errors import FileRejected
 
 from . import archive, delimited, workbook, xmlfile
+from .blob import Blob, BytesBlob, FileBlob
 from .model import DEFAULT_LIMITS, Limits, ParsedFile, RawRow, Rows
 
-__all__ = ["DEFAULT_LIMITS", "FileRejected", "Limits", "ParsedFile", "RawRow", "Rows", "parse"]
+__all__ = ["DEFAULT_LIMITS", "Blob", "BytesBlob", "FileBlob", "FileRejected", "Limits", "ParsedFile", "RawRow",
+           "Rows", "parse"]
 
 
-def parse(data: bytes, file_name: str | None = None, *, limits: Limits = DEFAULT_LIMITS) -> ParsedFile:
+def parse(data: bytes | Blob, file_name: str | None = None, *, limits: Limits = DEFAULT_LIMITS) -> ParsedFile:
     """Read a returns file's structure; raise ``FileRejected`` when it cannot be used as a whole.
 
-    ``file_name`` is only quoted back in the error (as ``extra["file_name"]``); the
-    format is recognised from the bytes.
+    ``data``: the file's bytes, or a :class:`Blob` (a file on disk: ``FileBlob.of_path``), which the
+    rows read again on each iteration, so it must stay open while they are used. ``file_name`` is
+    only quoted back in the error (as ``extra["file_name"]``); the format is recognised from the bytes.
     """
+    blob = data if isinstance(data, Blob) else BytesBlob(data)
     try:
-        return _parse(bytes(data), limits)
+        return _parse(blob, limits)
     except FileRejected as exc:
         if file_name:
             exc.extra.setdefault("file_name", file_name)
         raise
 
 
-def _parse(data: bytes, limits: Limits) -> ParsedFile:
-    if not data:
+def _parse(blob: Blob, limits: Limits) -> ParsedFile:
+    if not blob.size:
         raise FileRejected("The file is empty.")
-    content = archive.open_content(data, limits)
+    content = archive.open_content(blob, limits)
     if content.workbook is not None:
         return workbook.parse(content.workbook, "xlsx" + content.wrapper, limits)
     head = content.head

@@ -1,8 +1,10 @@
 """The bytes of a file: gzip and zip wrappers, size limits, and what the first bytes say.
 
-Nothing here holds a decompressed file in memory: ``Content.open`` gives a fresh
-stream each time it is called, decompressing on the fly and refusing to go past
-``Limits.max_expanded_bytes`` (a zip or gzip bomb stops there, not at its end).
+Nothing here holds a file in memory, compressed or not: the file is a :class:`Blob` (bytes in
+memory for small ones, a file on disk for the worker's spooled copy), ``Content.open`` gives a
+fresh stream each time it is called, decompressing on the fly and refusing to go past
+``Limits.max_expanded_bytes`` (a zip or gzip bomb stops there, not at its end), and a workbook
+inside a gzip or zip is spooled to a temporary file, since reading it needs seeking.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import BinaryIO
 
 from payoutdesk.errors import FileRejected
 
+from .blob import Blob, spool
 from .model import Limits, MiB
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -102,24 +105,25 @@ class Content:
     wrapper: str  # "" | "+gzip" | "+zip"
     open: Callable[[], BinaryIO]  # a fresh stream of the table's bytes, from the start
     head: bytes  # the first HEAD_BYTES of the table (decompressed)
-    workbook: bytes | None = None  # set when the table is an XLSX workbook (kept whole: it needs seeking)
+    workbook: Blob | None = None  # set when the table is an XLSX workbook (read by seeking in it)
 
-    def read_all(self, limit: int) -> bytes:
-        """The whole table in memory (only for a workbook inside a wrapper), at most ``limit`` bytes."""
+    def spool(self, limit: int) -> Blob:
+        """The table decompressed into a temporary file (only for a workbook inside a wrapper), at most
+        ``limit`` bytes."""
         with self.open() as stream:
-            data = stream.read(limit + 1)
-        if len(data) > limit:
-            raise too_large(limit)
-        return data
+            try:
+                return spool(iter(lambda: stream.read(MiB), b""), in_memory_up_to=MiB, limit=limit)
+            except ValueError:
+                raise too_large(limit) from None
 
 
 def is_workbook_zip(names: list[str]) -> bool:
     return "xl/workbook.xml" in names
 
 
-def _zip_file(data: bytes) -> zipfile.ZipFile:
+def _zip_file(blob: Blob) -> zipfile.ZipFile:
     try:
-        return zipfile.ZipFile(io.BytesIO(data))
+        return zipfile.ZipFile(blob.open())
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise FileRejected(f"The zip archive is damaged or incomplete ({exc}).") from exc
 
@@ -142,12 +146,13 @@ def _check_other_zip(zf: zipfile.ZipFile) -> None:
         raise FileRejected("The file is a Word document, not a table.")
 
 
-def _unzip(data: bytes, limits: Limits) -> Content:
-    zf = _zip_file(data)
+def _unzip(blob: Blob, limits: Limits) -> Content:
+    zf = _zip_file(blob)
     names = zf.namelist()
     if is_workbook_zip(names):
         check_workbook_sizes(zf, limits)
-        return Content(wrapper="", open=lambda: io.BytesIO(data), head=data[:HEAD_BYTES], workbook=data)
+        zf.close()
+        return Content(wrapper="", open=blob.open, head=blob.head(HEAD_BYTES), workbook=blob)
     _check_other_zip(zf)
     members = [i for i in zf.infolist() if not i.is_dir() and not _is_junk(i.filename)]
     if not members:
@@ -174,14 +179,14 @@ def _unzip(data: bytes, limits: Limits) -> Content:
     return _with_head("+zip", opener)
 
 
-def _gunzip(data: bytes, limits: Limits) -> Content:
+def _gunzip(blob: Blob, limits: Limits) -> Content:
     # The gzip trailer's size field is not trusted (a damaged file says anything there): decompression
     # is streamed and stops at the limit instead.
-    if len(data) < 18:
+    if blob.size < 18:
         raise FileRejected("The gzip file is incomplete.")
 
     def opener() -> BinaryIO:
-        inner = gzip.GzipFile(fileobj=io.BytesIO(data), mode="rb")
+        inner = gzip.GzipFile(fileobj=blob.open(), mode="rb")
         return io.BufferedReader(_Limited(inner, limits.max_expanded_bytes, "gzip"), _BUFFER)  # type: ignore[arg-type]
 
     return _with_head("+gzip", opener)
@@ -211,29 +216,30 @@ def check_workbook_sizes(zf: zipfile.ZipFile, limits: Limits) -> None:
             )
 
 
-def open_content(data: bytes, limits: Limits) -> Content:
+def open_content(blob: Blob, limits: Limits) -> Content:
     """Unwrap gzip or zip (one file inside) and check the size limits."""
-    if data.startswith((GZIP_MAGIC, ZIP_MAGIC, EMPTY_ZIP_MAGIC)):
-        if len(data) > limits.max_compressed_bytes:
+    first = blob.head(HEAD_BYTES)
+    if first.startswith((GZIP_MAGIC, ZIP_MAGIC, EMPTY_ZIP_MAGIC)):
+        if blob.size > limits.max_compressed_bytes:
             raise FileRejected(
                 f"The compressed file is larger than the limit of {human_size(limits.max_compressed_bytes)}.",
                 limit_bytes=limits.max_compressed_bytes,
             )
-        if data.startswith(GZIP_MAGIC):
-            content = _gunzip(data, limits)
-        elif data.startswith(EMPTY_ZIP_MAGIC):
+        if first.startswith(GZIP_MAGIC):
+            content = _gunzip(blob, limits)
+        elif first.startswith(EMPTY_ZIP_MAGIC):
             raise FileRejected("The zip archive holds no file; it must hold exactly one.")
         else:
-            content = _unzip(data, limits)
+            content = _unzip(blob, limits)
         if content.workbook is None:
             content = _unwrap_inner(content, limits)
         return content
-    if len(data) > limits.max_expanded_bytes:
+    if blob.size > limits.max_expanded_bytes:
         raise FileRejected(
             f"The file is larger than the limit of {human_size(limits.max_expanded_bytes)}.",
             limit_bytes=limits.max_expanded_bytes,
         )
-    return Content(wrapper="", open=lambda: io.BytesIO(data), head=data[:HEAD_BYTES])
+    return Content(wrapper="", open=blob.open, head=first)
 
 
 def _unwrap_inner(content: Content, limits: Limits) -> Content:
@@ -242,12 +248,12 @@ def _unwrap_inner(content: Content, limits: Limits) -> Content:
     if head.startswith(GZIP_MAGIC):
         raise FileRejected("The archive holds another archive; send the table file itself, compressed once.")
     if head.startswith(ZIP_MAGIC):
-        inner = content.read_all(min(limits.max_expanded_bytes, limits.max_compressed_bytes))
-        zf = _zip_file(inner)
-        if not is_workbook_zip(zf.namelist()):
-            raise FileRejected("The archive holds another archive; send the table file itself, compressed once.")
-        check_workbook_sizes(zf, limits)
-        return Content(wrapper=content.wrapper, open=lambda: io.BytesIO(inner), head=head, workbook=inner)
+        inner = content.spool(min(limits.max_expanded_bytes, limits.max_compressed_bytes))
+        with _zip_file(inner) as zf:
+            if not is_workbook_zip(zf.namelist()):
+                raise FileRejected("The archive holds another archive; send the table file itself, compressed once.")
+            check_workbook_sizes(zf, limits)
+        return Content(wrapper=content.wrapper, open=inner.open, head=head, workbook=inner)
     return content
 
 

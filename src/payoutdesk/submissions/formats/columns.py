@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from payoutdesk.errors import FileRejected
+from payoutdesk.errors import FileRejected, quote
 
 MAX_ITEMS = 1000
 
@@ -82,7 +82,7 @@ def resolve(raw_names: Sequence[str], *, what: str = "column") -> Header:
             continue
         if name in seen:
             raise FileRejected(
-                f"The {what} {name} appears twice (as '{seen[name].strip()}' and '{raw.strip()}'); "
+                f"The {what} {name} appears twice (as {quote(seen[name].strip())} and {quote(raw.strip())}); "
                 "keep only one of them.",
                 column=name,
             )

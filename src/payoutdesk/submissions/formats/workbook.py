@@ -11,7 +11,6 @@ later iterations, the rows are yielded lazily from a fresh pass.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import math
 import zipfile
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from payoutdesk.errors import FileRejected
 
 from . import columns as cols
 from .archive import check_workbook_sizes, human_size
+from .blob import Blob
 from .model import Limits, ParsedFile, RawRow, Rows
 
 _Values = tuple[object, ...]
@@ -49,12 +49,12 @@ def cell_text(value: object) -> str:
     return str(value).strip()
 
 
-def _sheet(data: bytes) -> Iterator[_Values]:
+def _sheet(blob: Blob) -> Iterator[_Values]:
     """The first worksheet's rows as tuples of values; any failure to read becomes ``FileRejected``."""
     from openpyxl import load_workbook
 
     try:
-        workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=True, keep_links=False)
+        workbook = load_workbook(blob.open(), read_only=True, data_only=True, keep_links=False)
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of a third-party reader on untrusted bytes
@@ -86,27 +86,27 @@ def _blank(values: _Values) -> bool:
     return all(v is None or (isinstance(v, str) and not v.strip()) for v in values)
 
 
-def _data(data: bytes) -> tuple[list[str], Iterator[_Values]]:
-    rows = _sheet(data)
+def _data(blob: Blob) -> tuple[list[str], Iterator[_Values]]:
+    rows = _sheet(blob)
     for values in rows:
         if not _blank(values):
             return [cell_text(v) for v in values], rows
     raise FileRejected("The XLSX workbook's first sheet is empty.")
 
 
-def parse(data: bytes, fmt: str, limits: Limits) -> ParsedFile:
-    if len(data) > limits.max_compressed_bytes:
+def parse(blob: Blob, fmt: str, limits: Limits) -> ParsedFile:
+    if blob.size > limits.max_compressed_bytes:
         raise FileRejected(
             f"The workbook is larger than the limit of {human_size(limits.max_compressed_bytes)}.",
             limit_bytes=limits.max_compressed_bytes,
         )
 
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        with zipfile.ZipFile(blob.open()) as zf:
             check_workbook_sizes(zf, limits)
     except zipfile.BadZipFile as exc:
         raise FileRejected(f"The XLSX workbook is damaged ({exc}).") from None
-    names, body = _data(data)
+    names, body = _data(blob)
     header = cols.resolve(names)
     positions = header.positions
     # openpyxl is slow (its XML goes through defusedxml's pure-Python parser), so the rows of the
@@ -126,7 +126,7 @@ def parse(data: bytes, fmt: str, limits: Limits) -> ParsedFile:
     def iterate() -> Iterator[RawRow]:
         if kept is not None:
             return iter(kept)
-        return _raw_rows(_data(data)[1], positions)
+        return _raw_rows(_data(blob)[1], positions)
 
     return ParsedFile(format=fmt, columns=header.columns, item_level=header.item_level, rows=Rows(iterate, total))
 
