@@ -72,7 +72,8 @@ def cmd_account_rotate_token(args: argparse.Namespace) -> int:
         print(json.dumps({"account_sid": new.account.sid, "auth_token": new.auth_token}))
     else:
         print(f"Account SID: {new.account.sid}")
-        print(f"Auth token:  {new.auth_token}   (new; shown once; the old token no longer works)")
+        print(f"Auth token:  {new.auth_token}   (new; shown once; keep it safe)")
+        print("The old token is refused from now on (by a running server within 10 seconds: docs/OPERATIONS.md).")
     return 0
 
 
