@@ -332,8 +332,8 @@ _QUERY_RULES: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
 }
 for _route in ("errors", "results"):
     _QUERY_RULES[("get", f"{V1}/submissions/{{submission_id}}/{_route}")] = {
-        "limit": {"type": "integer", "minimum": 1, "default": 1000,
-                  "description": "Rows per page; at most 10,000 are given, whatever the limit."},
+        "limit": {"type": "integer", "minimum": 1, "maximum": 1_000_000, "default": 1000,
+                  "description": "Rows per page; at most 10,000 are given."},
         "cursor": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1, "default": 0,
                    "description": "The `next_cursor` of the previous page (a row number)."},
     }

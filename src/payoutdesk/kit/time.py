@@ -34,7 +34,8 @@ def as_utc(value: datetime) -> datetime:
 def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return as_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat, not strftime: strftime writes the year 244 as "244", which is not ISO 8601
+    return as_utc(value).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 def iso_date(value: date | None) -> str | None:
