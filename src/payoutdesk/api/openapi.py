@@ -40,11 +40,14 @@ DOCS_ASSETS = "/docs/assets"
 PROBLEM_JSON = "application/problem+json"
 
 _ERROR_TEXT = {
-    400: "The body is not valid JSON (`malformed_json`).",
+    400: "The body is not valid JSON (`malformed_json`), or a multipart upload cannot be parsed "
+         "(`malformed_multipart`).",
     401: "Missing or wrong credentials (`unauthorized`); the answer has `WWW-Authenticate: Basic`.",
     404: "No such object in your account (`not_found`): another account's objects answer 404 too.",
     409: "The object's state refuses the request (`action_locked`, `invalid_state`, `too_many_updates`, "
          "`stale_version`, `duplicate_file`, `conflict`).",
+    410: "The original file was deleted after PAYOUTDESK_FILE_RETENTION_DAYS (`file_deleted`); the counts and "
+         "errors stay.",
     413: "The body is larger than the route takes (`body_too_large`, `file_too_large`).",
     422: "The request is not valid (`validation_error`, `invalid_amount`, `unknown_reason`, …; "
          "an unknown query parameter is refused too).",
@@ -208,7 +211,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("get", f"{V1}/submissions/{{submission_id}}"): Op(200, s.Submission, _ONE),
     ("get", f"{V1}/submissions/{{submission_id}}/errors"): Op(200, s.RowErrorList, _ONE),
     ("get", f"{V1}/submissions/{{submission_id}}/results"): Op(200, s.RowResultList, _ONE),
-    ("get", f"{V1}/submissions/{{submission_id}}/file"): Op(200, None, _ONE, content=_FILE),
+    ("get", f"{V1}/submissions/{{submission_id}}/file"): Op(200, None, (*_ONE, 410), content=_FILE),
     ("post", f"{V1}/submissions/{{submission_id}}/undo"): Op(202, s.Submission, (*_ONE, 409)),
     ("get", f"{COMPAT}/Actions"): Op(200, s.CompatActionList, _ONE, query=COMPAT_ACTIONS_QUERY),
     ("put", f"{COMPAT}/Actions"): Op(200, s.CompatQueued, (413, *_ONE), body=_change_body("PUT")),
