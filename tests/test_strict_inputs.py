@@ -377,3 +377,24 @@ def test_file_row_ids_are_ascii_digits(api: TestClient, world: World, engine: En
     errors = api.get(f"/api/v1/submissions/{r.json()['id']}/errors", headers=world.auth).json()["items"]
     assert [e["code"] for e in errors] == ["invalid_id"] * 3
     assert api.get(f"/api/v1/actions/{a}", headers=world.auth).json()["amount"] == "100.00"
+
+
+def test_long_names_are_shortened_too(api: TestClient, world: World) -> None:
+    """Field and parameter names are what was sent as well: a 5,000-character one is cut."""
+    a = conversion(world, "NAMES-1")
+    name = "n" * 5000
+    answers = [
+        api.post(f"/api/v1/actions/{a}/reverse", json={name: "x"}, headers=world.auth),
+        api.post(f"/api/v1/actions/{a}/reverse", json={"note": {name: "a\x00b"}}, headers=world.auth),
+        api.put(f"{compat(world)}/Actions", data={"ActionId": str(a), name: "1"}, headers=world.auth),
+        api.put(f"{compat(world)}/Actions", json={"ActionId": str(a), name: [1]}, headers=world.auth),
+        api.get(f"{compat(world)}/Actions", params=[(name, "1"), (name, "2")], headers=world.auth),
+        api.put(f"{compat(world)}/Actions", headers={**world.auth, "Idempotency-Key": "k" * 255},
+                data={"ActionId": str(a), "Amount": "5.00"}),
+        api.put(f"{compat(world)}/Actions", headers={**world.auth, "Idempotency-Key": "k" * 255},
+                data={"ActionId": str(a), "Amount": "6.00"}),
+    ]
+    assert answers[-2].status_code == 200, answers[-2].text
+    for r in [*answers[:-2], answers[-1]]:
+        assert 400 <= r.status_code < 500, r.text[:300]
+        assert len(r.json()["detail"]) < 600, (r.request.url, len(r.json()["detail"]))

@@ -28,7 +28,7 @@ from payoutdesk.api.plumbing import IdemKey, authenticate, problem
 from payoutdesk.catalog import repository as catalog_repo
 from payoutdesk.catalog.service import get_owned, parse_time
 from payoutdesk.context import Actor
-from payoutdesk.errors import NotFound, PayoutdeskError, ValidationFailed, quote
+from payoutdesk.errors import NotFound, PayoutdeskError, ValidationFailed, quote, shorten
 from payoutdesk.kit.ids import parse_id, ref32
 from payoutdesk.kit.money import format_amount
 from payoutdesk.kit.time import iso
@@ -142,7 +142,7 @@ def _query(request: Request) -> dict[str, str]:
     for key, value in request.query_params.multi_items():
         k = key.lower()
         if k in out and out[k] != value:
-            raise ValidationFailed(f"{key} is given twice with different values.")
+            raise ValidationFailed(f"{shorten(key, 60)} is given twice with different values.")
         _text_ok(value, key)
         out[k] = value
     return out
@@ -427,7 +427,7 @@ def _scalar(value: Any, name: str) -> str:
     if value is None:
         return ""
     if isinstance(value, (bool, dict, list)):
-        raise ValidationFailed(f"{name} must be text or a number.")
+        raise ValidationFailed(f"{shorten(name, 60)} must be text or a number.")
     if isinstance(value, float):
         return str(Decimal(repr(value)))
     return str(value).strip()
@@ -441,7 +441,7 @@ async def _params(request: Request) -> list[tuple[str, str]]:
         form = await request.form(max_fields=MAX_PARAMS)
         for k, v in form.multi_items():
             if not isinstance(v, str):
-                raise ValidationFailed(f"{k}: files are not parameters of this request.")
+                raise ValidationFailed(f"{shorten(k, 60)}: files are not parameters of this request.")
             pairs.append((k, v.strip()))
     elif ctype == "application/json" or ctype.endswith("+json"):
         raw = await request.body()
@@ -490,7 +490,7 @@ def _row(pairs: list[tuple[str, str]]) -> dict[str, str]:
                                    f"{quote(value)}; Sku/Quantity/Amount are the same as Sku1/Quantity1/Amount1).")
         fields[name] = value
     if unknown:
-        names = ", ".join(sorted(set(unknown)))
+        names = ", ".join(shorten(n, 60) for n in sorted(set(unknown))[:10])
         raise ValidationFailed(f"Not a parameter of this request: {names}. See docs/COMPAT.md for the parameters "
                                "payoutdesk takes.")
     reason, code = fields.pop("Reason", None), fields.pop("DispositionCode", None)

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from payoutdesk.errors import IdempotencyKeyReused, ValidationFailed
+from payoutdesk.errors import IdempotencyKeyReused, ValidationFailed, quote
 from payoutdesk.kit import db
 from payoutdesk.kit.time import utcnow
 from payoutdesk.models import idempotency_keys
@@ -74,6 +74,6 @@ def run(
 def _replay(row: Any, request_hash: str, key: str) -> tuple[int, bytes, bool]:
     if row.request_hash != request_hash:
         raise IdempotencyKeyReused(
-            f"Idempotency-Key '{key}' was first used for another request; use a new key for a new request."
+            f"Idempotency-Key {quote(key)} was first used for another request; use a new key for a new request."
         )
     return int(row.status), bytes(row.body), True

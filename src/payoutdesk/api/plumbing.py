@@ -68,7 +68,7 @@ def human_validation(exc: RequestValidationError) -> tuple[int, str, str]:
             ctx = err.get("ctx") or {}
             return 400, "malformed_json", f"The request body is not valid JSON ({ctx.get('error', 'parse error')})."
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
-        where = ".".join(loc) or "request"
+        where = shorten(".".join(loc), 100) or "request"
         msg = str(err.get("msg", "is invalid"))
         kind = str(err.get("type", ""))
         if not loc and kind in _NOT_AN_OBJECT:
@@ -267,11 +267,13 @@ def check_text(value: Any, where: str) -> None:
     """Text must be storable by every backend: no NUL character, no lone surrogate (``ValueError``)."""
     if isinstance(value, str):
         if "\x00" in value:
-            raise ValueError(f"{where or 'the text'} contains a NUL character (\\u0000), which text cannot hold")
+            raise ValueError(f"{shorten(where, 100) or 'the text'} contains a NUL character (\\u0000), which text "
+                             "cannot hold")
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise ValueError(f"{where or 'the text'} is not valid Unicode (it has a lone surrogate)") from None
+            raise ValueError(f"{shorten(where, 100) or 'the text'} is not valid Unicode (it has a lone surrogate)"
+                             ) from None
     elif isinstance(value, dict):
         for k, v in value.items():
             check_text(k, where or "a field name")
