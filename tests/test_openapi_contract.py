@@ -36,7 +36,7 @@ from tests.helpers import World, client_for, conversion, drain, make_world
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = Path(__file__).resolve().parent / "schemathesis.toml"
-SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
+SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"  # the test extras' CLI, beside this Python
 # bounded: both backends together stay within about three minutes on two cores (docs/API.md); a deeper
 # run by hand: PAYOUTDESK_SCHEMATHESIS_EXAMPLES=100 PAYOUTDESK_SCHEMATHESIS_SEED=<any> pytest -k schemathesis
 MAX_EXAMPLES = int(os.environ.get("PAYOUTDESK_SCHEMATHESIS_EXAMPLES", "12"))
@@ -228,6 +228,7 @@ def _config(values: dict[str, str]) -> str:
 
 def test_schemathesis_finds_no_failure(served: tuple[int, World, dict[str, str]], tmp_path: Path) -> None:
     port, world, values = served
+    assert SCHEMATHESIS.exists(), "schemathesis is missing: pip install -e '.[test]'"
     config = tmp_path / "schemathesis.toml"
     config.write_text(_config(values))
     report = tmp_path / "report.json"
