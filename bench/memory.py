@@ -174,17 +174,19 @@ def multipart_size(fields: dict[str, str], file_name: str, file_size: int, bound
 
 
 def json_rows_parts(total: int, campaign_id: int) -> Iterator[bytes]:
-    """A JSON batch of about ``total`` bytes: many valid-looking rows (never ends: the server stops it)."""
+    """A valid JSON batch of about ``total`` bytes of rows (about 1 KB each)."""
     row = b'{"ActionId":"1","Amount":"1.00","Reason":"ORDER_UPDATE","Note":"' + b"n" * 900 + b'"},'
     block = row * (MiB // len(row))
     yield b'{"campaign_id":%d,"rows":[' % campaign_id
-    yield from repeat(total, block)
+    yield from repeat(total // len(block) * len(block), block)
+    yield b"{}]}"
 
 
 def json_padding_parts(total: int) -> Iterator[bytes]:
-    """A JSON object of about ``total`` bytes whose one string never ends."""
+    """A valid JSON object of about ``total`` bytes: a note of that length."""
     yield b'{"note":"'
     yield from repeat(total, b"x" * MiB)
+    yield b'"}'
 
 
 @dataclass

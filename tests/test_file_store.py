@@ -300,6 +300,7 @@ def test_retention_deletes_old_files_and_keeps_counts_results_and_errors(engine:
     for x, f in zip(labels, file_ids, strict=True):
         assert chunk_sizes(engine, f) == []
         after = api.get(f"/api/v1/submissions/{x}", headers=world.auth).json()
+        assert after.pop("file_deleted_at") is not None and before[x].pop("file_deleted_at") is None
         assert after == before[x]
         gone = api.get(f"/api/v1/submissions/{x}/file", headers=world.auth)
         assert (gone.status_code, gone.json()["code"]) == (410, "file_deleted")

@@ -73,6 +73,7 @@ def submission_dict(row: Row[Any], currency: str, conn: Connection | None = None
         "created_at": iso(row.created_at),
         "started_at": iso(row.started_at),
         "finished_at": iso(row.finished_at),
+        "file_deleted_at": iso(row.file_deleted_at),  # the original file's retention ran (docs/SUBMISSIONS.md)
         "actor": row.actor,
     }
 
