@@ -63,6 +63,7 @@ def test_every_operation_has_its_answers_described(tmp_path: Path) -> None:
     assert (scheme["type"], scheme["scheme"]) == ("http", "basic") and "Account SID" in scheme["description"]
     problem = doc["components"]["schemas"]["Problem"]
     assert set(problem["required"]) == {"type", "title", "status", "detail", "code"}
+    shared = doc["components"]["responses"]
     count = 0
     for path, item in doc["paths"].items():
         for method, op in item.items():
@@ -73,18 +74,20 @@ def test_every_operation_has_its_answers_described(tmp_path: Path) -> None:
             assert len(successes) == 1, where
             content = op["responses"][successes[0]]["content"]
             assert content and all(media.get("schema") for media in content.values()), where
-            assert "X-RateLimit-Remaining" in op["responses"][successes[0]]["headers"], where
+            assert op["responses"][successes[0]]["headers"]["X-RateLimit-Remaining"] == {
+                "$ref": "#/components/headers/X-RateLimit-Remaining"}, where
             for status in ("401", "422", "429"):
                 assert status in op["responses"], f"{where} does not list {status}"
             if "{" in path:
                 assert "404" in op["responses"], f"{where} does not list 404"
             if "requestBody" in op:
                 assert "413" in op["responses"], f"{where} does not list 413"
-            for code, answer in op["responses"].items():
+            for code, ref in op["responses"].items():
                 if code.startswith("4"):
+                    answer = shared[ref["$ref"].rsplit("/", 1)[-1]]
                     assert answer["content"] == {"application/problem+json": {
                         "schema": {"$ref": "#/components/schemas/Problem"}}}, f"{where} {code}"
-            assert op["responses"]["429"]["headers"]["Retry-After"]["required"] is True
+            assert shared[op["responses"]["429"]["$ref"].rsplit("/", 1)[-1]]["headers"]["Retry-After"]["required"]
     assert count >= 40
     assert "HTTPValidationError" not in doc["components"]["schemas"]  # FastAPI's 422 shape is never sent
 

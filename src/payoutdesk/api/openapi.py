@@ -156,11 +156,13 @@ def _change_body(method: str) -> dict[str, Any]:
                        "parameters (Sku2, Quantity2, Amount2, Category2, …) are accepted too. They may also come "
                        "in the query string. See docs/COMPAT.md.",
         "properties": _CHANGE_FIELDS,
-        "patternProperties": {r"^(?i:sku|quantity|amount|category)[0-9]{1,4}$": _TEXT},
+        "patternProperties": {"^(Sku|Quantity|Amount|Category)[0-9]{1,4}$": _TEXT},
         "additionalProperties": False,
     }
     json_schema = copy.deepcopy(schema)
     json_schema["properties"] = {k: {**v, "type": ["string", "number", "null"]} for k, v in _CHANGE_FIELDS.items()}
+    json_schema["patternProperties"] = {k: {"type": ["string", "number", "null"]}
+                                        for k in schema["patternProperties"]}
     return {
         "required": False,
         "content": {
@@ -245,8 +247,20 @@ def _header(description: str, *, required: bool = False) -> dict[str, Any]:
     return {"description": description, "required": required, "schema": {"type": "integer"}}
 
 
+_ERROR_NAMES = {400: "MalformedRequest", 401: "Unauthorized", 404: "NotFound", 409: "Conflict", 410: "Gone",
+                413: "TooLarge", 422: "Invalid", 429: "RateLimited"}
+
+
 def _answer_headers(auth: bool) -> dict[str, Any]:
-    return {name: _header(text) for name, text in _RATE_HEADERS.items()} if auth else {}
+    """The rate-limit headers (``components/headers``) of a signed-in route's answers."""
+    return {name: {"$ref": f"#/components/headers/{name}"} for name in _RATE_HEADERS} if auth else {}
+
+
+def _error_ref(status: int, auth: bool) -> dict[str, Any]:
+    """A signed-in route's error answer, shared under ``components/responses``."""
+    if not auth or status not in _ERROR_NAMES:
+        return _error(status, auth)
+    return {"$ref": f"#/components/responses/{_ERROR_NAMES[status]}"}
 
 
 def _error(status: int, auth: bool) -> dict[str, Any]:
@@ -281,7 +295,7 @@ def _complete(operation: dict[str, Any], op: Op, components: dict[str, Any]) -> 
         success["headers"] = headers
     responses[str(op.status)] = success
     for status in sorted(set(op.errors)):
-        responses[str(status)] = _error(status, op.auth)
+        responses[str(status)] = _error_ref(status, op.auth)
     operation["responses"] = responses
     if op.auth:
         operation["security"] = [{SECURITY_SCHEME: []}]
@@ -439,6 +453,8 @@ def document(app: FastAPI) -> dict[str, Any]:
             op = OPERATIONS.get((method, path))
             if op is not None:
                 _complete(operation, op, components)
+    doc["components"]["headers"] = {name: _header(text) for name, text in _RATE_HEADERS.items()}
+    doc["components"]["responses"] = {name: _error(status, True) for status, name in _ERROR_NAMES.items()}
     doc["components"]["securitySchemes"] = {
         SECURITY_SCHEME: {"type": "http", "scheme": "basic",
                           "description": "Your Account SID as user name and your auth token as password "
