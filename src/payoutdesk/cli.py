@@ -169,6 +169,12 @@ def _account_of_campaign(conn: Any, campaign_id: int) -> Any:
     return AccountRef(row.id, row.sid, row.name)
 
 
+def _port_arg(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a port number (0-65535)")
+    return int(text)
+
+
 def _date_arg(text: str) -> date:
     try:
         return date.fromisoformat(text)
@@ -254,25 +260,16 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    import threading
+    from payoutdesk import server
+    from payoutdesk.kit import logs
 
-    from payoutdesk.worker.runner import run_forever, run_once, worker_name
-
+    logs.configure()
     s = _settings()
-    engine = _engine(s)
+    if not args.once:
+        print("payoutdesk worker running; Ctrl-C or SIGTERM stops it.", flush=True)
+    done = server.work(s, once=args.once)
     if args.once:
-        done = 0
-        name = worker_name()
-        while run_once(engine, name) is not None:
-            done += 1
         print(f"Processed {done} submissions.")
-        return 0
-    print("payoutdesk worker running; Ctrl-C stops it.", flush=True)
-    stop = threading.Event()
-    try:
-        run_forever(engine, stop)
-    except KeyboardInterrupt:
-        stop.set()
     return 0
 
 
@@ -309,24 +306,22 @@ def print_demo(info: dict[str, Any]) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from payoutdesk.api.app import create_app
+    from payoutdesk import server
+    from payoutdesk.kit import logs
     from payoutdesk.kit.db import migrate
 
+    logs.configure()
     s = _settings()
+    port = s.http_port if args.port is None else args.port
     migrate(s.database_url)
-    if s.http_port == 0:
-        print("PAYOUTDESK_HTTP_PORT is 0: the web server is off; nothing else to serve yet.")
+    if port == 0:
+        print("The HTTP port is 0: the web server is off; nothing else to serve yet.")
         return 0
-    app = create_app(s)
-    from payoutdesk.worker import runner, scheduler
-
-    runner.start_thread(app.state.engine)
-    scheduler.start_thread(app.state.engine, runner.worker_name())
-    host = "localhost" if s.bind in ("127.0.0.1", "0.0.0.0") else s.bind  # noqa: S104
-    print(f"payoutdesk serving on http://{host}:{s.http_port}  (API: /api/v1, docs: /docs)", flush=True)
-    uvicorn.run(app, host=s.bind, port=s.http_port, log_level="warning", access_log=False)
+    try:
+        server.serve(s, args.bind or s.bind, port)
+    except server.BindFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -343,7 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="reuse the demo made before in this data folder (its credentials are in demo.json)")
     demo.set_defaults(fn=cmd_demo)
 
-    sub.add_parser("serve", help="serve the web pages and the API").set_defaults(fn=cmd_serve)
+    serve = sub.add_parser("serve", help="serve the web pages and the API (and run a worker and the scheduler)")
+    serve.add_argument("--bind", metavar="ADDR", help="address to listen on (default: $PAYOUTDESK_BIND, 127.0.0.1)")
+    serve.add_argument("--port", metavar="N", type=_port_arg,
+                       help="port to listen on (default: $PAYOUTDESK_HTTP_PORT, 8000)")
+    serve.set_defaults(fn=cmd_serve)
 
     account = sub.add_parser("account", help="accounts").add_subparsers(dest="sub", required=True)
     create = account.add_parser("create", help="create an account and print its API credentials")

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from payoutdesk import __version__
 from payoutdesk.api import openapi
+from payoutdesk.api.access_log import AccessLog
 from payoutdesk.api.plumbing import ID_RULE, SignIns, human_validation, problem, request_rate_headers
 from payoutdesk.api.ratelimit import TokenBuckets
 from payoutdesk.config import Settings
@@ -96,6 +97,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.add_middleware(native.ChangeFastPath)
     # body limits counted while the body is read, outside every layer that reads one (api/limits.py)
     app.add_middleware(limits.BodyLimits, max_file_bytes=settings.max_file_mb * limits.MiB)
+    app.add_middleware(AccessLog)  # added last: outermost, it sees every request (the fast path's too)
     app.include_router(submissions.router, prefix="/api/v1")
     app.include_router(compat.router)  # impact.com paths
     openapi.install(app)  # the completed OpenAPI document and the offline /docs

@@ -6,6 +6,7 @@ import random
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,12 +23,68 @@ T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
+
+class FairLock:
+    """A reentrant lock handed to its waiters in the order they came (``threading.RLock`` is not fair:
+    a thread that releases it and at once asks again, as a submission's worker does between two
+    chunks, mostly gets it back before a waiting thread wakes up). ``waiting()`` tells a long holder
+    that someone waits, so that it can end its transaction early and let them in."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._owner: int | None = None
+        self._count = 0
+        self._queue: deque[tuple[int, threading.Lock]] = deque()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        me = threading.get_ident()
+        with self._mutex:
+            if self._owner == me:
+                self._count += 1
+                return True
+            if self._owner is None and not self._queue:
+                self._owner, self._count = me, 1
+                return True
+            if not blocking:
+                return False
+            gate = threading.Lock()
+            gate.acquire()
+            entry = (me, gate)
+            self._queue.append(entry)
+        if gate.acquire(timeout=timeout if timeout >= 0 else -1):
+            return True  # ``release`` made this thread the owner
+        with self._mutex:
+            if self._owner == me:  # handed over just as the wait ran out
+                return True
+            self._queue.remove(entry)
+            return False
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._owner != threading.get_ident():
+                raise RuntimeError("release of a FairLock this thread does not hold")
+            self._count -= 1
+            if self._count:
+                return
+            if self._queue:
+                self._owner, gate = self._queue.popleft()
+                self._count = 1
+                gate.release()
+            else:
+                self._owner = None
+
+    def waiting(self) -> int:
+        return len(self._queue)
+
+
 # On a SQLite file, the write transactions of one process queue on a lock of the engine before
 # BEGIN IMMEDIATE. Without it, a writer that finds the database locked polls in SQLite's busy
 # handler, sleeping 1, 2, 5, 10 ... 100 ms between tries: under a few concurrent writers most of
 # the time goes to those sleeps and the write lock sits free. Writers of other processes still
-# meet the busy timeout. Reentrant, so a nested write behaves as it did without the lock.
-_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+# meet the busy timeout. Reentrant, so a nested write behaves as it did without the lock; fair
+# (first come, first served), so that a submission's worker, which asks again right after each
+# chunk, lets the writers that waited meanwhile go first (DESIGN §6, "No stalls").
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, FairLock] = weakref.WeakKeyDictionary()
 WRITE_LOCK_WAIT = 60.0  # then BEGIN IMMEDIATE and the busy timeout decide, as without the lock
 
 # A write that must not wait (``wait=False``, run on the web server's event loop) gets the
@@ -64,7 +121,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             kwargs.setdefault("poolclass", NullPool)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60}, **kwargs)
         if on_disk:
-            _WRITE_LOCKS[engine] = threading.RLock()
+            _WRITE_LOCKS[engine] = FairLock()
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -101,6 +158,22 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 def is_sqlite(conn: Connection | Engine) -> bool:
     return conn.dialect.name == "sqlite"
+
+
+# Is a PostgreSQL session waiting for a lock that this session holds?
+_BLOCKING_OTHERS = ("SELECT EXISTS (SELECT 1 FROM pg_locks AS l WHERE NOT l.granted "
+                    "AND pg_backend_pid() = ANY(pg_blocking_pids(l.pid)))")
+
+
+def others_waiting(conn: Connection) -> bool:
+    """Does another writer wait for what this write transaction holds? On SQLite: a thread of this
+    process queued on the engine's write lock (writers of other processes cannot be seen; they get
+    their turn in the pauses between a long job's transactions). On PostgreSQL: a session waiting
+    for one of this transaction's locks (its row locks, say)."""
+    if is_sqlite(conn):
+        lock = _WRITE_LOCKS.get(conn.engine)
+        return lock is not None and lock.waiting() > 0
+    return bool(conn.exec_driver_sql(_BLOCKING_OTHERS).scalar())
 
 
 @contextmanager

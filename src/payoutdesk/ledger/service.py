@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -17,7 +18,7 @@ from payoutdesk.catalog.service import attribute, get_owned, parse_time, terms_f
 from payoutdesk.context import Actor
 from payoutdesk.contracts.terms import Terms, locking_date, open_ended_lock_date
 from payoutdesk.errors import NotFound, UnknownReason, ValidationFailed, WrongCurrency, quote
-from payoutdesk.kit import db
+from payoutdesk.kit import db, logs
 from payoutdesk.kit.money import exponent, format_amount, parse_amount
 from payoutdesk.kit.time import iso, utcnow
 from payoutdesk.ledger import export, locking
@@ -517,7 +518,11 @@ def lock_run(engine: Engine, as_of: date | None = None, account_id: int | None =
     """
     now = now or utcnow()
     as_of = as_of or now.date()
-    return locking.run(engine, as_of, now, account_id, chunk)
+    locked = locking.run(engine, as_of, now, account_id, chunk)
+    logs.event(logging.getLogger("payoutdesk.lock"), f"lock run: {locked} actions locked, due by {as_of.isoformat()}, "
+               f"{'account ' + str(account_id) if account_id is not None else 'all accounts'}", event="lock_run",
+               locked=locked, as_of=as_of.isoformat(), account_id=account_id)
+    return locked
 
 
 def action_row(conn: Connection, account_id: int, action_id: int) -> Row[Any]:

@@ -23,7 +23,9 @@ import gc
 import json
 import logging
 import os
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -37,7 +39,7 @@ from payoutdesk.catalog import repository as catalog_repo
 from payoutdesk.catalog.service import terms_in_force, terms_of
 from payoutdesk.contracts.terms import Terms, one_item_payout
 from payoutdesk.errors import FileRejected, NoContract, PayoutdeskError, quote
-from payoutdesk.kit import db
+from payoutdesk.kit import db, logs
 from payoutdesk.kit.money import MAX_MINOR, exponent
 from payoutdesk.kit.time import utcnow
 from payoutdesk.ledger import history
@@ -50,28 +52,46 @@ from payoutdesk.submissions.jsonrows import canonical_rows, stored_rows
 from payoutdesk.submissions.rows import ITEM_RE, MAX_NOTE, MAX_QUANTITY, Intent, RowError, command_for, interpret
 
 log = logging.getLogger("payoutdesk.engine")
-# A chunk (rows per transaction) and a batch (rows held in memory at once) are two sizes. The batch
-# bounds the worker's memory: 50,000 rows keep its peak under 300 MB. The chunk sets what a row costs
-# the database: rows naming random actions of a big table dirty about one page of each of actions,
-# action_items and the history index per row, and each dirty page is written (to the WAL, then back by
-# the checkpoint) once per transaction however many of its rows changed, so the bigger the transaction,
-# the more rows share each page write. On SQLite, bare writes of the same three tables went from 17,700
-# rows/s in 50,000-row transactions to 33,000 in 250,000-row ones (docs/PERFORMANCE.md); there a chunk
-# of 250,000 rows holds the write lock for about fifteen seconds (at most CHUNK_SECONDS and a batch),
-# which other writers wait out (busy_timeout). PostgreSQL keeps dirty pages in shared buffers across
-# commits, so 50,000.
-# A chunk also ends after the first batch that finishes CHUNK_SECONDS after it began, so that on a
-# slow or busy machine other writers never wait much longer than that (and the worker's lease,
-# renewed by each chunk, never runs out while it works).
-# PAYOUTDESK_SUBMISSION_CHUNK sets the chunk on both backends, PAYOUTDESK_SUBMISSION_BATCH the batch,
-# PAYOUTDESK_SUBMISSION_CHUNK_SECONDS the time bound.
+# A chunk (rows per transaction) and a batch (rows applied at once) are two sizes.
+# The chunk is bounded in time (DESIGN §6, "No stalls"): it ends after the batch that finishes CHUNK_SECONDS
+# (1 s) after it began, and after any batch once another writer waits for what it holds (a thread of this
+# process queued on SQLite's write lock, kit.db.FairLock; a PostgreSQL session waiting for one of its row
+# locks). So on SQLite a submission holds the write lock about a second at a time, and a single-action
+# change made meanwhile waits about a batch; its counts are committed every second or so. After a long
+# transaction on SQLite the worker pauses a tenth of the time it held the lock (at most PAUSE_MAX): writers
+# of other processes, which wait in SQLite's busy handler polling every 100 ms, get their turn then.
+# The batch is sized from the rows/s measured so far to take about BATCH_SECONDS (so the time bound is
+# checked often), from FIRST_BATCH rows, never below MIN_BATCH (unless BATCH is smaller), never above
+# BATCH, which bounds the worker's memory (50,000 rows keep its peak under 300 MB).
+# On PostgreSQL a transaction is one batch of about CHUNK_SECONDS (unless a chunk size is set):
+# the first try of a batch reads its actions without locking them and takes their row locks only with
+# its writes at the end, so the locks are held only from those writes to the commit; and the staging
+# tables of the writes are emptied by DELETE, whose dead rows a long transaction of many batches would
+# pile up and scan again at each batch.
+# CHUNK_SQLITE and CHUNK_POSTGRESQL bound a chunk's rows: bigger transactions share page writes between
+# more rows (docs/PERFORMANCE.md), which the time bound now limits anyway.
+# PAYOUTDESK_SUBMISSION_CHUNK sets the chunk on both backends, PAYOUTDESK_SUBMISSION_BATCH the largest
+# batch, PAYOUTDESK_SUBMISSION_CHUNK_SECONDS the time bound.
 _CHUNK_ENV = os.environ.get("PAYOUTDESK_SUBMISSION_CHUNK")
 CHUNK = int(_CHUNK_ENV) if _CHUNK_ENV else None  # None: the backend's default below
 CHUNK_SQLITE = 250_000
 CHUNK_POSTGRESQL = 50_000
 BATCH = int(os.environ.get("PAYOUTDESK_SUBMISSION_BATCH", "50000"))
-CHUNK_SECONDS = float(os.environ.get("PAYOUTDESK_SUBMISSION_CHUNK_SECONDS", "20"))
-LEASE = timedelta(seconds=120)
+CHUNK_SECONDS = float(os.environ.get("PAYOUTDESK_SUBMISSION_CHUNK_SECONDS", "1"))
+BATCH_SECONDS = 0.2
+FIRST_BATCH = 1_000
+MIN_BATCH = 200
+PAUSE_RATIO = 0.1
+PAUSE_MAX = 0.12
+# The worker's lease: renewed every third of it while it works (engine._Heartbeat); after a SIGKILL the
+# next worker takes the submission over once it runs out. PAYOUTDESK_WORKER_LEASE_SECONDS sets it.
+LEASE_SECONDS = 30
+
+
+def default_lease() -> timedelta:
+    raw = os.environ.get("PAYOUTDESK_WORKER_LEASE_SECONDS", "")
+    return timedelta(seconds=float(raw) if raw.strip() else LEASE_SECONDS)
+
 
 Progress = Callable[[int, int], None]  # processed, total
 
@@ -563,21 +583,39 @@ def source_of(conn: Connection, sub: Row[Any], currency: str) -> tuple[str, int,
 
 
 def process(engine: Engine, submission_id: int, worker: str, *, chunk: int | None = None,
-            progress: Progress | None = None, lease: timedelta = LEASE, batch: int | None = None,
-            chunk_seconds: float | None = None) -> Row[Any]:
-    """Run a claimed submission to COMPLETE (or FAILED when its file is unusable).
+            progress: Progress | None = None, lease: timedelta | None = None, batch: int | None = None,
+            chunk_seconds: float | None = None, stop: threading.Event | None = None) -> Row[Any]:
+    """Run a claimed submission to COMPLETE (or FAILED when its file is unusable), or until ``stop`` is
+    set: then the chunk in hand ends at its current batch and commits, and the submission goes back to
+    the queue (``repo.release``) for the next worker to resume at once.
 
-    ``chunk`` rows make one transaction (default ``CHUNK``, else the backend's), applied ``batch`` rows
-    at a time (default ``BATCH``), ending early after the batch that finishes ``chunk_seconds`` after the
-    transaction began (default ``CHUNK_SECONDS``); see the sizes at the top of this module.
+    A transaction (chunk) takes at most ``chunk`` rows (default ``CHUNK``, else the backend's) and ends
+    after the batch that finishes ``chunk_seconds`` after it began (default ``CHUNK_SECONDS``), or after
+    any batch when another writer waits for it; batches are sized from the measured rows/s to take about
+    ``BATCH_SECONDS``, at most ``batch`` rows (default ``BATCH``). See the sizes at the top of this module.
+    A heartbeat renews the worker's lease (``lease``, default ``default_lease()``) all along, file reading included.
     """
     seconds = CHUNK_SECONDS if chunk_seconds is None else chunk_seconds
+    lease = lease or default_lease()
+    sqlite = db.is_sqlite(engine)
+    # PostgreSQL: one batch a transaction, of about the time bound, unless a chunk size is asked for
+    one_batch = not sqlite and chunk is None and CHUNK is None
     if chunk is None:
-        chunk = CHUNK or (CHUNK_SQLITE if engine.dialect.name == "sqlite" else CHUNK_POSTGRESQL)
-    batch = min(batch or BATCH, chunk)
+        chunk = CHUNK or (CHUNK_SQLITE if sqlite else CHUNK_POSTGRESQL)
+    sizes = _BatchSizes(min(batch or BATCH, chunk), seconds if one_batch else BATCH_SECONDS)
+    with _Heartbeat(engine, submission_id, worker, lease) as beat:
+        return _process(engine, submission_id, worker, chunk, sizes, seconds, lease, progress, stop, beat,
+                        one_batch)
+
+
+def _process(engine: Engine, submission_id: int, worker: str, chunk: int, sizes: _BatchSizes, seconds: float,
+             lease: timedelta, progress: Progress | None, stop: threading.Event | None, beat: _Heartbeat,
+             one_batch: bool) -> Row[Any]:
+    began = time.monotonic()
     with db.read(engine) as conn:
         sub = repo.get(conn, submission_id)
         assert sub is not None
+        label = f"{sub.kind}-{submission_id}"
         currency = _currency(conn, sub.campaign_id)
         source: Source | None
         try:
@@ -589,7 +627,10 @@ def process(engine: Engine, submission_id: int, worker: str, *, chunk: int | Non
         with db.write(engine) as conn:
             repo.set_status(conn, submission_id, status="FAILED", failure=failure, finished_at=utcnow(),
                             total_records=0, lease_until=None)
-            return _reload(conn, submission_id)
+            row = _reload(conn, submission_id)
+        logs.event(log, f"submission {label} failed: {failure}", event="submission_failed", submission=label,
+                   worker=worker, failure=failure)
+        return row
     counts = Counts(sub.applied, sub.unchanged, sub.errors, sub.amount_delta, sub.payout_delta)
     caches = Caches()
     overlay: dict[int, Any] | None = {} if sub.dry_run else None
@@ -608,7 +649,10 @@ def process(engine: Engine, submission_id: int, worker: str, *, chunk: int | Non
     if progress:
         progress(done, total)
     reader = _Reader(source, done)
+    pause_after = PAUSE_RATIO if db.is_sqlite(engine) else 0.0
     while done < total:
+        if stop is not None and stop.is_set():
+            return _release(engine, submission_id, worker, label, done, total)
         snapshot = Counts(**vars(counts))
         tries = [0]
 
@@ -626,14 +670,20 @@ def process(engine: Engine, submission_id: int, worker: str, *, chunk: int | Non
             taken = 0
             until = time.monotonic() + seconds
             while taken < chunk:
-                part = list(islice(units, min(batch, chunk - taken)))
+                t0 = time.monotonic()
+                part = list(islice(units, min(sizes.next, chunk - taken)))
                 if not part:
                     break
                 # each batch's writes are in this transaction: the next batch loads its actions as they left them
                 apply_chunk(conn, sub_now, part, caches, counts, now, overlay, lock=lock)
                 taken += len(part)
-                if time.monotonic() >= until:
-                    break
+                t1 = time.monotonic()
+                sizes.measured(len(part), t1 - t0)
+                if beat.lost.is_set():
+                    raise repo.LostClaim(f"submission {submission_id} is no longer this worker's")
+                if (one_batch or t1 >= until or (stop is not None and stop.is_set())
+                        or (taken < chunk and db.others_waiting(conn))):
+                    break  # let the waiting writers in (DESIGN §6, "No stalls"), or stop
                 if progress and taken < chunk:
                     progress(start + taken, total)  # not yet committed: the bar moves, the stored counts follow
             if taken:
@@ -644,45 +694,133 @@ def process(engine: Engine, submission_id: int, worker: str, *, chunk: int | Non
                 })
             return taken
 
+        held = time.monotonic()
         try:
             with _no_gc():
                 taken = db.transaction(engine, _restoring(unit, counts, snapshot))
         except repo.LostClaim:
-            log.warning("submission %s was taken over by another worker; stopping", submission_id)
+            logs.event(log, f"submission {label}: taken over by another worker; {worker} stops", level=logging.WARNING,
+                       event="submission_lost", submission=label, worker=worker)
             with db.read(engine) as conn:
                 return _reload(conn, submission_id)
+        held = time.monotonic() - held
         if not taken:  # the source ended before its row count: never mark such a submission COMPLETE
             raise RuntimeError(f"submission {submission_id}: no row after {done} of {total}")
         done += taken
         if progress:
             progress(done, total)
+        if pause_after and done < total:
+            # Writers of other processes wait for SQLite's write lock in its busy handler, which tries again
+            # every 100 ms at most: a pause after each long transaction gives them their turn. It is spent
+            # reading the next rows, which needs no lock.
+            pause = min(PAUSE_MAX, held * pause_after)
+            until_pause = time.monotonic() + pause
+            reader.ahead(done, sizes.next)
+            rest = until_pause - time.monotonic()
+            if rest > 0:
+                time.sleep(rest)
     with db.write(engine) as conn:
         repo.set_status(conn, submission_id, status="COMPLETE", finished_at=utcnow(), lease_until=None)
         if sub.undo_of is not None:
             repo.set_status(conn, int(sub.undo_of), undone_by=submission_id)
-        return _reload(conn, submission_id)
+        row = _reload(conn, submission_id)
+    logs.event(log, f"submission {label} complete: {row.total_records} rows, {row.applied} applied, "
+               f"{row.unchanged} unchanged, {row.errors} errors ({time.monotonic() - began:.1f} s in {worker})",
+               event="submission_complete", submission=label, worker=worker, total=row.total_records,
+               applied=row.applied, unchanged=row.unchanged, errors=row.errors, dry_run=bool(row.dry_run))
+    return row
+
+
+def _release(engine: Engine, submission_id: int, worker: str, label: str, done: int, total: int) -> Row[Any]:
+    with db.write(engine) as conn:
+        released = repo.release(conn, submission_id, worker)
+        row = _reload(conn, submission_id)
+    if released:
+        logs.event(log, f"submission {label} released at row {done} of {total}: {worker} is stopping",
+                   event="submission_released", submission=label, worker=worker, processed=done, total=total)
+    return row
+
+
+class _BatchSizes:
+    """Rows per batch, from the rows/s measured so far, so that a batch takes about ``target`` seconds
+    (a chunk's time bound is checked between batches), within 1 … ``largest``."""
+
+    def __init__(self, largest: int, target: float) -> None:
+        self.largest = max(1, largest)
+        self.target = target
+        self.next = min(FIRST_BATCH, self.largest)
+
+    def measured(self, rows: int, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        wanted = int(rows / seconds * self.target)
+        # grow at most fourfold a step: one quick batch (cached terms, a warm page cache) says little
+        upper = min(self.largest, self.next * 4)
+        self.next = max(1, min(upper, max(MIN_BATCH, wanted)))
+
+
+class _Heartbeat:
+    """Renews the worker's lease every third of it while ``process`` runs, reading of the file included,
+    so that a lease of seconds never runs out under a live worker; ``lost`` is set when the
+    submission is found no longer this worker's."""
+
+    def __init__(self, engine: Engine, submission_id: int, worker: str, lease: timedelta) -> None:
+        self.engine, self.submission_id, self.worker, self.lease = engine, submission_id, worker, lease
+        self.lost = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"payoutdesk-lease-{submission_id}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        every = max(0.05, self.lease.total_seconds() / 3)
+        while not self._done.wait(every):
+            try:
+                with db.write(self.engine) as conn:
+                    if not repo.renew(conn, self.submission_id, self.worker, utcnow() + self.lease):
+                        self.lost.set()
+                        return
+            except Exception:  # a missed beat is tried again at the next; the lease has room for two
+                log.warning("could not renew the lease of submission %s", self.submission_id, exc_info=True)
 
 
 class _Reader:
     """The source's units, read on from where the last transaction stopped; a transaction that is tried
     again (it lost a race) reads its rows again from a fresh source. The position counts the units handed
-    out, so a try that failed in its first batch, before any of its rows counted, starts over too."""
+    out, so a try that failed in its first batch, before any of its rows counted, starts over too.
+    ``ahead`` reads some units before they are asked for (outside any transaction)."""
 
     def __init__(self, source: Source, start: int) -> None:
         self._source = source
-        self._pos = start
-        self._units = self._counted(source(start))
+        self._restart(start)
 
-    def _counted(self, units: Iterator[Work]) -> Iterator[Work]:
-        for u in units:
-            self._pos += 1
-            yield u
+    def _restart(self, start: int) -> None:
+        self._raw = self._source(start)
+        self._buffer: deque[Work] = deque()
+        self._pos = start
+
+    def __iter__(self) -> Iterator[Work]:
+        return self
+
+    def __next__(self) -> Work:
+        u = self._buffer.popleft() if self._buffer else next(self._raw)
+        self._pos += 1
+        return u
 
     def at(self, start: int) -> Iterator[Work]:
         if self._pos != start:
-            self._pos = start
-            self._units = self._counted(self._source(start))
-        return self._units
+            self._restart(start)
+        return self
+
+    def ahead(self, start: int, n: int) -> None:
+        self.at(start)
+        self._buffer.extend(islice(self._raw, max(0, n - len(self._buffer))))
 
 
 @contextmanager

@@ -178,18 +178,25 @@ def results(conn: Connection, submission_id: int, *, errors_only: bool, after_ro
 
 def claim_next(conn: Connection, worker: str, now: datetime, lease_until: datetime) -> int | None:
     """Atomically take the oldest queued submission, or one whose worker's lease ran out."""
+    found = claim_next_row(conn, worker, now, lease_until)
+    return None if found is None else int(found.id)
+
+
+def claim_next_row(conn: Connection, worker: str, now: datetime, lease_until: datetime) -> Row[Any] | None:
+    """``claim_next``, answering the submission's row as it was just before this claim (its status,
+    worker and lease tell a fresh start from a resumption or a takeover)."""
     cond = or_(
         submissions.c.status == "QUEUED",
         and_(submissions.c.status == "IN_PROGRESS", submissions.c.lease_until < now),
     )
-    pick = select(submissions.c.id).where(cond).order_by(submissions.c.id).limit(1)
+    pick = select(submissions).where(cond).order_by(submissions.c.id).limit(1)
     if not is_sqlite(conn):
         pick = pick.with_for_update(skip_locked=True)
-    sid = conn.execute(pick).scalar()
-    if sid is None:
+    row = conn.execute(pick).first()
+    if row is None:
         return None
-    claim(conn, int(sid), worker, now, lease_until)
-    return int(sid)
+    claim(conn, int(row.id), worker, now, lease_until)
+    return row
 
 
 def claim(conn: Connection, submission_id: int, worker: str, now: datetime, lease_until: datetime) -> bool:
@@ -225,6 +232,29 @@ def advance(conn: Connection, submission_id: int, worker: str, processed_before:
 
 class LostClaim(Exception):
     """Another worker took the submission over (this one's lease ran out)."""
+
+
+def renew(conn: Connection, submission_id: int, worker: str, lease_until: datetime) -> bool:
+    """Extend this worker's lease (its heartbeat); False when the submission is no longer its own."""
+    result = conn.execute(
+        update(submissions)
+        .where(submissions.c.id == submission_id, submissions.c.claimed_by == worker,
+               submissions.c.status == "IN_PROGRESS")
+        .values(lease_until=lease_until)
+    )
+    return result.rowcount == 1
+
+
+def release(conn: Connection, submission_id: int, worker: str) -> bool:
+    """Give an unfinished submission back to the queue (a worker stopping), to be resumed at once by
+    the next worker from its recorded progress. False when it was not this worker's."""
+    result = conn.execute(
+        update(submissions)
+        .where(submissions.c.id == submission_id, submissions.c.claimed_by == worker,
+               submissions.c.status == "IN_PROGRESS")
+        .values(status="QUEUED", claimed_by=None, lease_until=None)
+    )
+    return result.rowcount == 1
 
 
 def set_status(conn: Connection, submission_id: int, **values: Any) -> None:
@@ -347,7 +377,9 @@ class Bulk:
                 # the driver holds a statement's whole answer (every item row, its action's columns
                 # repeated) until it is read: a slice of the ids at a time keeps that bounded
                 for part in _chunks(ids, _LOAD_SLICE):
-                    yield from cur.execute(sql, (list(part), account_id, campaign_id))
+                    # never prepared: after five runs psycopg prepares a statement, and PostgreSQL's generic plan
+                    # of it (the array's length unknown) took seconds a batch (a nested loop over unnest)
+                    yield from cur.execute(sql, (list(part), account_id, campaign_id), prepare=False)
 
             rows = parts()
         for r in rows:  # row by row, not fetchall: a chunk's raw rows are never all held at once

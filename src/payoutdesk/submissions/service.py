@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from payoutdesk.catalog.service import get_owned
 from payoutdesk.context import Actor
 from payoutdesk.errors import Conflict, DuplicateFile, FileDeleted, FileTooLarge, NotFound, ValidationFailed, quote
+from payoutdesk.kit import logs
 from payoutdesk.kit.ids import parse_id as parse_whole_id
 from payoutdesk.kit.money import format_amount
 from payoutdesk.kit.time import iso, utcnow
@@ -139,6 +140,7 @@ def create(
         ) from None
     row = repo.get(conn, sid)
     assert row is not None
+    logs.submission_queued(row)
     return submission_dict(row, campaign.currency)
 
 
@@ -263,6 +265,7 @@ def undo(conn: Connection, actor: Actor, submission_id: str | int) -> dict[str, 
         raise Conflict(f"{label(row)} is being undone already.") from None
     new = repo.get(conn, sid)
     assert new is not None
+    logs.submission_queued(new)
     return submission_dict(new, _currency(conn, row.campaign_id), conn)
 
 

@@ -1,4 +1,10 @@
-"""A worker: claims queued submissions one at a time (any number of workers may run)."""
+"""A worker: claims queued submissions one at a time (any number of workers may run).
+
+A claim is a lease of ``PAYOUTDESK_WORKER_LEASE_SECONDS`` (default 30) that the working process renews
+(``engine.process``'s heartbeat): a worker killed outright leaves its submission to be taken over once
+the lease runs out. A worker asked to stop (``stop`` set: SIGTERM, SIGINT) ends the chunk in hand,
+gives the submission back to the queue and returns, so the next start resumes it at once.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,10 @@ import os
 import socket
 import threading
 import uuid
-from datetime import timedelta
 
 from sqlalchemy import Engine
 
-from payoutdesk.kit import db
+from payoutdesk.kit import db, logs
 from payoutdesk.kit.time import utcnow
 from payoutdesk.submissions import engine as sub_engine
 from payoutdesk.submissions import repository as repo
@@ -23,29 +28,45 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-def lease_seconds() -> int:
-    return int(os.environ.get("PAYOUTDESK_WORKER_LEASE_SECONDS", "120"))
+def lease_seconds() -> float:
+    return sub_engine.default_lease().total_seconds()
 
 
 def claim_next(engine: Engine, worker: str) -> int | None:
     now = utcnow()
+    lease = sub_engine.default_lease()
     with db.write(engine) as conn:
-        return repo.claim_next(conn, worker, now, now + timedelta(seconds=lease_seconds()))
+        before = repo.claim_next_row(conn, worker, now, now + lease)
+    if before is None:
+        return None
+    label = f"{before.kind}-{before.id}"
+    done = int(before.processed_records or 0)
+    if before.status == "IN_PROGRESS":
+        logs.event(log, f"submission {label} taken over by {worker} from {before.claimed_by} (its lease ran out) "
+                   f"at row {done}", event="submission_taken_over", submission=label, worker=worker,
+                   previous_worker=before.claimed_by, processed=done)
+    else:
+        logs.event(log, f"submission {label} claimed by {worker}" + (f", resuming at row {done}" if done else ""),
+                   event="submission_claimed", submission=label, worker=worker, processed=done)
+    return int(before.id)
 
 
 def claim(engine: Engine, submission_id: int, worker: str) -> bool:
     now = utcnow()
     with db.write(engine) as conn:
-        return repo.claim(conn, submission_id, worker, now, now + timedelta(seconds=lease_seconds()))
+        return repo.claim(conn, submission_id, worker, now, now + sub_engine.default_lease())
 
 
-def run_once(engine: Engine, worker: str) -> int | None:
-    """Claim and finish one submission; returns its id, or None when the queue is empty."""
+def run_once(engine: Engine, worker: str, stop: threading.Event | None = None) -> int | None:
+    """Claim and work on one submission (to its end, or until ``stop``); returns its id, or None when
+    the queue is empty or ``stop`` is set."""
+    if stop is not None and stop.is_set():
+        return None
     sid = claim_next(engine, worker)
     if sid is None:
         return None
     try:
-        sub_engine.process(engine, sid, worker, lease=timedelta(seconds=lease_seconds()))
+        sub_engine.process(engine, sid, worker, lease=sub_engine.default_lease(), stop=stop)
     except Exception:
         log.exception("submission %s failed in worker %s; it will be retried after its lease", sid, worker)
         raise
@@ -54,13 +75,14 @@ def run_once(engine: Engine, worker: str) -> int | None:
 
 def run_forever(engine: Engine, stop: threading.Event, idle_seconds: float = 0.5) -> None:
     worker = worker_name()
-    log.info("worker %s started", worker)
+    logs.event(log, f"worker {worker} started", event="worker_started", worker=worker)
     while not stop.is_set():
         try:
-            if run_once(engine, worker) is None:
+            if run_once(engine, worker, stop) is None:
                 stop.wait(idle_seconds)
         except Exception:  # noqa: BLE001 - a worker keeps going; the submission is retried
             stop.wait(idle_seconds)
+    logs.event(log, f"worker {worker} stopped", event="worker_stopped", worker=worker)
 
 
 def start_thread(engine: Engine) -> tuple[threading.Thread, threading.Event]:
