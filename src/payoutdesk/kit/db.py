@@ -84,7 +84,8 @@ class FairLock:
 # meet the busy timeout. Reentrant, so a nested write behaves as it did without the lock; fair
 # (first come, first served), so that a submission's worker, which asks again right after each
 # chunk, lets the writers that waited meanwhile go first (DESIGN §6, "No stalls").
-_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, FairLock] = weakref.WeakKeyDictionary()
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, Any] = weakref.WeakKeyDictionary()
+WRITE_LOCK: Callable[[], Any] = FairLock  # bench/stall.py measures threading.RLock (the old lock) too
 WRITE_LOCK_WAIT = 60.0  # then BEGIN IMMEDIATE and the busy timeout decide, as without the lock
 
 # A write that must not wait (``wait=False``, run on the web server's event loop) gets the
@@ -121,7 +122,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             kwargs.setdefault("poolclass", NullPool)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60}, **kwargs)
         if on_disk:
-            _WRITE_LOCKS[engine] = FairLock()
+            _WRITE_LOCKS[engine] = WRITE_LOCK()
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -171,8 +172,8 @@ def others_waiting(conn: Connection) -> bool:
     their turn in the pauses between a long job's transactions). On PostgreSQL: a session waiting
     for one of this transaction's locks (its row locks, say)."""
     if is_sqlite(conn):
-        lock = _WRITE_LOCKS.get(conn.engine)
-        return lock is not None and lock.waiting() > 0
+        waiting = getattr(_WRITE_LOCKS.get(conn.engine), "waiting", None)
+        return waiting is not None and waiting() > 0
     return bool(conn.exec_driver_sql(_BLOCKING_OTHERS).scalar())
 
 
