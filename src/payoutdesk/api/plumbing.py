@@ -246,7 +246,11 @@ def _strict_whole(value: object) -> int:
 def whole_between(low: int, high: int) -> BeforeValidator:
     """A whole number ``low`` … ``high`` in ASCII digits (a page size), as one message either way."""
     def check(value: object) -> int:
-        number = parse_id(value) if not (isinstance(value, str | int) and str(value) == "0") else 0
+        number: int | None = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+            number = int(value)
         if number is None or not low <= number <= high:
             raise ValueError(f"must be a whole number between {low} and {high}")
         return number
