@@ -387,3 +387,37 @@ def test_migration_0006_moves_old_files_into_chunks(fresh_url: str, tmp_path: Pa
         assert new.id > max(ids[:2])
     finally:
         eng.dispose()
+
+
+def test_the_readers_read_zip_gzip_and_xlsx_from_a_file_on_disk(tmp_path: Path) -> None:
+    """Files above 1 MiB reach the readers as a file on disk (the worker's temporary copy): a zip and an XLSX
+    are read by seeking in it, a workbook inside gzip is spooled to a temporary file of its own."""
+    import gzip
+    import os
+    import zipfile
+
+    from openpyxl import Workbook
+
+    from payoutdesk.submissions.formats import FileBlob, parse
+
+    noise = [os.urandom(1000).hex() for _ in range(1500)]  # 3 MB that does not compress away
+    csv = "ActionId,Reason,Padding\n" + "".join(f"{n + 1},APPROVED,{noise[n]}\n" for n in range(1500))
+    with zipfile.ZipFile(tmp_path / "r.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("returns.csv", csv)
+    wb = Workbook()
+    ws = wb.active
+    assert ws is not None
+    ws.append(["ActionId", "Reason", "Padding"])
+    for n in range(1500):
+        ws.append([n + 1, "APPROVED", noise[n]])
+    wb.save(tmp_path / "r.xlsx")
+    (tmp_path / "r.xlsx.gz").write_bytes(gzip.compress((tmp_path / "r.xlsx").read_bytes()))
+    for name, fmt in (("r.zip", "csv+zip"), ("r.xlsx", "xlsx"), ("r.xlsx.gz", "xlsx+gzip")):
+        assert (tmp_path / name).stat().st_size > MiB
+        blob = FileBlob.of_path(tmp_path / name)
+        parsed = parse(blob, name)
+        assert (parsed.format, parsed.total) == (fmt, 1500)
+        rows = list(parsed.rows)
+        assert rows[-1].fields == {"ActionId": "1500", "Reason": "APPROVED"}
+        assert len(list(parsed.rows)) == 1500  # read again from the file
+        blob.close()

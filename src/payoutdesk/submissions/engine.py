@@ -48,7 +48,7 @@ from payoutdesk.ledger.repository import items_json
 from payoutdesk.models import contracts, submission_results
 from payoutdesk.submissions import files
 from payoutdesk.submissions import repository as repo
-from payoutdesk.submissions.jsonrows import canonical_rows, stored_rows
+from payoutdesk.submissions.jsonrows import iter_canonical_rows, stored_rows
 from payoutdesk.submissions.rows import ITEM_RE, MAX_NOTE, MAX_QUANTITY, Intent, RowError, command_for, interpret
 
 log = logging.getLogger("payoutdesk.engine")
@@ -571,7 +571,7 @@ def source_of(conn: Connection, sub: Row[Any], currency: str) -> tuple[str, int,
             count = sum(1 for _ in stored_rows(blob.open()))
         except ValueError as exc:  # ijson's errors are ValueErrors: a stored batch is valid JSON, unless damaged
             raise FileRejected(f"The stored rows cannot be read ({str(exc)[:100]}).") from None
-        return "json", count, lambda start: plans(islice(canonical_rows(stored_rows(blob.open())), start, None))
+        return "json", count, lambda start: plans(islice(iter_canonical_rows(stored_rows(blob.open())), start, None))
     from payoutdesk.submissions.formats import parse
 
     parsed = parse(blob, sub.file_name)

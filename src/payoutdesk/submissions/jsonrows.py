@@ -74,7 +74,12 @@ class _Row:
         self.fields = fields
 
 
-def canonical_rows(rows: Iterable[dict[str, Any]]) -> Iterator[_Row]:
+def canonical_rows(rows: Iterable[dict[str, Any]]) -> list[_Row]:
+    return list(iter_canonical_rows(rows))
+
+
+def iter_canonical_rows(rows: Iterable[dict[str, Any]]) -> Iterator[_Row]:
+    """The rows as the readers' rows, one at a time (the worker's stored batch is never a list)."""
     for n, row in enumerate(rows, 1):
         fields: dict[str, str] = {}
         for k, v in row.items():
