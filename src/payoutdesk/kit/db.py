@@ -86,6 +86,15 @@ class FairLock:
 # chunk, lets the writers that waited meanwhile go first (DESIGN §6, "No stalls").
 _WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, Any] = weakref.WeakKeyDictionary()
 WRITE_LOCK: Callable[[], Any] = FairLock  # bench/stall.py measures threading.RLock (the old lock) too
+# SQLite copies the WAL back into the database file (a checkpoint) inside the COMMIT that passes 1,000
+# pages of WAL, so by default the committing writer would still hold the write lock of this process
+# while it writes those pages back: after a submission's chunk, hundreds of milliseconds that a waiting
+# change would wait on top. Instead the connections never checkpoint on their own, and ``write`` runs a
+# PASSIVE checkpoint (which neither waits for nor blocks writers) in a thread of its own after it released
+# the lock, once this engine's transactions changed CHECKPOINT_CHANGES rows since the last one.
+CHECKPOINT_AFTER_RELEASE = True
+CHECKPOINT_CHANGES = 2_000
+_CHANGES_SINCE_CHECKPOINT: weakref.WeakKeyDictionary[Engine, int] = weakref.WeakKeyDictionary()
 WRITE_LOCK_WAIT = 60.0  # then BEGIN IMMEDIATE and the busy timeout decide, as without the lock
 
 # A write that must not wait (``wait=False``, run on the web server's event loop) gets the
@@ -133,6 +142,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=60000")
             cur.execute("PRAGMA cache_size=-65536")
+            if on_disk and CHECKPOINT_AFTER_RELEASE:
+                cur.execute("PRAGMA wal_autocheckpoint=0")  # write() checkpoints, outside the write lock
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -194,6 +205,7 @@ def write(engine: Engine, *, wait: bool = True) -> Iterator[Connection]:
         locked = True
     else:
         raise WouldWait("another write of this process is in progress")
+    changed = 0
     try:
         target = engine if wait or is_sqlite(engine) else _nowait_engine(engine)
         try:
@@ -204,6 +216,8 @@ def write(engine: Engine, *, wait: bool = True) -> Iterator[Connection]:
             raise WouldWait("no connection free at once") from None
         with raw:
             conn = raw.execution_options(payoutdesk_write=True, payoutdesk_nowait=not wait)
+            driver = raw.connection.driver_connection if lock is not None else None
+            before = int(getattr(driver, "total_changes", 0))
             try:
                 transaction = conn.begin()
             except OperationalError as exc:
@@ -219,6 +233,7 @@ def write(engine: Engine, *, wait: bool = True) -> Iterator[Connection]:
                     if not wait and exc.connection_invalidated:
                         raise WouldWait("the connection was lost") from None
                     raise
+            changed = int(getattr(driver, "total_changes", 0)) - before  # committed
     except DBAPIError as exc:
         if not wait and getattr(exc.orig, "sqlstate", None) == "55P03":  # lock_not_available
             raise WouldWait("a lock is held by another transaction") from None
@@ -227,6 +242,30 @@ def write(engine: Engine, *, wait: bool = True) -> Iterator[Connection]:
         if locked:
             assert lock is not None
             lock.release()
+    if changed > 0 and CHECKPOINT_AFTER_RELEASE:
+        _count_and_checkpoint(engine, changed)
+
+
+def _count_and_checkpoint(engine: Engine, changed: int) -> None:
+    total = _CHANGES_SINCE_CHECKPOINT.get(engine, 0) + changed
+    _CHANGES_SINCE_CHECKPOINT[engine] = 0 if total >= CHECKPOINT_CHANGES else total
+    if total >= CHECKPOINT_CHANGES:
+        # in a thread of its own: neither the event loop nor a submission's worker waits for the pages
+        threading.Thread(target=_checkpoint, args=(engine,), name="payoutdesk-checkpoint", daemon=True).start()
+
+
+def _checkpoint(engine: Engine) -> None:
+    try:
+        pooled = engine.raw_connection()
+        try:
+            driver = pooled.driver_connection
+            assert driver is not None
+            # PASSIVE: busy (another checkpoint runs) or a reader in the way only leaves pages for the next one
+            driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            pooled.close()
+    except Exception:  # noqa: BLE001 - the next checkpoint, or SQLite when the last connection closes, copies the rest
+        return
 
 
 def _nowait_engine(engine: Engine) -> Engine:

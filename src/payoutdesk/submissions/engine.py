@@ -63,7 +63,7 @@ log = logging.getLogger("payoutdesk.engine")
 # The batch is sized from the rows/s measured so far to take about BATCH_SECONDS (so the time bound is
 # checked often), from FIRST_BATCH rows, never below MIN_BATCH (unless BATCH is smaller), never above
 # BATCH, which bounds the worker's memory (50,000 rows keep its peak under 300 MB).
-# On PostgreSQL a transaction is one batch of about CHUNK_SECONDS (unless a chunk size is set):
+# On PostgreSQL a transaction is one batch of about half of CHUNK_SECONDS (unless a chunk size is set):
 # the first try of a batch reads its actions without locking them and takes their row locks only with
 # its writes at the end, so the locks are held only from those writes to the commit; and the staging
 # tables of the writes are emptied by DELETE, whose dead rows a long transaction of many batches would
@@ -78,7 +78,7 @@ CHUNK_SQLITE = 250_000
 CHUNK_POSTGRESQL = 50_000
 BATCH = int(os.environ.get("PAYOUTDESK_SUBMISSION_BATCH", "50000"))
 CHUNK_SECONDS = float(os.environ.get("PAYOUTDESK_SUBMISSION_CHUNK_SECONDS", "1"))
-BATCH_SECONDS = 0.2
+BATCH_SECONDS = 0.1
 FIRST_BATCH = 1_000
 MIN_BATCH = 200
 PAUSE_RATIO = 0.1
@@ -599,11 +599,12 @@ def process(engine: Engine, submission_id: int, worker: str, *, chunk: int | Non
     seconds = CHUNK_SECONDS if chunk_seconds is None else chunk_seconds
     lease = lease or default_lease()
     sqlite = db.is_sqlite(engine)
-    # PostgreSQL: one batch a transaction, of about the time bound, unless a chunk size is asked for
+    # PostgreSQL: one batch a transaction, of about half the time bound (its commit and the record of its
+    # progress come on top), unless a chunk size is asked for
     one_batch = not sqlite and chunk is None and CHUNK is None
     if chunk is None:
         chunk = CHUNK or (CHUNK_SQLITE if sqlite else CHUNK_POSTGRESQL)
-    sizes = _BatchSizes(min(batch or BATCH, chunk), seconds if one_batch else BATCH_SECONDS)
+    sizes = _BatchSizes(min(batch or BATCH, chunk), seconds / 2 if one_batch else BATCH_SECONDS)
     with _Heartbeat(engine, submission_id, worker, lease) as beat:
         return _process(engine, submission_id, worker, chunk, sizes, seconds, lease, progress, stop, beat,
                         one_batch)
