@@ -157,7 +157,9 @@ def test_demo_lock_and_export(cli: Any, inproc: Any, engine_of: Engine, tmp_path
         (("--campaign", "999999"), "No campaign with id 999999"),
         (("--account", "IRNOSUCHSID"), "No account with SID"),
         (("--state", "LOST"), "invalid choice"),
-        (("--campaign", "one"), "invalid int value"),
+        (("--campaign", "one"), "is not a campaign id"),
+        (("--campaign", "9" * 30), "is not a campaign id"),  # was a traceback on PostgreSQL
+        (("--campaign", str(2**40)), f"No campaign with id {2**40}"),  # 64-bit: names no campaign
     ]:
         code, _, err = inproc("export", *args)
         assert code != 0 and words in err, (args, err)

@@ -11,7 +11,8 @@ from typing import Any
 
 from payoutdesk import __version__
 from payoutdesk.config import Settings
-from payoutdesk.errors import PayoutdeskError
+from payoutdesk.errors import PayoutdeskError, quote
+from payoutdesk.kit.ids import MAX_ID32, parse_id
 
 
 def _settings() -> Settings:
@@ -163,7 +164,7 @@ def _account_of_campaign(conn: Any, campaign_id: int) -> Any:
         select(accounts.c.id, accounts.c.sid, accounts.c.name)
         .join(campaigns, campaigns.c.account_id == accounts.c.id)
         .where(campaigns.c.id == campaign_id)
-    ).first()
+    ).first() if campaign_id <= MAX_ID32 else None  # campaign ids are 32-bit
     if row is None:
         raise NotFound(f"No campaign with id {campaign_id}.")
     return AccountRef(row.id, row.sid, row.name)
@@ -173,6 +174,15 @@ def _port_arg(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"'{text}' is not a port number (0-65535)")
     return int(text)
+
+
+def _campaign_arg(text: str) -> int:
+    """A campaign id: a whole number 1 … 2^63-1 in ASCII digits (a larger one than any campaign has is not
+    found, never a crash)."""
+    number = parse_id(text.strip())
+    if number is None:
+        raise argparse.ArgumentTypeError(f"{quote(text)} is not a campaign id (a whole number)")
+    return number
 
 
 def _date_arg(text: str) -> date:
@@ -365,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     submit = sub.add_parser("submit", help="process a returns file in the foreground")
     submit.add_argument("file")
-    submit.add_argument("--campaign", type=int, required=True, help="campaign id")
+    submit.add_argument("--campaign", type=_campaign_arg, required=True, help="campaign id")
     submit.add_argument("--dry-run", action="store_true", help="report what each row would do; change nothing")
     submit.add_argument("--force", action="store_true", help="process a file that was submitted before")
     submit.add_argument("--json", action="store_true", help="print the submission as JSON")
@@ -381,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="export actions as CSV")
     export.add_argument("--account", help="Account SID (needed when there are several and no --campaign)")
-    export.add_argument("--campaign", type=int)
+    export.add_argument("--campaign", type=_campaign_arg)
     export.add_argument("--state", choices=["PENDING", "APPROVED", "REVERSED"])
     export.add_argument("--output", type=Path, help="file to write (default: standard output)")
     export.set_defaults(fn=cmd_export)
