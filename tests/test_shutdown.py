@@ -33,7 +33,8 @@ def _env(url: str, tmp: Path, **extra: str) -> dict[str, str]:
     # small batches, so that the file lasts some seconds and the signal lands in the middle of it
     batch = "40" if url.startswith("sqlite") else "150"  # a PostgreSQL transaction is one batch
     return {**os.environ, "PAYOUTDESK_DATABASE_URL": url, "PAYOUTDESK_DATA_DIR": str(tmp),
-            "PAYOUTDESK_SECRET_KEY": "test-secret", "PAYOUTDESK_SUBMISSION_BATCH": batch, **extra}
+            "PAYOUTDESK_SECRET_KEY": "test-secret", "PAYOUTDESK_SUBMISSION_BATCH": batch,
+            "PAYOUTDESK_SUBMISSION_CHUNK_SECONDS": "0.2", **extra}  # progress recorded early in the file
 
 
 def _start(command: str, url: str, tmp: Path, **extra: str) -> subprocess.Popen[bytes]:
@@ -98,7 +99,7 @@ def test_sigterm_releases_the_submission_and_the_next_start_resumes_at_once(
     w, ids, sid, total = _submission(fresh_engine)
     # a lease far longer than the test: only a released claim lets the next start take the submission
     proc = _start(command, fresh_url, tmp_path, PAYOUTDESK_WORKER_LEASE_SECONDS="600")
-    _wait_for_progress(fresh_engine, sid, proc, total // 10)
+    _wait_for_progress(fresh_engine, sid, proc, 1)
     asked = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
@@ -124,7 +125,7 @@ def test_sigkill_the_submission_is_taken_over_once_the_short_lease_runs_out(
     w, ids, sid, total = _submission(fresh_engine)
     lease = 3
     first = _start("worker", fresh_url, tmp_path, PAYOUTDESK_WORKER_LEASE_SECONDS=str(lease))
-    _wait_for_progress(fresh_engine, sid, first, total // 10)
+    _wait_for_progress(fresh_engine, sid, first, 1)
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     killed = time.monotonic()
