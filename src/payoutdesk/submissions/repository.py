@@ -43,6 +43,9 @@ def by_dedupe_key(conn: Connection, key: str) -> Row[Any] | None:
     return conn.execute(select(submissions).where(submissions.c.dedupe_key == key)).first()
 
 
+# --- stored files: chunks of at most 1 MiB (submissions/files.py streams them in and out) ----------
+
+
 LEAN_CACHE_KIB = 2048
 
 
