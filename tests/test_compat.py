@@ -387,3 +387,12 @@ def test_credentials(api: TestClient, world: World) -> None:
         assert r.json()["code"] == "unauthorized" and r.json()["Status"] == "ERROR"
     r = api.put(f"{base(world)}/Actions", content="ActionId=1&Amount=1", headers={**wrong, **FORM})
     assert r.status_code == 401
+
+
+def test_an_unreadable_multipart_body_has_its_own_code(api: TestClient, world: World, engine: Engine) -> None:
+    before = submission_count(engine, world)
+    r = api.put(base(world) + "/Actions", headers={**world.auth, "Content-Type": "multipart/form-data"},
+                content=b"--x\r\n")
+    assert (r.status_code, r.json()["code"]) == (400, "malformed_multipart"), r.text
+    assert "multipart body cannot be read" in r.json()["detail"]
+    assert submission_count(engine, world) == before

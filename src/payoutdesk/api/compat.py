@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from sqlalchemy import Connection, Row
+from starlette.exceptions import HTTPException
 
 from payoutdesk.accounts.service import AccountRef
 from payoutdesk.api import plumbing
@@ -28,7 +29,7 @@ from payoutdesk.api.plumbing import IdemKey, authenticate, problem
 from payoutdesk.catalog import repository as catalog_repo
 from payoutdesk.catalog.service import get_owned, parse_time
 from payoutdesk.context import Actor
-from payoutdesk.errors import NotFound, PayoutdeskError, ValidationFailed, quote, shorten
+from payoutdesk.errors import MalformedMultipart, NotFound, PayoutdeskError, ValidationFailed, quote, shorten
 from payoutdesk.kit.ids import parse_id, ref32
 from payoutdesk.kit.money import format_amount
 from payoutdesk.kit.time import iso
@@ -438,7 +439,12 @@ async def _params(request: Request) -> list[tuple[str, str]]:
     pairs = [(k, v.strip()) for k, v in request.query_params.multi_items()]
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        form = await request.form(max_fields=MAX_PARAMS)
+        try:
+            form = await request.form(max_fields=MAX_PARAMS)
+        except HTTPException as exc:  # the form parser's refusals (a missing boundary, too many fields ...)
+            if ctype == "multipart/form-data":
+                raise MalformedMultipart(f"The multipart body cannot be read: {exc.detail}") from None
+            raise ValidationFailed(f"The form body cannot be read: {exc.detail}") from None
         for k, v in form.multi_items():
             if not isinstance(v, str):
                 raise ValidationFailed(f"{shorten(k, 60)}: files are not parameters of this request.")
