@@ -98,3 +98,38 @@ def test_changes_answer_and_counts_move_while_a_big_file_runs(fresh_engine: Engi
     assert p95 <= 2.5, summary
     assert max(gaps) <= 4.0, summary
     assert len(latencies) >= 5, f"the file ran too briefly to measure: {summary}"
+
+
+def test_the_write_lock_is_handed_over_in_the_order_of_asking() -> None:
+    """kit.db.FairLock: a holder that releases and asks again at once (a worker between two chunks) goes
+    behind the threads that were waiting; reentrant; a timed-out wait leaves the queue."""
+    lock = db.FairLock()
+    order: list[str] = []
+    assert lock.acquire()
+    assert lock.acquire()  # reentrant
+    lock.release()
+
+    def waiter(name: str) -> None:
+        assert lock.acquire()
+        order.append(name)
+        lock.release()
+
+    threads = [threading.Thread(target=waiter, args=(n,)) for n in ("first", "second")]
+    for t in threads:
+        t.start()
+        while lock.waiting() < len(order) + threads.index(t) + 1:
+            time.sleep(0.001)
+    assert lock.waiting() == 2
+    lock.release()
+    assert lock.acquire()  # asks again at once: behind both waiters
+    order.append("holder again")
+    for t in threads:
+        t.join()
+    assert order == ["first", "second", "holder again"]
+    late = threading.Thread(target=lambda: order.append(str(lock.acquire(timeout=0.05))))
+    late.start()
+    late.join()
+    assert order[-1] == "False" and lock.waiting() == 0
+    lock.release()
+    assert lock.acquire(blocking=False)
+    lock.release()
