@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -134,3 +138,24 @@ def bulk_actions(w: World, n: int, amount_minor: int = 10_000, order_prefix: str
             "delta_amount": act.amount, "delta_payout": act.payout, "items": items_json(act.items),
             "channel": "api", "submission_id": None, "actor": "test"} for i in ids])
     return ids
+
+
+SCRIPT = Path(sys.executable).parent / "payoutdesk"
+COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "payoutdesk.cli"]
+CliRun = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+def cli_runner(env: dict[str, str], *, timeout: float = 120, umask: int = -1) -> CliRun:
+    """``payoutdesk ARGS`` in a child process with ``env``: ``ok`` asks for exit 0, else for a refusal (a
+    non-zero exit without a traceback)."""
+    def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        p = subprocess.run([*COMMAND, *args], env=env, capture_output=True, text=True, timeout=timeout,
+                           check=False, umask=umask)
+        if ok:
+            assert p.returncode == 0, (args, p.stdout, p.stderr)
+        else:
+            assert p.returncode != 0, (args, p.stdout)
+            assert "Traceback" not in p.stderr, p.stderr
+        return p
+
+    return run

@@ -8,8 +8,6 @@ import io
 import json
 import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,10 +20,7 @@ from payoutdesk.kit import db
 from payoutdesk.kit.db import make_engine
 from payoutdesk.ledger.service import EXPORT_COLUMNS
 from payoutdesk.models import actions, users
-from tests.helpers import client_for
-
-SCRIPT = Path(sys.executable).parent / "payoutdesk"
-COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "payoutdesk.cli"]
+from tests.helpers import cli_runner, client_for
 
 
 @pytest.fixture
@@ -33,16 +28,7 @@ def cli(fresh_url: str, tmp_path: Path) -> Any:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYOUTDESK_")}
     env |= {"PAYOUTDESK_DATA_DIR": str(tmp_path / "data"), "PAYOUTDESK_DATABASE_URL": fresh_url}
 
-    def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        p = subprocess.run([*COMMAND, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
-        if ok:
-            assert p.returncode == 0, (args, p.stdout, p.stderr)
-        else:
-            assert p.returncode != 0, (args, p.stdout)
-            assert "Traceback" not in p.stderr, p.stderr
-        return p
-
-    return run
+    return cli_runner(env)
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import socket
 import sqlite3
 import stat
 import subprocess
-import sys
 import threading
 import time
 import tomllib
@@ -31,10 +30,8 @@ from payoutdesk.cli import build_parser
 from payoutdesk.kit.backup import BackupRefused, backup_sqlite
 from payoutdesk.kit.files import sqlite_path
 from tests.conftest import ROOT, only_on
-from tests.helpers import World, client_for, conversion, make_world
+from tests.helpers import COMMAND, World, cli_runner, client_for, conversion, make_world
 
-SCRIPT = Path(sys.executable).parent / "payoutdesk"
-COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "payoutdesk.cli"]
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
@@ -49,17 +46,7 @@ def _env(data_dir: Path, url: str | None, **more: str) -> dict[str, str]:
 
 def _runner(env: dict[str, str]) -> Run:
     """The command line under umask 022, the usual one, where files come out world-readable unless made otherwise."""
-    def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        p = subprocess.run([*COMMAND, *args], env=env, capture_output=True, text=True, timeout=180, check=False,
-                           umask=0o022)
-        if ok:
-            assert p.returncode == 0, (args, p.stdout, p.stderr)
-        else:
-            assert p.returncode != 0, (args, p.stdout)
-            assert "Traceback" not in p.stderr, p.stderr
-        return p
-
-    return run
+    return cli_runner(env, timeout=180, umask=0o022)
 
 
 def _mode(path: Path) -> int:
