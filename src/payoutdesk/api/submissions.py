@@ -28,9 +28,9 @@ from payoutdesk.api.plumbing import (
     write,
 )
 from payoutdesk.context import Actor
-from payoutdesk.errors import MalformedMultipart, ValidationFailed
+from payoutdesk.errors import MalformedMultipart, ValidationFailed, quote
 from payoutdesk.kit import db
-from payoutdesk.kit.ids import MAX_ID32, ref32
+from payoutdesk.kit.ids import MAX_ID32, parse_id, ref32
 from payoutdesk.ledger.workflow import Channel
 from payoutdesk.submissions import files, jsonrows, service
 from payoutdesk.submissions.files import StoredFile
@@ -38,12 +38,6 @@ from payoutdesk.submissions.files import StoredFile
 router = APIRouter(tags=["submissions"])
 Cursor = Annotated[int, WholeNumber, AfterValidator(lambda n: min(n, MAX_ID32))]  # row numbers are 32-bit
 PageSize = Annotated[int, whole_between(1, 1_000_000)]  # then at most 10,000
-MAX_CAMPAIGN_ID = 2**31 - 1
-
-
-def _shown(value: Any) -> str:
-    text = str(value)
-    return text if len(text) <= 50 else text[:50] + "…"
 
 
 def _flag(value: Any, name: str) -> bool:
@@ -56,22 +50,16 @@ def _flag(value: Any, name: str) -> bool:
         return True
     if text in ("0", "false", "no", "off"):
         return False
-    raise ValidationFailed(f"{name} must be true or false, not '{_shown(value)}'.")
+    raise ValidationFailed(f"{name} must be true or false, not {quote(value)}.")
 
 
 def _campaign(value: Any) -> int:
     if value is None or (isinstance(value, str) and not value.strip()):
         raise ValidationFailed("campaign_id is required: the campaign the rows belong to.")
-    text = value.strip() if isinstance(value, str) else value
-    if isinstance(text, int) and not isinstance(text, bool):
-        number: int | None = text
-    elif isinstance(text, str) and text.isascii() and text.isdigit():
-        number = int(text)
-    else:
-        number = None
-    if number is None or not 1 <= number <= MAX_CAMPAIGN_ID:
+    number = parse_id(value.strip() if isinstance(value, str) else value)
+    if number is None or number > MAX_ID32:
         raise ValidationFailed(f"campaign_id must be a whole number, the id of one of your campaigns, "
-                               f"not '{_shown(value)}'.")
+                               f"not {quote(value)}.")
     return number
 
 
