@@ -30,7 +30,7 @@ from payoutdesk.catalog import repository as catalog_repo
 from payoutdesk.catalog.service import get_owned, parse_time
 from payoutdesk.context import Actor
 from payoutdesk.errors import MalformedMultipart, NotFound, PayoutdeskError, ValidationFailed, quote, shorten
-from payoutdesk.kit.ids import parse_id, ref32
+from payoutdesk.kit.ids import MAX_ID, MAX_ID32, parse_id, ref32
 from payoutdesk.kit.money import format_amount
 from payoutdesk.kit.time import iso
 from payoutdesk.ledger import repository as ledger_repo
@@ -40,8 +40,6 @@ from payoutdesk.submissions import repository as sub_repo
 from payoutdesk.submissions import service as sub_service
 from payoutdesk.submissions.rows import RowError, command_for, interpret
 
-MAX_ACTION_ID = 2**63 - 1
-MAX_INT_ID = 2**31 - 1
 ACTIONS_PAGE = (2000, 20_000)  # default and largest PageSize of GET /Actions
 SUBMISSIONS_PAGE = (100, 1000)
 ERRORS_PAGE = (1000, 20_000)
@@ -156,12 +154,12 @@ def _text_ok(value: Any, name: str) -> None:
         raise ValidationFailed(str(exc) + ".") from None
 
 
-def _int(q: Mapping[str, str], name: str, maximum: int = MAX_INT_ID) -> int | None:
-    """A whole number 0 … ``maximum`` (Page, PageSize)."""
+def _int(q: Mapping[str, str], name: str) -> int | None:
+    """A whole number 0 … 2^31-1 (Page, PageSize)."""
     raw = q.get(name.lower())
     if raw is None or not raw.strip():
         return None
-    number = _digits(raw, maximum)
+    number = _digits(raw, MAX_ID32)
     if number is None:
         raise ValidationFailed(f"{name} must be a whole number, not {quote(raw)}.")
     return number
@@ -174,7 +172,7 @@ def _id(q: Mapping[str, str], name: str) -> int | None:
         return None
     number = parse_id(raw.strip())
     if number is None:
-        raise ValidationFailed(f"{name} must be an id, a whole number from 1 to {MAX_ACTION_ID}, not {quote(raw)}.")
+        raise ValidationFailed(f"{name} must be an id, a whole number from 1 to {MAX_ID}, not {quote(raw)}.")
     return number
 
 
@@ -382,7 +380,7 @@ def list_actions(request: Request, account: Owner) -> Response:
 
 
 def _owned_action(conn: Connection, account: AccountRef, raw: str) -> Row[Any]:
-    number = _digits(raw, MAX_ACTION_ID)
+    number = parse_id(raw.strip())
     row = None if number is None else ledger_repo.load(conn, account.id, number, for_update=False)
     if row is None:
         raise NotFound(f"No action with id {quote(raw)}.")
@@ -517,7 +515,7 @@ def _identify(conn: Connection, account: AccountRef, fields: Mapping[str, str]) 
         missing = "ActionTrackerId" if not et_raw else "OrderId"
         raise _Refused(422, "missing_id", f"{missing} is missing: name the action by ActionId, or by "
                        "ActionTrackerId and OrderId.", missing)
-    et_id = _digits(et_raw, MAX_INT_ID)
+    et_id = _digits(et_raw, MAX_ID32)
     if et_id is None:
         raise NotFound(f"No event type (ActionTrackerId) {quote(et_raw)}.")
     et = get_owned(conn, event_types, account.id, et_id, "event type (ActionTrackerId)")

@@ -178,7 +178,9 @@ async def authenticate(request: Request) -> AccountRef:
 
 # --- query parameters: the declared ones only ----------------------------------------------------
 
-_DECLARED: dict[int, frozenset[str]] = {}
+# kept on the route object itself (a route is unhashable, and an id() could be given to a new route once
+# the routes of a dropped application, as the tests make many, are collected)
+_DECLARED_ATTR = "payoutdesk_declared_query"
 
 
 def _query_names(dependant: Dependant) -> set[str]:
@@ -190,9 +192,10 @@ def _query_names(dependant: Dependant) -> set[str]:
 
 def declared_query(route: APIRoute) -> frozenset[str]:
     """The query parameters ``route`` declares (its own and its dependencies'), by their names in the URL."""
-    names = _DECLARED.get(id(route))
+    names: frozenset[str] | None = getattr(route, _DECLARED_ATTR, None)
     if names is None:
-        names = _DECLARED[id(route)] = frozenset(_query_names(route.dependant))
+        names = frozenset(_query_names(route.dependant))
+        setattr(route, _DECLARED_ATTR, names)
     return names
 
 
@@ -295,12 +298,10 @@ def engine_of(request: Request) -> Engine:
     return engine
 
 
-def respond(request: Request, status: int, body: bytes, replayed: bool = False,
-            extra: dict[str, str] | None = None) -> Response:
+def respond(request: Request, status: int, body: bytes, replayed: bool = False) -> Response:
     headers = request_rate_headers(request)
     if replayed:
         headers["Idempotent-Replayed"] = "true"
-    headers.update(extra or {})
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 

@@ -17,10 +17,12 @@ from sqlalchemy import (
     Integer,
     Row,
     Select,
+    String,
     and_,
     bindparam,
     func,
     insert,
+    literal,
     or_,
     select,
     text,
@@ -880,16 +882,23 @@ def write_change(conn: Connection, version: int, change: wf.Change, update_value
 _HISTORY: dict[str, Select[Any]] = {}
 
 
+def _submission_label(submission_id: Any) -> Any:
+    """The API's label of a history entry's submission (``F-17``, ``A-18``), read with the entry."""
+    s = submissions.c
+    found = select(s.kind.concat("-").concat(s.id.cast(String))).where(s.id == submission_id).scalar_subquery()
+    return func.coalesce(found, literal("F-").concat(submission_id.cast(String)))
+
+
 def history_of_action(conn: Connection, action_id: int) -> Sequence[Sequence[Any]]:
     """An action's history as the API shows it, oldest first (one indexed query): per entry (at, kind,
-    state, reason, note, delta_amount, delta_payout, items, channel, submission_id, actor), with ``at``
+    state, reason, note, delta_amount, delta_payout, items, channel, submission label (``F-17``), actor), with ``at``
     already ISO text as ``kit.time.iso`` writes it (rendered by the database, like the export's times)."""
     stmt = _HISTORY.get(conn.dialect.name)
     if stmt is None:
         u = action_updates.c
         stmt = _HISTORY[conn.dialect.name] = (
             select(_iso_time(conn, u.at).label("at"), u.kind, u.state, u.reason, u.note, u.delta_amount,
-                   u.delta_payout, u["items"], u.channel, u.submission_id, u.actor)
+                   u.delta_payout, u["items"], u.channel, _submission_label(u.submission_id), u.actor)
             .where(u.action_id == bindparam("action_id"))
             .order_by(u.id)
         )
@@ -911,7 +920,9 @@ _HISTORY_SQLITE: list[_OnSqlite] = []
 _STALE_MARK = "payoutdesk: stale version"
 _HISTORY_COLUMNS_PG = (
     "to_char(timezone('UTC', {t}.at), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), {t}.kind, {t}.state, {t}.reason, "
-    "{t}.note, {t}.delta_amount, {t}.delta_payout, {t}.items, {t}.channel, {t}.submission_id, {t}.actor"
+    "{t}.note, {t}.delta_amount, {t}.delta_payout, {t}.items, {t}.channel, "
+    "COALESCE((SELECT s.kind || '-' || s.id FROM submissions s WHERE s.id = {t}.submission_id), "
+    "'F-' || {t}.submission_id), {t}.actor"
 )
 _WRITE_AND_HISTORY_PG = text(
     "WITH a AS ("

@@ -19,18 +19,18 @@ from payoutdesk.context import Actor
 from payoutdesk.contracts.terms import Terms, locking_date, open_ended_lock_date
 from payoutdesk.errors import NotFound, UnknownReason, ValidationFailed, WrongCurrency, quote
 from payoutdesk.kit import db, logs
+from payoutdesk.kit.ids import MAX_ID, parse_id
 from payoutdesk.kit.money import exponent, format_amount, parse_amount
 from payoutdesk.kit.time import iso, utcnow
 from payoutdesk.ledger import export, locking
 from payoutdesk.ledger import repository as repo
 from payoutdesk.ledger import workflow as wf
-from payoutdesk.ledger.schemas import action_dict, submission_label
+from payoutdesk.ledger.schemas import action_dict
 from payoutdesk.models import campaigns, contracts, event_types, partners
 
 MAX_ITEMS = 1000
 MAX_QUANTITY = 10**9
 MAX_PAGE = 500
-MAX_ID = 2**63 - 1
 LOCK_CHUNK = 50_000
 
 
@@ -223,9 +223,10 @@ def _cursor_after(sort: str, cursor: str) -> tuple[Any, int]:
     refused = ValidationFailed("cursor is not one this API gave out for this sort; use next_cursor of the "
                                "previous page, with the same sort.")
     if cursor.isascii() and cursor.isdigit() and len(cursor) <= 19:
-        if sort != repo.DEFAULT_SORT or not 0 < int(cursor) <= MAX_ID:
+        number = parse_id(cursor)
+        if sort != repo.DEFAULT_SORT or number is None:
             raise refused
-        return None, int(cursor)
+        return None, number
     if sort == repo.DEFAULT_SORT or len(cursor) > 200:
         raise refused
     try:
@@ -422,14 +423,14 @@ def change(
             history = repo.history_of_action(conn, action_id)
         else:
             history = repo.history_of_action_pg(conn, action_id, commit=commit)
-    out["updates"] = _history(history, row.currency, repo.submission_labels(conn, [r[9] for r in history]))
+    out["updates"] = _history(history, row.currency)
     out["outcome"] = "unchanged" if applied.unchanged else "applied"
     return out
 
 
-def _history(rows: Sequence[Sequence[Any]], currency: str, labels: Mapping[int, str]) -> list[dict[str, Any]]:
+def _history(rows: Sequence[Sequence[Any]], currency: str) -> list[dict[str, Any]]:
     """An action's ``updates`` as ``schemas.update_dict`` shows them, from ``repo.history_of_action`` rows
-    (``labels``: the submissions' labels, ``repo.submission_labels``)."""
+    (which carry the submission's label, not its id)."""
     fmt = _amount_format(currency)
     out = []
     for r in rows:
@@ -449,7 +450,7 @@ def _history(rows: Sequence[Sequence[Any]], currency: str, labels: Mapping[int, 
             if items is not None
             else None,
             "channel": r[8],
-            "submission_id": submission_label(r[9], labels),
+            "submission_id": r[9],
             "actor": r[10],
         })
     return out
