@@ -149,3 +149,9 @@ def test_demo_lock_and_export(cli: Any, inproc: Any, engine_of: Engine, tmp_path
     ]:
         code, _, err = inproc("export", *args)
         assert code != 0 and words in err, (args, err)
+    # a campaign id past 32 bits names no campaign: an empty export, not a traceback (PostgreSQL's integer)
+    code, out, err = inproc("export", "--account", info["account_sid"], "--campaign", str(2**40))
+    assert code == 0 and out.splitlines()[0].startswith("action_id,") and len(out.splitlines()) == 1, (out, err)
+    (tmp_path / "r.csv").write_text("ActionId,Reason\n1,APPROVED\n")
+    code, _, err = inproc("submit", str(tmp_path / "r.csv"), "--campaign", str(2**40))
+    assert code == 2 and f"no campaign {2**40}" in err, err

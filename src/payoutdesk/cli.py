@@ -12,7 +12,7 @@ from typing import Any
 from payoutdesk import __version__
 from payoutdesk.config import Settings
 from payoutdesk.errors import PayoutdeskError, quote
-from payoutdesk.kit.ids import MAX_ID32, parse_id
+from payoutdesk.kit.ids import parse_id, ref32
 
 
 def _settings() -> Settings:
@@ -142,7 +142,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             account = _account_of_campaign(conn, args.campaign)
         else:
             account = _only_account(conn)
-        filters = Filters(state=args.state, campaign_id=args.campaign)
+        filters = Filters(state=args.state, campaign_id=ref32(args.campaign))  # campaign ids are 32-bit
         out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115
         try:
             for chunk in export_rows(conn, account.id, filters):
@@ -163,8 +163,8 @@ def _account_of_campaign(conn: Any, campaign_id: int) -> Any:
     row = conn.execute(
         select(accounts.c.id, accounts.c.sid, accounts.c.name)
         .join(campaigns, campaigns.c.account_id == accounts.c.id)
-        .where(campaigns.c.id == campaign_id)
-    ).first() if campaign_id <= MAX_ID32 else None  # campaign ids are 32-bit
+        .where(campaigns.c.id == ref32(campaign_id))  # campaign ids are 32-bit
+    ).first()
     if row is None:
         raise NotFound(f"No campaign with id {campaign_id}.")
     return AccountRef(row.id, row.sid, row.name)
@@ -225,7 +225,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(f"error: no file {path}", file=sys.stderr)
         return 2
     with db.read(engine) as conn:
-        campaign = conn.execute(campaigns.select().where(campaigns.c.id == args.campaign)).first()
+        campaign = conn.execute(campaigns.select().where(campaigns.c.id == ref32(args.campaign))).first()
     if campaign is None:
         print(f"error: no campaign {args.campaign}", file=sys.stderr)
         return 2
