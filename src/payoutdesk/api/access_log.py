@@ -65,11 +65,7 @@ class AccessLog:
 
         try:
             await self.app(scope, receive, sending)
-        except BaseException:
-            if not status[0]:
-                status[0] = 500
-            raise
-        finally:
+        finally:  # an exception that escaped before any answer is logged as 500
             self._line(scope, status[0] or 500, time.perf_counter() - began)
 
     @staticmethod

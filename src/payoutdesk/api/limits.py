@@ -20,11 +20,11 @@ The limits (docs/SUBMISSIONS.md, "Size limits"):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from payoutdesk.api.plumbing import problem
 from payoutdesk.errors import BodyTooLarge, FileTooLarge, PayoutdeskError
 from payoutdesk.submissions.jsonrows import MAX_BODY_BYTES as ROWS_BODY_BYTES
 
@@ -75,13 +75,10 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _send_problem(send: Send, limit: Limit, detail: str) -> None:
-    body = json.dumps({"type": f"/problems/{limit.error.code}", "title": limit.error.title, "status": 413,
-                       "detail": detail, "code": limit.error.code, "limit_bytes": limit.bytes}).encode()
-    await send({"type": "http.response.start", "status": 413, "headers": [
-        (b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
+async def _send_problem(scope: Scope, receive: Receive, send: Send, limit: Limit, max_file_bytes: int) -> None:
+    answer = problem(413, limit.error.code, limit.error.title, _message(limit, max_file_bytes), {"connection": "close"},
+                     limit_bytes=limit.bytes)
+    await answer(scope, receive, send)
 
 
 class BodyLimits:
@@ -97,10 +94,9 @@ class BodyLimits:
             return
         limit = limit_for(scope["method"], scope["path"], (_header(scope, b"content-type") or "").lower(),
                           self.max_file_bytes)
-        detail = _message(limit, self.max_file_bytes)
         declared = _header(scope, b"content-length")
         if declared is not None and declared.strip().isdigit() and int(declared) > limit.bytes:
-            await _send_problem(send, limit, detail)
+            await _send_problem(scope, receive, send, limit, self.max_file_bytes)
             return
         received = 0
         exceeded = False
@@ -132,4 +128,4 @@ class BodyLimits:
             if not exceeded:
                 raise
         if exceeded and not started:
-            await _send_problem(send, limit, detail)
+            await _send_problem(scope, receive, send, limit, self.max_file_bytes)

@@ -179,15 +179,10 @@ def results(conn: Connection, submission_id: int, *, errors_only: bool, after_ro
 # --- the queue -------------------------------------------------------------------------------
 
 
-def claim_next(conn: Connection, worker: str, now: datetime, lease_until: datetime) -> int | None:
-    """Atomically take the oldest queued submission, or one whose worker's lease ran out."""
-    found = claim_next_row(conn, worker, now, lease_until)
-    return None if found is None else int(found.id)
-
-
 def claim_next_row(conn: Connection, worker: str, now: datetime, lease_until: datetime) -> Row[Any] | None:
-    """``claim_next``, answering the submission's row as it was just before this claim (its status,
-    worker and lease tell a fresh start from a resumption or a takeover)."""
+    """Atomically take the oldest queued submission, or one whose worker's lease ran out; answer its row as
+    it was just before this claim (its status, worker and lease tell a fresh start from a resumption or a
+    takeover)."""
     cond = or_(
         submissions.c.status == "QUEUED",
         and_(submissions.c.status == "IN_PROGRESS", submissions.c.lease_until < now),

@@ -83,10 +83,3 @@ def run_forever(engine: Engine, stop: threading.Event, idle_seconds: float = 0.5
         except Exception:  # noqa: BLE001 - a worker keeps going; the submission is retried
             stop.wait(idle_seconds)
     logs.event(log, f"worker {worker} stopped", event="worker_stopped", worker=worker)
-
-
-def start_thread(engine: Engine) -> tuple[threading.Thread, threading.Event]:
-    stop = threading.Event()
-    t = threading.Thread(target=run_forever, args=(engine, stop), name="payoutdesk-worker", daemon=True)
-    t.start()
-    return t, stop

@@ -77,10 +77,3 @@ def run_forever(engine: Engine, stop: threading.Event, worker: str, poll_seconds
         except Exception:
             log.exception("scheduled job failed; it runs again at its next slot")
         stop.wait(poll_seconds)
-
-
-def start_thread(engine: Engine, worker: str) -> tuple[threading.Thread, threading.Event]:
-    stop = threading.Event()
-    t = threading.Thread(target=run_forever, args=(engine, stop, worker), name="payoutdesk-scheduler", daemon=True)
-    t.start()
-    return t, stop
