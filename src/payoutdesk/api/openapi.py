@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
+from payoutdesk.api import compat
 from payoutdesk.api import schemas as s
 from payoutdesk.kit.money import ISO_4217
 from payoutdesk.ledger.service import MAX_PAGE
@@ -72,9 +73,7 @@ class Op:
     query: tuple[dict[str, Any], ...] = ()  # parameters the route reads by hand
     body: dict[str, Any] | None = None  # a request body the route reads by hand
     body_required: bool = False  # the route refuses a request without a body
-    summary: str | None = None
     auth: bool = True
-    headers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 # --- parameters the compatible routes read by hand -----------------------------------------------
@@ -90,7 +89,9 @@ _WHEN: dict[str, Any] = {"anyOf": [{"type": "string", "format": "date"}, {"type"
                                    _BLANK]}
 
 
-def _pages(largest: int, default: int) -> tuple[dict[str, Any], ...]:
+def _pages(sizes: tuple[int, int]) -> tuple[dict[str, Any], ...]:
+    """Page and PageSize of a compat list whose (default, largest) PageSize is ``sizes``."""
+    default, largest = sizes
     return (
         _q("Page", {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 10**9}, _BLANK]}, "Page number, from 1."),
         _q("PageSize", {"anyOf": [{"type": "integer", "minimum": 1, "maximum": largest}, _BLANK]},
@@ -113,7 +114,7 @@ COMPAT_ACTIONS_QUERY = (
     _q("MediaPartnerId", _INT_ID, "The partner."),
     _q("Oid", {"type": "string"}, "The order id."),
     _q("OrderId", {"type": "string"}, "The order id (the same as Oid)."),
-    *_pages(20_000, 2_000),
+    *_pages(compat.ACTIONS_PAGE),
 )
 COMPAT_FILES_QUERY = (
     _q("CampaignId", _INT_ID, "The campaign; another account's or an unknown one answers 404."),
@@ -121,9 +122,9 @@ COMPAT_FILES_QUERY = (
     _q("SubmissionDateEnd", _WHEN, "Submitted until (inclusive)."),
     _q("CompletedDateStart", _WHEN, "Completed from (inclusive)."),
     _q("CompletedDateEnd", _WHEN, "Completed until (inclusive)."),
-    *_pages(1_000, 100),
+    *_pages(compat.SUBMISSIONS_PAGE),
 )
-COMPAT_ERRORS_QUERY = _pages(20_000, 1_000)
+COMPAT_ERRORS_QUERY = _pages(compat.ERRORS_PAGE)
 
 _TEXT: dict[str, Any] = {"type": "string"}
 _CHANGE_FIELDS: dict[str, Any] = {
@@ -181,7 +182,7 @@ _BODY = (400, 413)  # a JSON body: malformed, too large
 _CSV = {"text/csv": {"schema": {"type": "string"}, "example": "action_id,campaign_id,…\r\n1042,1,…\r\n"}}
 _FILE = {"*/*": {"schema": {"format": "binary", "description": "The file as it was sent, with its content type."}}}
 V1 = "/api/v1"
-COMPAT = "/Advertisers/{AccountSID}"
+COMPAT = compat.BASE
 
 OPERATIONS: dict[tuple[str, str], Op] = {
     ("post", f"{V1}/campaigns"): Op(201, s.CampaignCreated, (*_BODY, *_READ)),
@@ -306,8 +307,6 @@ def _complete(operation: dict[str, Any], op: Op, components: dict[str, Any]) -> 
         operation["requestBody"] = copy.deepcopy(op.body)
     elif op.body_required and "requestBody" in operation:
         operation["requestBody"]["required"] = True
-    if op.summary:
-        operation["summary"] = op.summary
 
 
 _MONEY_IN: dict[str, Any] = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$", "examples": ["12.50"],
