@@ -216,6 +216,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from payoutdesk.submissions import engine as sub_engine
     from payoutdesk.submissions import files
     from payoutdesk.submissions import service as subs
+    from payoutdesk.submissions.formats.model import MiB
     from payoutdesk.worker.runner import claim, worker_name
 
     s = _settings()
@@ -230,7 +231,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(f"error: no campaign {args.campaign}", file=sys.stderr)
         return 2
     actor = Actor(campaign.account_id, f"cli:{getpass.getuser()}", Channel.FILE)
-    max_bytes = s.max_file_mb * files.CHUNK_BYTES
+    max_bytes = s.max_file_mb * MiB
     # streamed from disk into the file store, 1 MiB at a time, then queued in one short transaction
     with path.open("rb") as f:
         stored = files.store_stream(engine, iter(lambda: f.read(files.CHUNK_BYTES), b""), max_bytes=max_bytes)

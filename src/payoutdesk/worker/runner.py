@@ -20,6 +20,7 @@ from payoutdesk.kit import db, logs
 from payoutdesk.kit.time import utcnow
 from payoutdesk.submissions import engine as sub_engine
 from payoutdesk.submissions import repository as repo
+from payoutdesk.submissions.service import label as submission_label
 
 log = logging.getLogger("payoutdesk.worker")
 
@@ -39,7 +40,7 @@ def claim_next(engine: Engine, worker: str) -> int | None:
         before = repo.claim_next_row(conn, worker, now, now + lease)
     if before is None:
         return None
-    label = f"{before.kind}-{before.id}"
+    label = submission_label(before)
     done = int(before.processed_records or 0)
     if before.status == "IN_PROGRESS":
         logs.event(log, f"submission {label} taken over by {worker} from {before.claimed_by} (its lease ran out) "
