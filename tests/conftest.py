@@ -9,7 +9,6 @@ and the few that need an empty database ask for ``fresh_engine``.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -24,7 +23,7 @@ from sqlalchemy.engine import make_url
 
 from payoutdesk.kit import time as clock
 from payoutdesk.kit.db import make_engine, migrate
-from tests.helpers import World, client_for, make_world
+from tests.helpers import World, client_for, free_port, make_world
 
 ROOT = Path(__file__).resolve().parent.parent
 # The tests' dates (events in November 2026, locking dates from late December 2026) were written for
@@ -37,12 +36,6 @@ SAMPLES = ROOT / "tests" / "samples"  # the project's own sample returns files (
 BACKENDS = ["sqlite", "postgresql"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def pg_server_url() -> Iterator[str]:
     url = os.environ.get("PAYOUTDESK_TEST_POSTGRES_URL")
@@ -52,7 +45,7 @@ def pg_server_url() -> Iterator[str]:
     tmp = tempfile.mkdtemp(prefix="payoutdesk-pg-")
     script = ROOT / "scripts" / "throwaway-postgres.sh"
     out = subprocess.run(
-        ["bash", str(script), "start", tmp, str(_free_port())], check=True, capture_output=True, text=True
+        ["bash", str(script), "start", tmp, str(free_port())], check=True, capture_output=True, text=True
     )
     try:
         yield out.stdout.strip()

@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 from payoutdesk.kit import db, logs
 from payoutdesk.ledger.service import lock_run
 from payoutdesk.submissions import service as subs
-from tests.helpers import World, client_for, conversion, drain, make_world
+from tests.helpers import World, client_for, conversion, drain, free_port, make_world
 
 
 @pytest.fixture
@@ -76,12 +76,6 @@ def test_submission_and_lock_run_lines(engine: Engine, world: World, captured: i
     assert "payoutdesk.lock lock run: 0 actions locked, due by " in text and f"account {world.account_id}" in text
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _serve(url: str, tmp: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
     full = {**os.environ, "PAYOUTDESK_DATABASE_URL": url, "PAYOUTDESK_DATA_DIR": str(tmp),
             "PAYOUTDESK_SECRET_KEY": "test-secret", "PAYOUTDESK_HTTP_PORT": "1", **env}
@@ -106,7 +100,7 @@ def _read_until(proc: subprocess.Popen[bytes], needle: str, seconds: float = 60)
 def test_the_serving_line_comes_once_the_port_is_bound_and_json_lines_parse(
         fresh_url: str, fresh_engine: Engine, tmp_path: Path) -> None:
     world = make_world(fresh_engine)  # a database of its own: the server's worker and scheduler run on it
-    port = _free_port()
+    port = free_port()
     proc = _serve(fresh_url, tmp_path, port, PAYOUTDESK_LOG_FORMAT="json")
     try:
         seen = _read_until(proc, '"event": "bound"')

@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
@@ -32,7 +29,7 @@ from payoutdesk.api.app import create_app
 from payoutdesk.config import Settings
 from payoutdesk.kit import db
 from payoutdesk.submissions import service as submissions
-from tests.helpers import World, client_for, conversion, drain, make_world
+from tests.helpers import World, client_for, conversion, drain, make_world, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = Path(__file__).resolve().parent / "schemathesis.toml"
@@ -160,12 +157,6 @@ def test_docs_are_served_from_the_package_with_no_external_url(tmp_path: Path) -
 # --- schemathesis against a real server, on both databases -------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _seed(engine: Engine, tmp_path: Path) -> tuple[World, dict[str, str]]:
     """An account with data in every state the routes show; the values the configuration names."""
     w = make_world(engine)
@@ -207,18 +198,8 @@ def served(fresh_engine: Engine, tmp_path: Path) -> Iterator[tuple[int, World, d
     # credentials, which the sign-in limit would count against 127.0.0.1) must reach the routes
     settings = Settings.from_env({"PAYOUTDESK_DATA_DIR": str(tmp_path), "PAYOUTDESK_API_RATE_LIMIT": "0",
                                   "PAYOUTDESK_LOGIN_RATE_LIMIT": "0", "PAYOUTDESK_SECRET_KEY": "test-secret"})
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, fresh_engine), host="127.0.0.1", port=port,
-                                           log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    yield port, world, values
-    server.should_exit = True
-    thread.join(10)
+    with serving(create_app(settings, fresh_engine)) as port:
+        yield port, world, values
 
 
 def _config(values: dict[str, str]) -> str:

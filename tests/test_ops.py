@@ -11,7 +11,6 @@ import io
 import json
 import os
 import re
-import socket
 import sqlite3
 import stat
 import subprocess
@@ -30,7 +29,7 @@ from payoutdesk.cli import build_parser
 from payoutdesk.kit.backup import BackupRefused, backup_sqlite
 from payoutdesk.kit.files import sqlite_path
 from tests.conftest import ROOT, only_on
-from tests.helpers import COMMAND, World, cli_runner, client_for, conversion, make_world
+from tests.helpers import COMMAND, World, cli_runner, client_for, conversion, free_port, make_world
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -51,12 +50,6 @@ def _runner(env: dict[str, str]) -> Run:
 
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _basic(sid: str, token: str) -> dict[str, str]:
@@ -87,7 +80,7 @@ def backend_url(db_url: str, request: pytest.FixtureRequest) -> str | None:
 def serving(tmp_path: Path, backend_url: str | None) -> Iterator[tuple[Path, int, dict[str, Any]]]:
     """``payoutdesk init``, ``demo`` and ``serve`` run on a new data folder under umask 022."""
     data = tmp_path / "data"
-    port = _free_port()
+    port = free_port()
     env = _env(data, backend_url, PAYOUTDESK_HTTP_PORT=str(port), PAYOUTDESK_BIND="127.0.0.1",
                PAYOUTDESK_FTP_PORT="0", PAYOUTDESK_SMTP_PORT="0", PAYOUTDESK_API_RATE_LIMIT="0")
     run = _runner(env)

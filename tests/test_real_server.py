@@ -11,44 +11,23 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from sqlalchemy import Engine
 
 from payoutdesk.api.app import create_app
 from payoutdesk.config import Settings
-from tests.helpers import World, conversion
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.helpers import World, conversion, serving
 
 
 @pytest.fixture
 def server(engine: Engine, tmp_path: Path) -> Iterator[int]:
     settings = Settings.from_env({"PAYOUTDESK_DATA_DIR": str(tmp_path), "PAYOUTDESK_API_RATE_LIMIT": "0",
                                   "PAYOUTDESK_SECRET_KEY": "test-secret"})
-    port = _free_port()
-    config = uvicorn.Config(create_app(settings, engine), host="127.0.0.1", port=port, log_level="warning",
-                            access_log=False)
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    yield port
-    srv.should_exit = True
-    thread.join(10)
+    with serving(create_app(settings, engine)) as port:
+        yield port
 
 
 def test_the_real_server_parses_and_answers_like_the_application(server: int, world: World) -> None:
