@@ -21,6 +21,18 @@ class Settings:
     login_rate_limit: int  # failed logins per minute per client address; 0 = none
     max_file_mb: int = 200  # the largest returns file accepted, in MiB (DESIGN §6, "Bounded memory")
     file_retention_days: int = 90  # original files of submissions are deleted this long after (DESIGN §6, "Files")
+    # the intake channels (DESIGN §3; docs/CHANNELS.md and docs/DEPLOYMENT.md)
+    public_url: str = "http://localhost:8000"  # how the world reaches the HTTP server (outbound_url, links in mails)
+    ftp_passive_ports: tuple[int, int] | None = None  # PAYOUTDESK_FTP_PASSIVE_PORTS "60000-60099"; None: any
+    ftp_masquerade_address: str = ""  # the address passive replies announce when behind NAT
+    ftp_tls_cert: str = ""  # PEM certificate (and key, unless ftp_tls_key): explicit FTPS when set
+    ftp_tls_key: str = ""
+    ftp_tls_required: bool = False  # refuse logins that did not AUTH TLS first
+    smtp_relay: str = ""  # host:port of the relay for results replies and alerts; empty: none sent
+    smtp_relay_user: str = ""
+    smtp_relay_password: str = ""
+    smtp_relay_starttls: bool = False
+    mail_from: str = ""  # sender of results replies and alerts; default returns-noreply@<mail domain>
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -40,7 +52,27 @@ class Settings:
             login_rate_limit=_int(e, "PAYOUTDESK_LOGIN_RATE_LIMIT", 10),
             max_file_mb=max(1, _int(e, "PAYOUTDESK_MAX_FILE_MB", 200)),
             file_retention_days=max(1, _int(e, "PAYOUTDESK_FILE_RETENTION_DAYS", 90)),
+            public_url=(e.get("PAYOUTDESK_PUBLIC_URL") or f"http://localhost:{_int(e, 'PAYOUTDESK_HTTP_PORT', 8000)}"
+                        ).rstrip("/"),
+            ftp_passive_ports=_port_range(e, "PAYOUTDESK_FTP_PASSIVE_PORTS"),
+            ftp_masquerade_address=e.get("PAYOUTDESK_FTP_MASQUERADE_ADDRESS", ""),
+            ftp_tls_cert=e.get("PAYOUTDESK_FTP_TLS_CERT", ""),
+            ftp_tls_key=e.get("PAYOUTDESK_FTP_TLS_KEY", ""),
+            ftp_tls_required=_flag(e, "PAYOUTDESK_FTP_TLS_REQUIRED"),
+            smtp_relay=e.get("PAYOUTDESK_SMTP_RELAY", ""),
+            smtp_relay_user=e.get("PAYOUTDESK_SMTP_RELAY_USER", ""),
+            smtp_relay_password=e.get("PAYOUTDESK_SMTP_RELAY_PASSWORD", ""),
+            smtp_relay_starttls=_flag(e, "PAYOUTDESK_SMTP_RELAY_STARTTLS"),
+            mail_from=e.get("PAYOUTDESK_MAIL_FROM", ""),
         )
+
+    @property
+    def max_file_bytes(self) -> int:
+        return self.max_file_mb * 1024 * 1024
+
+    @property
+    def sender(self) -> str:
+        return self.mail_from or f"returns-noreply@{self.mail_domain}"
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:
@@ -54,3 +86,26 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
     if value < 0:
         raise SystemExit(f"{name} must not be negative.")
     return value
+
+
+def _flag(env: dict[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SystemExit(f"{name} must be true or false, not '{raw}'.")
+
+
+def _port_range(env: dict[str, str], name: str) -> tuple[int, int] | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    low, _, high = raw.partition("-")
+    try:
+        first, last = int(low), int(high or low)
+    except ValueError:
+        raise SystemExit(f"{name} is a range of ports like 60000-60099, not '{raw}'.") from None
+    if not 1 <= first <= last <= 65535:
+        raise SystemExit(f"{name} is a range of ports like 60000-60099, not '{raw}'.")
+    return first, last

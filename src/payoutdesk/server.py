@@ -19,34 +19,14 @@ from types import FrameType
 
 from payoutdesk.config import Settings
 from payoutdesk.kit import logs
+from payoutdesk.kit.net import BindFailed, bind
+
+__all__ = ["BindFailed", "bind", "serve", "work"]
 
 log = logging.getLogger("payoutdesk.server")
 
 GRACEFUL_SECONDS = 5  # for the requests in flight when a stop is asked
 WORKER_STOP_SECONDS = 8  # for the worker to end its chunk and release its submission
-
-
-class BindFailed(Exception):
-    """The web server's address or port cannot be listened on (in use, not an address of this machine)."""
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening-ready TCP socket bound to ``host``:``port``, or ``BindFailed`` saying why not."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except OSError as exc:
-        raise BindFailed(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(2048)
-    except OSError as exc:
-        sock.close()
-        why = "the port is in use by another process" if exc.errno in (98, 48, 10048) else exc.strerror or str(exc)
-        raise BindFailed(f"cannot listen on {host}:{port}: {why}") from None
-    return sock
 
 
 def on_stop_signals(handler: Callable[[], None]) -> None:

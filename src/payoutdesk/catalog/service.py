@@ -177,6 +177,7 @@ def create_event_type(conn: Connection, actor: Actor, data: Mapping[str, Any], b
         locking=locking,
         returns_mode="manual",
         returns_settings="{}",
+        outbound_token=secrets.token_hex(16),
         created_at=utcnow(),
     )
     repo.replace_codes(conn, et_id, codes)

@@ -1,5 +1,13 @@
 """SQLAlchemy tables."""
 
+from payoutdesk.models.intake import (
+    alert_spells,
+    intake_cursors,
+    intake_runs,
+    remote_files,
+    result_deliveries,
+    salesforce_notifications,
+)
 from payoutdesk.models.submissions import (
     job_runs,
     stored_file_chunks,
@@ -29,6 +37,7 @@ __all__ = [
     "action_items",
     "action_updates",
     "actions",
+    "alert_spells",
     "campaigns",
     "clicks",
     "contract_payouts",
@@ -36,9 +45,14 @@ __all__ = [
     "disposition_codes",
     "event_types",
     "idempotency_keys",
+    "intake_cursors",
+    "intake_runs",
     "job_runs",
     "metadata",
     "partners",
+    "remote_files",
+    "result_deliveries",
+    "salesforce_notifications",
     "stored_file_chunks",
     "stored_files",
     "submission_results",

@@ -40,6 +40,7 @@ accounts = Table(
     Column("sid", String(40), nullable=False, unique=True),
     Column("name", String(200), nullable=False),
     Column("token_hash", String(64), nullable=False),  # sha256 hex of the auth token
+    Column("alert_email", String(320), nullable=True),  # where failures of the intake channels are mailed
     Column("created_at", UTCDateTime, nullable=False),
 )
 
@@ -86,7 +87,10 @@ event_types = Table(
     Column("locking", String(20), nullable=False),  # contract | open_ended
     Column("returns_mode", String(20), nullable=False, server_default="manual"),
     Column("returns_settings", Text, nullable=False, server_default="{}"),  # JSON, secrets encrypted
+    # the unguessable part of the Salesforce Outbound Message address (outbound_url)
+    Column("outbound_token", String(64), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
+    Index("uq_event_types_outbound_token", "outbound_token", unique=True),
 )
 
 disposition_codes = Table(
