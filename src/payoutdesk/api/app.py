@@ -17,6 +17,7 @@ from payoutdesk.api.plumbing import ID_RULE, SignIns, human_validation, problem,
 from payoutdesk.api.ratelimit import TokenBuckets
 from payoutdesk.config import Settings
 from payoutdesk.errors import PayoutdeskError, RateLimited, Unauthorized, quote
+from payoutdesk.intake.common import IntakeContext
 from payoutdesk.kit import db
 from payoutdesk.kit.crypto import SecretBox, load_secret_key
 
@@ -38,6 +39,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.state.api_buckets = TokenBuckets(settings.api_rate_limit)
     app.state.login_buckets = TokenBuckets(settings.login_rate_limit, per=60.0)
     app.state.sign_ins = SignIns()
+    app.state.intake = IntakeContext(settings, app.state.engine, app.state.box)  # for the channels' routes
 
     @app.exception_handler(PayoutdeskError)
     def _domain_error(request: Request, exc: PayoutdeskError) -> JSONResponse:
