@@ -32,6 +32,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CLOCK_START = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 os.environ["PAYOUTDESK_CLOCK_OFFSET_SECONDS"] = str(int((CLOCK_START - datetime.now(UTC)).total_seconds()))
 clock.OFFSET = clock._offset_from_env()
+# `serve` in a child process runs HTTP only unless a test asks for FTP or SMTP on a port of its own (the
+# defaults 2121 and 2525 would collide between tests running at once)
+os.environ.setdefault("PAYOUTDESK_FTP_PORT", "0")
+os.environ.setdefault("PAYOUTDESK_SMTP_PORT", "0")
 SAMPLES = ROOT / "tests" / "samples"  # the project's own sample returns files (tests/samples/README.md)
 BACKENDS = ["sqlite", "postgresql"]
 

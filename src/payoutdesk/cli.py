@@ -324,12 +324,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logs.configure()
     s = _settings()
     port = s.http_port if args.port is None else args.port
-    migrate(s.database_url)
-    if port == 0:
-        print("The HTTP port is 0: the web server is off; nothing else to serve yet.")
-        return 0
     try:
-        server.serve(s, args.bind or s.bind, port)
+        parts = server.parse_parts(args.only) if args.only else frozenset(server.PARTS)
+    except ValueError as exc:
+        print(f"error: --only {exc}", file=sys.stderr)
+        return 2
+    migrate(s.database_url)
+    try:
+        server.serve(s, args.bind or s.bind, port, parts, ftp_port=args.ftp_port, smtp_port=args.smtp_port)
     except server.BindFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -349,10 +351,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="reuse the demo made before in this data folder (its credentials are in demo.json)")
     demo.set_defaults(fn=cmd_demo)
 
-    serve = sub.add_parser("serve", help="serve the web pages and the API (and run a worker and the scheduler)")
+    serve = sub.add_parser("serve", help="serve the web pages, the API, our FTP and SMTP servers, and run a worker "
+                                         "and the scheduler (pulls, polls, lock runs)")
     serve.add_argument("--bind", metavar="ADDR", help="address to listen on (default: $PAYOUTDESK_BIND, 127.0.0.1)")
     serve.add_argument("--port", metavar="N", type=_port_arg,
-                       help="port to listen on (default: $PAYOUTDESK_HTTP_PORT, 8000)")
+                       help="HTTP port (default: $PAYOUTDESK_HTTP_PORT, 8000; 0: no web server)")
+    serve.add_argument("--ftp-port", metavar="N", type=_port_arg,
+                       help="FTP port (default: $PAYOUTDESK_FTP_PORT, 2121; 0: no FTP server)")
+    serve.add_argument("--smtp-port", metavar="N", type=_port_arg,
+                       help="SMTP port (default: $PAYOUTDESK_SMTP_PORT, 2525; 0: no SMTP server)")
+    serve.add_argument("--only", metavar="PARTS",
+                       help="run only these parts, comma-separated: http, ftp, smtp, worker, scheduler "
+                            "(default: all), for deployments of several processes (docs/DEPLOYMENT.md)")
     serve.set_defaults(fn=cmd_serve)
 
     account = sub.add_parser("account", help="accounts").add_subparsers(dest="sub", required=True)

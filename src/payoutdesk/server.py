@@ -1,11 +1,13 @@
-"""The long-running processes: ``payoutdesk serve`` (web server, worker and scheduler in one process) and
-``payoutdesk worker``, with their shutdown (DESIGN §6, "Restarts" and "Logs").
+"""The long-running processes: ``payoutdesk serve`` (the web server, our FTP and SMTP servers, a worker and
+the scheduler in one process, or ``--only`` some of them) and ``payoutdesk worker``, with their shutdown
+(DESIGN §6, "Restarts" and "Logs").
 
 SIGTERM or SIGINT sets one stop event: uvicorn stops accepting connections and finishes the requests in
 flight (at most ``GRACEFUL_SECONDS``), the worker ends the chunk in hand at its current batch, commits it
 and gives its submission back to the queue, so that the next start resumes it at once, and the process
-exits (well within 10 s). The web server binds its port before anything else starts: a busy port is a
-clear error and a non-zero exit, and the "serving" line is logged only once the port is bound.
+exits (well within 10 s); the FTP and SMTP servers stop listening and end their sessions (an upload cut
+off is not queued). Every server binds its port before anything else starts: a busy port is a clear error
+and a non-zero exit, and each server's "bound" line is logged only once its port is bound.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
+from importlib import import_module
 from types import FrameType
+from typing import Any
 
 from payoutdesk.config import Settings
 from payoutdesk.kit import logs
-from payoutdesk.kit.net import BindFailed, bind
+from payoutdesk.kit.net import BindFailed, RunningServer, bind, shown_host
 
 __all__ = ["BindFailed", "bind", "serve", "work"]
 
@@ -39,23 +43,88 @@ def on_stop_signals(handler: Callable[[], None]) -> None:
     signal.signal(signal.SIGINT, handle)
 
 
-def serve(settings: Settings, host: str, port: int) -> None:
-    """Run the web server, a worker and the scheduler until SIGTERM or SIGINT. Raises ``BindFailed``
-    (before starting anything) when the port cannot be bound."""
-    import uvicorn
+PARTS = ("http", "ftp", "smtp", "worker", "scheduler")
 
-    from payoutdesk.api.app import create_app
+
+def parse_parts(text: str) -> frozenset[str]:
+    """``--only http,ftp`` → the parts; ValueError naming an unknown one."""
+    parts = frozenset(p.strip().lower() for p in text.split(",") if p.strip())
+    unknown = sorted(parts - set(PARTS))
+    if unknown or not parts:
+        raise ValueError(f"{', '.join(unknown) or 'nothing'}: the parts are {', '.join(PARTS)}")
+    return parts
+
+
+def serve(settings: Settings, host: str, port: int, parts: frozenset[str] = frozenset(PARTS),
+          ftp_port: int | None = None, smtp_port: int | None = None) -> None:
+    """Run the parts of payoutdesk asked for (all by default: the web server, our FTP and SMTP servers,
+    a worker and the scheduler) until SIGTERM or SIGINT. Every server binds its port before anything
+    starts: a busy port raises ``BindFailed`` and nothing keeps running. A port of 0 turns its server off."""
+    from payoutdesk.intake.common import IntakeContext
+    from payoutdesk.kit.db import make_engine
     from payoutdesk.worker import runner, scheduler
 
-    sock = bind(host, port)
+    ftp_port = settings.ftp_port if ftp_port is None else ftp_port
+    smtp_port = settings.smtp_port if smtp_port is None else smtp_port
+    want_http = "http" in parts and port != 0
+    sock = bind(host, port) if want_http else None
     stop = threading.Event()
     on_stop_signals(stop.set)  # also what uvicorn hands a caught signal back to when it returns
-    app = create_app(settings)
-    engine = app.state.engine
-    worker = threading.Thread(target=runner.run_forever, args=(engine, stop), name="payoutdesk-worker", daemon=True)
-    jobs = threading.Thread(target=scheduler.run_forever, args=(engine, stop, runner.worker_name()),
-                            name="payoutdesk-scheduler", daemon=True)
-    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::", "::1") else host  # noqa: S104
+    app = None
+    if want_http:
+        from payoutdesk.api.app import create_app
+
+        app = create_app(settings)
+        engine = app.state.engine
+        ctx: IntakeContext = app.state.intake
+    else:
+        engine = make_engine(settings.database_url)
+        ctx = IntakeContext.build(settings, engine)
+    servers: list[RunningServer] = []
+    threads: list[threading.Thread] = []
+    try:
+        if "ftp" in parts and ftp_port != 0:
+            servers.append(import_module("payoutdesk.intake.ftp_server").start(ctx, host, ftp_port))
+        if "smtp" in parts and smtp_port != 0:
+            servers.append(import_module("payoutdesk.intake.smtp_server").start(ctx, host, smtp_port))
+    except BindFailed:
+        for running in servers:
+            running.stop()
+        if sock is not None:
+            sock.close()
+        engine.dispose()
+        raise
+    if "worker" in parts:
+        threads.append(threading.Thread(target=runner.run_forever, args=(engine, stop), name="payoutdesk-worker",
+                                        daemon=True))
+    if "scheduler" in parts:
+        threads.append(threading.Thread(target=scheduler.run_forever, args=(engine, stop, runner.worker_name()),
+                                        kwargs={"ctx": ctx}, name="payoutdesk-scheduler", daemon=True))
+    for thread in threads:
+        thread.start()
+    try:
+        if app is not None and sock is not None:
+            _run_http(app, sock, host, stop)
+        else:
+            logs.event(log, f"payoutdesk running: {', '.join(p for p in PARTS if p in parts)}", event="running",
+                       parts=sorted(parts))
+            while not stop.wait(0.5):
+                pass
+            logs.event(log, "stopping", event="stopping")
+    finally:
+        stop.set()
+        for running in servers:
+            running.stop()
+        for thread in threads:
+            _join(thread)
+        engine.dispose()
+    logs.event(log, "payoutdesk stopped", event="stopped")
+
+
+def _run_http(app: Any, sock: socket.socket, host: str, stop: threading.Event) -> None:
+    import uvicorn
+
+    shown = shown_host(host)
     bound = sock.getsockname()[1]
 
     class Server(uvicorn.Server):
@@ -74,16 +143,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
 
     config = uvicorn.Config(app, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=GRACEFUL_SECONDS)
-    worker.start()
-    jobs.start()
-    try:
-        Server(config).run(sockets=[sock])
-    finally:
-        stop.set()
-        _join(worker)
-        jobs.join(timeout=1)
-        engine.dispose()
-    logs.event(log, "payoutdesk stopped", event="stopped")
+    Server(config).run(sockets=[sock])
 
 
 def work(settings: Settings, once: bool) -> int:
@@ -110,7 +170,7 @@ def work(settings: Settings, once: bool) -> int:
 
 
 def _join(thread: threading.Thread) -> None:
-    thread.join(timeout=WORKER_STOP_SECONDS)
-    if thread.is_alive():
+    thread.join(timeout=WORKER_STOP_SECONDS if thread.name == "payoutdesk-worker" else 1)
+    if thread.is_alive() and thread.name == "payoutdesk-worker":
         logs.event(log, "the worker did not stop in time; its submission is taken over when its lease runs out",
                    level=logging.WARNING, event="worker_stop_timeout")

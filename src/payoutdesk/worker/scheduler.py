@@ -1,4 +1,5 @@
-"""Periodic jobs (the lock run and the daily file retention now; pulls and Salesforce polling later).
+"""Periodic jobs: the lock run, the daily file retention, and with an intake context the pulls from
+brands' servers, the Salesforce polls and the results to send back (intake/schedule.py).
 
 Each occurrence of a job has a slot (its scheduled time); a process runs it only after it
 inserted the (job, slot) row, whose primary key lets exactly one process win. The jobs are
@@ -18,6 +19,7 @@ from sqlalchemy import Engine, insert, update
 from sqlalchemy.exc import IntegrityError
 
 from payoutdesk.config import Settings
+from payoutdesk.intake.common import IntakeContext
 from payoutdesk.kit import db
 from payoutdesk.kit.time import utcnow
 from payoutdesk.ledger.service import lock_run
@@ -62,18 +64,34 @@ def _file_retention(engine: Engine, now: datetime) -> str:
     return f"deleted the files of {done.expired} submissions, {done.unused} unused files"
 
 
-def tick(engine: Engine, worker: str, now: datetime | None = None) -> None:
+def tick(engine: Engine, worker: str, now: datetime | None = None, ctx: IntakeContext | None = None) -> None:
     now = now or utcnow()
     run_if_due(engine, "lock", slot_of(now, lock_every_minutes()), worker,
                lambda: f"locked {lock_run(engine)}")
     # once a day: original files older than PAYOUTDESK_FILE_RETENTION_DAYS (DESIGN §6, "Files")
     run_if_due(engine, "file_retention", f"{now:%Y-%m-%d}", worker, lambda: _file_retention(engine, now))
+    if ctx is not None:
+        intake_tick(ctx, worker, now)
 
 
-def run_forever(engine: Engine, stop: threading.Event, worker: str, poll_seconds: float = 30.0) -> None:
+def intake_tick(ctx: IntakeContext, worker: str, now: datetime) -> None:
+    """The pulls and polls due now, each in its own guard (one failing does not stop the others), then the
+    results waiting to be sent back."""
+    from payoutdesk.intake import schedule
+
+    for job, slot, fn in schedule.due_jobs(ctx, now):
+        try:
+            run_if_due(ctx.engine, job, slot, worker, fn)
+        except Exception:
+            log.exception("scheduled job %s failed; it runs again at its next slot", job)
+    schedule.deliver(ctx, now)
+
+
+def run_forever(engine: Engine, stop: threading.Event, worker: str, poll_seconds: float = 30.0,
+                ctx: IntakeContext | None = None) -> None:
     while not stop.is_set():
         try:
-            tick(engine, worker)
+            tick(engine, worker, ctx=ctx)
         except Exception:
             log.exception("scheduled job failed; it runs again at its next slot")
         stop.wait(poll_seconds)
