@@ -90,9 +90,10 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     def healthz() -> Response:
         return Response("ok", media_type="text/plain")
 
-    from payoutdesk.api import compat, limits, native, submissions
+    from payoutdesk.api import account, compat, limits, native, submissions
 
     app.include_router(native.router, prefix="/api/v1")
+    app.include_router(account.router, prefix="/api/v1")
     # single-action changes served without FastAPI's dispatch when their input is plainly valid
     app.state.fast_changes = True
     app.state.fast_changes_served = 0

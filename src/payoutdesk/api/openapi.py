@@ -185,6 +185,8 @@ V1 = "/api/v1"
 COMPAT = compat.BASE
 
 OPERATIONS: dict[tuple[str, str], Op] = {
+    ("get", f"{V1}/account"): Op(200, s.AccountInfo, _READ),
+    ("patch", f"{V1}/account"): Op(200, s.AccountInfo, (*_BODY, *_READ)),
     ("post", f"{V1}/campaigns"): Op(201, s.CampaignCreated, (*_BODY, *_READ)),
     ("get", f"{V1}/campaigns"): Op(200, s.CampaignList, _READ),
     ("get", f"{V1}/campaigns/{{campaign_id}}"): Op(200, s.Campaign, _ONE),

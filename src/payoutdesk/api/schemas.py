@@ -46,6 +46,13 @@ class Problem(Shape):
 # --- catalog -----------------------------------------------------------------------------------
 
 
+class AccountInfo(Shape):
+    sid: str
+    name: str
+    alert_email: str | None = Field(description="Where failures of the intake channels are mailed, once per "
+                                                "failure spell (docs/CHANNELS.md).")
+
+
 class Campaign(Shape):
     id: int
     name: str
