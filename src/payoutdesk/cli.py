@@ -312,8 +312,13 @@ def print_demo(info: dict[str, Any]) -> None:
         print(f"  User:        {u['email']} / {u['password']} ({u['role']})")
     for c in info["campaigns"]:
         ets = ", ".join(f"{e['id']} {e['name']}" for e in c["event_types"])
-        print(f"  Campaign {c['id']} ({c['currency']}): FTP {c['ftp_username']} / {c['ftp_password']}, "
-              f"e-mail {c['returns_email']}; event types {ets}")
+        print(f"  Campaign {c['id']} ({c['currency']}): event types {ets}")
+        print(f"    FTP login:   {c['ftp_username']} / {c['ftp_password']}" +
+              (f"  ({info['ftp']})" if info.get("ftp") else ""))
+        print(f"    E-mail to:   {c['returns_email']}" + (f"  (SMTP {info['smtp']})" if info.get("smtp") else ""))
+    if info.get("salesforce_outbound_url"):
+        print(f"  Salesforce Outbound Messages (event type {info['salesforce_event_type']}): "
+              f"{info['salesforce_outbound_url']}")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

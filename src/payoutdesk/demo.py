@@ -15,6 +15,7 @@ from payoutdesk.context import Actor
 from payoutdesk.contracts.terms import Terms, locking_date, open_ended_lock_date
 from payoutdesk.kit import db
 from payoutdesk.kit.crypto import SecretBox, load_secret_key
+from payoutdesk.kit.net import shown_host
 from payoutdesk.kit.progress import Progress
 from payoutdesk.kit.time import utcnow
 from payoutdesk.ledger import repository as ledger_repo
@@ -22,6 +23,7 @@ from payoutdesk.ledger import service as ledger
 from payoutdesk.ledger import workflow as wf
 from payoutdesk.models import action_items, action_updates, clicks
 from payoutdesk.models import actions as actions_table
+from payoutdesk.models import event_types as event_types_table
 
 PARTNERS = [
     "CashbackWorld", "TopCashback DE", "Honey Savings", "RetailMeNot", "Slickdeals", "Skimlinks Network",
@@ -62,6 +64,16 @@ def build_demo(engine: Engine, settings: Settings, actions: int = 5000, progress
         lead_us = catalog.create_event_type(conn, actor, {"campaign_id": camp_us["id"], "name": "Newsletter Lead",
                                                           "locking": "open_ended"}, box)
         sale_eu = catalog.create_event_type(conn, actor, {"campaign_id": camp_eu["id"], "name": "Online Sale"}, box)
+        # returns processing: the US sales by e-mail (any sender), the European ones from Salesforce
+        catalog.patch_event_type(conn, actor, sale_us, {"returns_processing": {"mode": "email"}}, box)
+        catalog.patch_event_type(conn, actor, sale_eu, {"returns_processing": {
+            "mode": "salesforce", "object": "Opportunity", "order_id_field": "Order_Id__c",
+            "status_field": "StageName", "amount_field": "Amount",
+            "status_map": {"Closed Lost": {"operation": "reverse", "reason": "CONS_FRAUD"},
+                           "Closed Won": {"operation": "approve"},
+                           "Adjusted": {"operation": "modify", "reason": "ORDER_UPDATE"}}}}, box)
+        outbound_token = str(conn.execute(select(event_types_table.c.outbound_token)
+                                          .where(event_types_table.c.id == sale_eu)).scalar_one())
         partner_ids = [catalog.create_partner(conn, actor, name)["id"] for name in PARTNERS]
         start = date(now.year - 1, 1, 1)
         for n, pid in enumerate(partner_ids):
@@ -182,6 +194,10 @@ def build_demo(engine: Engine, settings: Settings, actions: int = 5000, progress
             for c, ets in ((camp_us, ((sale_us, "Online Sale"), (lead_us, "Newsletter Lead"))),
                            (camp_eu, ((sale_eu, "Online Sale"),)))
         ],
+        "ftp": f"ftp://{shown_host(settings.bind)}:{settings.ftp_port}/",
+        "smtp": f"{shown_host(settings.bind)}:{settings.smtp_port}",
+        "salesforce_outbound_url": f"{settings.public_url}/salesforce/outbound/{outbound_token}",
+        "salesforce_event_type": sale_eu,
     }
 
 
