@@ -7,6 +7,7 @@ import logging
 import smtplib
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from email import policy
@@ -22,7 +23,7 @@ from sqlalchemy import Engine, func, select
 
 from payoutdesk.catalog import service as catalog
 from payoutdesk.config import Settings
-from payoutdesk.intake import deliveries, runs, smtp_server
+from payoutdesk.intake import deliveries, mail_intake, runs, smtp_server
 from payoutdesk.intake import repository as repo
 from payoutdesk.intake.common import IntakeContext
 from payoutdesk.kit import db, net
@@ -390,3 +391,56 @@ def test_bound_log_busy_port_and_quick_stop(serve: Serve, world: World) -> None:
     idle.close()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+
+
+def test_attachments_are_decoded_in_pieces_of_one_mebibyte() -> None:
+    data = bytes(range(256)) * 10_000 + b"tail"  # 2.44 MiB
+    msg = mail("brand@shop.test", "returns-x@" + DOMAIN, [("big.csv", data), ("small.txt", b"ActionId\r\n1\r\n")])
+    parsed = mail_intake.parse(msg.as_bytes(policy=policy.SMTP))
+    assert [a.name for a in parsed.returns_files] == ["big.csv", "small.txt"]
+    pieces = list(parsed.returns_files[0].pieces())
+    assert [len(p) for p in pieces] == [mail_intake.PIECE, mail_intake.PIECE, len(data) - 2 * mail_intake.PIECE]
+    assert b"".join(pieces) == data
+    assert b"".join(parsed.returns_files[1].pieces()) == b"ActionId\r\n1\r\n"
+
+
+def test_an_attachment_that_does_not_decode_is_refused_and_recorded(serve: Serve, world: World) -> None:
+    _, server = serve()
+    raw = (f"From: brand@shop.test\r\nTo: {address(world)}\r\nSubject: broken\r\nMIME-Version: 1.0\r\n"
+           "Content-Type: multipart/mixed; boundary=XX\r\n\r\n--XX\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+           "--XX\r\nContent-Type: text/csv\r\nContent-Disposition: attachment; filename=\"r.csv\"\r\n"
+           "Content-Transfer-Encoding: base64\r\n\r\nQWN0aW9uSWQ=\r\nQ\r\n--XX--\r\n")
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as smtp:
+        smtp.sendmail("brand@shop.test", [address(world)], raw.encode())
+    (run,) = latest_runs(world)
+    assert run["outcome"] == "failed" and "r.csv" in run["detail"] and "could not be decoded" in run["detail"]
+    assert submission_count(world) == 0
+
+
+def test_a_slow_mail_does_not_hold_up_other_sessions(serve: Serve, world: World,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    _, server = serve()
+    entered, release = threading.Event(), threading.Event()
+    real = mail_intake.take_mail
+
+    def slow_first(ctx: IntakeContext, sender: str, rcpts: list[str], content: bytes) -> mail_intake.MailOutcome:
+        if sender == "slow@shop.test":
+            entered.set()
+            assert release.wait(20)
+        return real(ctx, sender, rcpts, content)
+
+    monkeypatch.setattr(mail_intake, "take_mail", slow_first)
+    slow = threading.Thread(target=send, args=(server.port, mail("slow@shop.test", address(world), [
+        ("slow.csv", returns_csv((1, "1.00", "ORDER_UPDATE")))]), "slow@shop.test"))
+    slow.start()
+    try:
+        assert entered.wait(10)
+        began = time.monotonic()
+        send(server.port, mail("fast@shop.test", address(world), [("fast.csv", returns_csv(
+            (2, "1.00", "ORDER_UPDATE")))]), "fast@shop.test")
+        assert time.monotonic() - began < 5
+        assert submission_count(world) == 1
+    finally:
+        release.set()
+        slow.join(20)
+    assert submission_count(world) == 2

@@ -11,6 +11,7 @@ bulk, junk or list) or has an empty return path (RFC 3834: no mail loops).
 
 from __future__ import annotations
 
+import binascii
 import gzip
 import io
 import json
@@ -113,16 +114,59 @@ def check_recipient(ctx: IntakeContext, sender: str, address: str) -> Verdict:
 # --- a mail received -------------------------------------------------------------------------------
 
 
+class Undecodable(Exception):
+    """An attachment whose content cannot be decoded."""
+
+
 @dataclass(frozen=True)
 class Attachment:
+    """A returns file attached to a mail: its MIME part, decoded only as it is taken."""
+
     name: str
     content_type: str
-    payload: bytes
+    part: Message
 
     def pieces(self) -> Iterator[bytes]:
-        view = memoryview(self.payload)
-        for start in range(0, len(view), PIECE):
-            yield bytes(view[start:start + PIECE])
+        """The decoded content in pieces of ``PIECE`` bytes. Base64 (how mail carries files) is decoded a slice
+        at a time, so the decoded file is never held whole beside the mail; ``Undecodable`` for a payload that
+        is not."""
+        cte = str(self.part.get("content-transfer-encoding", "")).strip().lower()
+        text = self.part.get_payload()
+        if cte != "base64" or not isinstance(text, str):
+            try:
+                data = self.part.get_payload(decode=True)
+            except Exception as exc:  # noqa: BLE001 - a payload that does not decode
+                raise Undecodable(str(exc)) from None
+            yield from _slices(data if isinstance(data, bytes) else b"")
+            return
+        buf = bytearray()
+        rest = b""
+        step = 4 * (PIECE // 3)
+        for start in range(0, len(text), step):
+            chunk = rest + text[start:start + step].encode("ascii", "ignore").translate(None, b" \t\r\n")
+            cut = len(chunk) - len(chunk) % 4
+            rest = chunk[cut:]
+            buf += _b64(chunk[:cut])
+            while len(buf) >= PIECE:
+                yield bytes(buf[:PIECE])
+                del buf[:PIECE]
+        if rest.strip(b"="):
+            buf += _b64(rest + b"=" * (-len(rest) % 4))
+        if buf:
+            yield bytes(buf)
+
+
+def _b64(data: bytes) -> bytes:
+    try:
+        return binascii.a2b_base64(data)
+    except binascii.Error as exc:
+        raise Undecodable(f"broken base64 ({exc})") from None
+
+
+def _slices(data: bytes) -> Iterator[bytes]:
+    view = memoryview(data)
+    for start in range(0, len(view), PIECE):
+        yield bytes(view[start:start + PIECE])
 
 
 @dataclass
@@ -183,13 +227,7 @@ def parse(content: bytes) -> ParsedMail:
         if not looks_like_returns_file(name):
             out.others.append(f"{name} ({part.get_content_type()})")
             continue
-        try:
-            payload = part.get_payload(decode=True)
-        except Exception as exc:  # noqa: BLE001
-            out.others.append(f"{name} (could not be decoded: {exc})")
-            continue
-        out.returns_files.append(Attachment(name, part.get_content_type(),
-                                            payload if isinstance(payload, bytes) else b""))
+        out.returns_files.append(Attachment(name, part.get_content_type(), part))
     return out
 
 
@@ -258,9 +296,13 @@ def _take_for_campaign(ctx: IntakeContext, rcpt: Recipient, sender: str, actor_n
         deliveries.register(conn, parse_id(sub["id"]), CHANNEL, target)
 
     for att in parsed.returns_files:
-        taken: Taken = take_file(ctx, account_id=rcpt.account_id, campaign_id=rcpt.campaign_id, channel=Channel.EMAIL,
-                                 actor_name=actor_name, parts=att.pieces(), file_name=att.name,
-                                 content_type=att.content_type, after_queued=register if reply else None)
+        try:
+            taken: Taken = take_file(ctx, account_id=rcpt.account_id, campaign_id=rcpt.campaign_id,
+                                     channel=Channel.EMAIL, actor_name=actor_name, parts=att.pieces(),
+                                     file_name=att.name, content_type=att.content_type,
+                                     after_queued=register if reply else None)
+        except Undecodable as exc:
+            taken = Taken("refused", f"its content could not be decoded: {exc}")
         if taken.outcome == "queued" and taken.label:
             counts.files_taken += 1
             counts.submissions.append(taken.label)
