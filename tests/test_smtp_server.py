@@ -3,6 +3,7 @@ over 127.0.0.1, on both databases."""
 
 from __future__ import annotations
 
+import gzip
 import logging
 import smtplib
 import socket
@@ -331,7 +332,21 @@ def test_results_reply_through_the_relay(serve: Serve, world: World, relay: tupl
     assert lines[1].startswith(f"1,applied,{a},100.00,80.00") and lines[2].startswith("2,error")
     with db.read(world.engine) as conn:
         done = repo.delivery(conn, sid)
+        sub_row = conn.execute(select(submissions).where(submissions.c.id == sid)).one()
     assert done is not None and done.delivered_at is not None
+    # a large result file is mailed gzip-compressed, a huge one not at all
+    target = {"to": "brand@shop.test", "message_id": None, "subject": ""}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mail_intake, "MAX_REPLY_ATTACHMENT", 200)
+        (packed,) = list(mail_intake.results_message(ctx, sub_row, target).iter_attachments())
+        assert packed.get_filename() == "result_nov.csv.gz"
+        gz = packed.get_payload(decode=True)
+        assert isinstance(gz, bytes) and gzip.decompress(gz) == payload
+        mp.setattr(mail_intake, "MAX_REPLY_ATTACHMENT", 20)
+        alone = mail_intake.results_message(ctx, sub_row, target)
+        assert list(alone.iter_attachments()) == []
+        body = alone.get_body(("plain",))
+        assert body is not None and "too large to mail" in body.get_content()
 
     # a mail without a returns file is answered at once, not through a delivery
     keeper.received.clear()

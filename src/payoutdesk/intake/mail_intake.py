@@ -235,7 +235,7 @@ def may_reply(ctx: IntakeContext, sender: str, parsed: ParsedMail) -> bool:
     """Whether a reply may go to ``sender``: a relay is configured, the mail has a return path, it is not
     automatic and does not come from payoutdesk itself."""
     who = bare_sender(sender).lower()
-    return (mail.relay_address(ctx.settings) is not None and bool(who) and parsed.auto is None
+    return (mail.relay_address(ctx.settings) is not None and "@" in who and parsed.auto is None
             and who != ctx.settings.sender.lower() and not who.startswith("mailer-daemon@"))
 
 

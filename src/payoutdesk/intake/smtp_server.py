@@ -59,7 +59,7 @@ class _Handler:
             return "451 4.3.0 The address cannot be checked just now; try again later"
         if verdict.refusal is not None:
             logs.event(log, f"smtp: {address[:200]} refused for {mail_intake.bare_sender(sender)[:200] or '<>'} "
-                       f"from {_peer(session)}: {verdict.refusal[4:]}", level=logging.WARNING,
+                       f"from {_peer(session)}: {verdict.refusal[4:]}",
                        event="rcpt_refused", server="smtp", reply=verdict.refusal[:9])
             return verdict.refusal
         envelope.rcpt_tos.append(address)
