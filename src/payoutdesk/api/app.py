@@ -90,7 +90,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     def healthz() -> Response:
         return Response("ok", media_type="text/plain")
 
-    from payoutdesk.api import account, compat, limits, native, submissions
+    from payoutdesk.api import account, compat, limits, native, salesforce, submissions
 
     app.include_router(native.router, prefix="/api/v1")
     app.include_router(account.router, prefix="/api/v1")
@@ -103,5 +103,6 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.add_middleware(AccessLog)  # added last: outermost, it sees every request (the fast path's too)
     app.include_router(submissions.router, prefix="/api/v1")
     app.include_router(compat.router)  # impact.com paths
+    app.include_router(salesforce.router)  # Salesforce Outbound Messages: SOAP, outside the OpenAPI document
     openapi.install(app)  # the completed OpenAPI document and the offline /docs
     return app

@@ -156,7 +156,8 @@ class EventTypePatch(Body):
 
 def _event_type_out(request: Request, conn: Connection, account_id: int, et_id: int) -> dict[str, Any]:
     row = catalog.get_owned(conn, event_types, account_id, et_id, "event type")
-    return catalog.event_type_dict(conn, row, _mail_domain(request))
+    return catalog.event_type_dict(conn, row, _mail_domain(request),
+                                   public_url=request.app.state.settings.public_url)
 
 
 @router.post("/event-types", status_code=201, tags=["event types"])
@@ -173,7 +174,7 @@ def create_event_type(request: Request, body: EventTypeIn, account: Account, key
 @router.get("/event-types", tags=["event types"])
 def list_event_types(request: Request, account: Account, campaign_id: QueryId = None) -> Response:
     return plumbing.read(request, lambda conn: {"items": [
-        catalog.event_type_dict(conn, r, _mail_domain(request))
+        catalog.event_type_dict(conn, r, _mail_domain(request), public_url=request.app.state.settings.public_url)
         for r in catalog_repo.list_rows(conn, event_types, account.id, campaign_id=ref32(campaign_id))
     ]})
 

@@ -140,12 +140,15 @@ def _public_settings(mode: str, settings: dict[str, Any]) -> dict[str, Any]:
     return {"mode": mode, **shown}
 
 
-def event_type_dict(conn: Connection, row: Row[Any], mail_domain: str, api_base: str = "") -> dict[str, Any]:
+def event_type_dict(conn: Connection, row: Row[Any], mail_domain: str, api_base: str = "",
+                    public_url: str = "") -> dict[str, Any]:
     settings = json.loads(row.returns_settings or "{}")
     returns = _public_settings(row.returns_mode, settings)
     if row.returns_mode == "email":
         campaign = conn.execute(campaigns.select().where(campaigns.c.id == row.campaign_id)).one()
         returns["address"] = f"returns-{campaign.returns_token}@{mail_domain}"
+    if row.returns_mode == "salesforce":  # where Salesforce posts its Outbound Messages (api/salesforce.py)
+        returns["outbound_url"] = f"{public_url.rstrip('/')}/salesforce/outbound/{row.outbound_token}"
     return {
         "id": row.id,
         "campaign_id": row.campaign_id,
