@@ -459,3 +459,62 @@ def test_a_slow_mail_does_not_hold_up_other_sessions(serve: Serve, world: World,
         release.set()
         slow.join(20)
     assert submission_count(world) == 2
+
+
+def test_too_many_mails_at_once_are_asked_to_come_again(serve: Serve, world: World,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    _, server = serve()
+    monkeypatch.setattr(smtp_server, "MAX_RECEIVING", 1)
+    entered, release = threading.Event(), threading.Event()
+    real = mail_intake.take_mail
+
+    def slow(ctx: IntakeContext, sender: str, rcpts: list[str], content: bytes) -> mail_intake.MailOutcome:
+        entered.set()
+        assert release.wait(20)
+        return real(ctx, sender, rcpts, content)
+
+    monkeypatch.setattr(mail_intake, "take_mail", slow)
+    first = threading.Thread(target=send, args=(server.port, mail("a@shop.test", address(world), [
+        ("a.csv", returns_csv((1, "1.00", "ORDER_UPDATE")))]), "a@shop.test"))
+    first.start()
+    try:
+        assert entered.wait(10)
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as smtp:
+            smtp.ehlo()
+            assert smtp.mail("b@shop.test")[0] == 250
+            assert smtp.rcpt(address(world))[0] == 250  # recipients are still checked
+            code, text = smtp.docmd("DATA")
+            assert code == 451 and b"try again later" in text
+    finally:
+        release.set()
+        first.join(20)
+    assert submission_count(world) == 1
+
+
+def test_the_idle_timeout_counts_from_the_last_bytes_received(serve: Serve, world: World,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(smtp_server, "SESSION_TIMEOUT_SECONDS", 1)
+    _, server = serve()
+    a = conversion(world, "O-1", "100.00")
+    raw = mail("brand@shop.test", address(world), [("slow.csv", returns_csv((a, "10.00", "ORDER_UPDATE")))]
+               ).as_bytes(policy=policy.SMTP)
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as smtp:
+        smtp.ehlo()
+        smtp.mail("brand@shop.test")
+        smtp.rcpt(address(world))
+        assert smtp.docmd("DATA")[0] == 354
+        lines = raw.split(b"\r\n")
+        began = time.monotonic()
+        for i, line in enumerate(lines):  # a slow sender: 2.5 s in all, never 1 s without a byte
+            smtp.send(line + b"\r\n")
+            if i % max(1, len(lines) // 8) == 0:
+                time.sleep(0.3)
+        assert time.monotonic() - began > 1.5
+        smtp.send(b".\r\n")
+        code, text = smtp.getreply()
+        assert code == 250 and b"Taken: F-" in text
+    idle = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    assert idle.recv(200).startswith(b"220")
+    time.sleep(1.5)
+    assert idle.recv(200) == b""  # an idle session still times out: closed
+    idle.close()

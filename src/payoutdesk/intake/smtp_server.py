@@ -19,7 +19,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from payoutdesk.intake import mail_intake
 from payoutdesk.intake.common import IntakeContext
@@ -28,9 +28,10 @@ from payoutdesk.kit import logs, net
 log = logging.getLogger("payoutdesk.intake")
 
 MAX_RECIPIENTS = 20
+MAX_RECEIVING = 4  # mails received and taken at once
+WORKERS = MAX_RECEIVING + 2  # threads that take mails and check recipients
 SESSION_TIMEOUT_SECONDS = 300
 STOP_SECONDS = 4.0
-WORKERS = 4
 
 
 def size_limit(ctx: IntakeContext) -> int:
@@ -71,6 +72,8 @@ class _Handler:
         if content is None:
             raw = envelope.content
             content = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else (raw or b"")
+        if isinstance(server, _Session):
+            server.hold_timeout()
         try:
             outcome = await asyncio.get_running_loop().run_in_executor(
                 self.executor, mail_intake.take_mail, self.ctx, envelope.mail_from or "", list(envelope.rcpt_tos),
@@ -78,6 +81,9 @@ class _Handler:
         except Exception:  # nothing answered 250 yet: the sender's server tries again later
             log.exception("smtp: a mail from %s could not be taken", _peer(session))
             return "451 4.3.0 The mail cannot be taken just now; try again later"
+        finally:
+            if isinstance(server, _Session):
+                server.resume_timeout()
         if outcome.queued:
             return "250 2.0.0 Taken: " + ", ".join(outcome.queued)[:400]
         return "250 2.0.0 Received, but no returns file was taken from it"
@@ -91,7 +97,10 @@ def _peer(session: Session) -> str:
 
 
 class _Session(SMTP):
-    """One SMTP connection, known to its server so that ``stop`` can end it."""
+    """One SMTP connection, known to its server so that ``stop`` can end it. At most ``MAX_RECEIVING`` mails
+    are received and taken at once (each is held in memory up to the size limit); a mail beyond that is
+    answered 451 at ``DATA`` and comes again later. The idle timeout counts from the last bytes received, not
+    from the ``DATA`` command, and does not run while a mail is being taken."""
 
     def __init__(self, owner: SmtpServer, handler: _Handler, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
@@ -105,6 +114,28 @@ class _Session(SMTP):
         self._owner.sessions.discard(self)
         super().connection_lost(error)
 
+    def data_received(self, data: bytes) -> None:
+        self._reset_timeout()
+        super().data_received(data)
+
+    def hold_timeout(self) -> None:
+        self._reset_timeout(24 * 3600)
+
+    def resume_timeout(self) -> None:
+        self._reset_timeout()
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802
+        envelope = self.envelope
+        if envelope is not None and envelope.rcpt_tos and not arg and self._owner.receiving >= MAX_RECEIVING:
+            await self.push("451 4.3.2 Too many mails arriving at once; try again later")
+            return
+        self._owner.receiving += 1
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._owner.receiving -= 1
+
 
 class SmtpServer:
     """The running server (``kit.net.RunningServer``)."""
@@ -116,6 +147,7 @@ class SmtpServer:
         self.host = host
         self.port = int(sock.getsockname()[1])
         self.sessions: set[_Session] = set()
+        self.receiving = 0  # sessions in DATA (read and written on the server's event loop only)
         self._sock = sock
         self._executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="smtp-mail")
         self._handler = _Handler(ctx, self._executor)
