@@ -12,6 +12,7 @@ import json
 import re
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +33,7 @@ from payoutdesk.config import Settings
 from payoutdesk.intake import repository as intake_repo
 from payoutdesk.intake import runs
 from payoutdesk.intake import salesforce as sf
+from payoutdesk.intake import salesforce_repository as srepo
 from payoutdesk.intake import salesforce_soap as soap
 from payoutdesk.intake.common import IntakeContext
 from payoutdesk.kit import db
@@ -476,6 +478,7 @@ class StandIn:
         self.requests: list[str] = []
         self.page = 2
         self.pages: dict[str, list[dict[str, Any]]] = {}
+        self.query_delay = 0.0  # seconds before a query answers
 
     @property
     def url(self) -> str:
@@ -508,6 +511,7 @@ class StandIn:
         if method == "GET" and url.path == "/services/data/v59.0/query/":
             query = parse_qs(url.query)["q"][0]
             self.queries.append(query)
+            time.sleep(self.query_delay)
             m = re.search(r"FROM Opportunity WHERE SystemModstamp > (\S+) ORDER BY SystemModstamp, Id$", query)
             if m is None or not query.startswith("SELECT Id, Order_Id__c, StageName, Amount, SystemModstamp "):
                 return 400, "application/json", json.dumps(
@@ -720,3 +724,63 @@ def test_scheduled_polls(engine: Engine, tmp_path: Path, stand_in: StandIn) -> N
     assert last_run(w)["trigger"] == "schedule"
     drain(engine)
     assert action(w, a)["state"] == "APPROVED"
+
+
+def test_two_deliveries_of_one_message_at_once_queue_it_once(engine: Engine, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    w = make_world(engine)
+    a = conversion(w, "SF-1")
+    token = salesforce_mode(w)
+    api = client_for(engine, tmp_path)
+    message = envelope(("04l000000000001AAA", opp("SF-1", "Closed Won")))
+    assert is_ack(post(api, token, message))
+    # the second delivery read the seen ids before the first one committed: its insert loses, it starts again
+    real = srepo.seen_notifications
+    calls: list[int] = []
+
+    def stale(conn: Any, event_type_id: int, ids: Any) -> set[str]:
+        calls.append(1)
+        return set() if len(calls) == 1 else real(conn, event_type_id, ids)
+
+    monkeypatch.setattr(srepo, "seen_notifications", stale)
+    assert is_ack(post(api, token, message))
+    assert len(calls) == 2 and len(submissions_of(w)) == 1  # the losing attempt's submission was rolled back
+    drain(engine)
+    assert action(w, a)["state"] == "APPROVED" and len(action(w, a)["updates"]) == 2
+
+
+def test_two_polls_at_once_take_the_changes_once(engine: Engine, tmp_path: Path, stand_in: StandIn,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    w = make_world(engine)
+    a = conversion(w, "SF-1")
+    polling(w, stand_in)
+    stand_in.add("006000000000001", "SF-1", "Closed Won", None, utcnow() - dt.timedelta(hours=1))
+    ctx = intake_ctx(engine, tmp_path)
+    assert len(sf.poll(ctx, w.sale, "schedule")["submissions"]) == 1
+    moved = cursor_of(w)
+    stand_in.add("006000000000001", "SF-1", "Closed Won", None, utcnow() - dt.timedelta(minutes=1))
+    # this poll read the cursor before the other one moved it (None: before the other's first poll, or an
+    # older value): the other one took the records, this one takes nothing
+    for stale in (None, soap.stamp_literal(utcnow() - dt.timedelta(hours=2))):
+        monkeypatch.setattr(srepo, "cursor", lambda conn, event_type_id, value=stale: value)
+        run = sf.poll(ctx, w.sale, "run_now")
+        assert (run["outcome"], run["submissions"]) == ("ok", []), run
+        assert "another poll took these changes" in run["detail"]
+        assert cursor_of(w) == moved
+    assert len(submissions_of(w)) == 1
+    drain(engine)
+    assert len(action(w, a)["updates"]) == 2
+
+
+def test_a_query_that_does_not_answer_in_time_is_a_failed_run(engine: Engine, tmp_path: Path, stand_in: StandIn,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    w = make_world(engine)
+    polling(w, stand_in)
+    stand_in.add("006000000000001", "SF-1", "Closed Won", None, utcnow() - dt.timedelta(hours=1))
+    stand_in.query_delay = 1.0
+    monkeypatch.setattr(sf, "TIMEOUT", (2.0, 0.2))
+    began = time.monotonic()
+    run = sf.poll(intake_ctx(engine, tmp_path), w.sale, "schedule")
+    assert time.monotonic() - began < 1.0
+    assert run["outcome"] == "failed" and "the SOQL query failed: ReadTimeout" in run["detail"], run
+    assert cursor_of(w) is None and submissions_of(w) == []

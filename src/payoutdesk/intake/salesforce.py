@@ -51,6 +51,7 @@ from functools import partial
 from typing import Any
 
 import requests
+import urllib3
 from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError
 from sqlalchemy import Connection, Row
@@ -77,6 +78,7 @@ FIRST_POLL_BACK = timedelta(hours=24)
 NOTIFICATIONS_KEPT = timedelta(days=7)
 CHUNK_RECORDS = 50_000  # records of one poll submission (a JSON batch takes at most 100,000 rows)
 MAX_NOTES = 5  # skipped records named in a run's detail
+MAX_LOGIN_ANSWER = 1024 * 1024  # bytes of the login answer read (Salesforce's is about 2 KB)
 _TOKEN = re.compile(r"^[0-9A-Za-z_-]{16,100}$")
 
 
@@ -237,13 +239,14 @@ def _login(ctx: IntakeContext, settings: dict[str, Any], session: requests.Sessi
     base = str(settings.get("instance_url") or LOGIN_URL).rstrip("/")
     url = f"{base}/services/Soap/u/{soap.API_VERSION}"
     try:
-        answer = session.post(url, data=soap.login_envelope(str(username), password + token),
-                              headers={"Content-Type": "text/xml; charset=UTF-8", "SOAPAction": "login"},
-                              timeout=TIMEOUT, allow_redirects=False)
-    except requests.RequestException as exc:
+        with session.post(url, data=soap.login_envelope(str(username), password + token),
+                          headers={"Content-Type": "text/xml; charset=UTF-8", "SOAPAction": "login"},
+                          timeout=TIMEOUT, allow_redirects=False, stream=True) as answer:
+            status, content = answer.status_code, answer.raw.read(MAX_LOGIN_ANSWER, decode_content=True)
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:  # raw.read: urllib3's
         raise PollFailed(f"cannot reach Salesforce at {base}: {type(exc).__name__}: {str(exc)[:300]}") from None
     try:
-        session_id, instance = soap.parse_login_response(answer.status_code, answer.content[:1024 * 1024])
+        session_id, instance = soap.parse_login_response(status, content)
     except soap.LoginFailed as exc:
         raise PollFailed(f"login as {username} at {base} failed: {exc}") from None
     return Salesforce(instance_url=instance, session_id=session_id, session=session, version=soap.API_VERSION,
