@@ -105,6 +105,22 @@ def get_campaign(request: Request, campaign_id: PathId, account: Account) -> Res
         catalog.get_owned(conn, campaigns, account.id, campaign_id, "campaign"), _mail_domain(request)))
 
 
+class CampaignPatch(Body):
+    name: str | None = None
+    ftp_password: str | None = Field(None, description="A new password of the campaign's FTP login "
+                                                       "(at least 8 characters).")
+
+
+@router.patch("/campaigns/{campaign_id}", tags=["campaigns"])
+def patch_campaign(request: Request, campaign_id: PathId, body: CampaignPatch, account: Account) -> Response:
+    data = body.model_dump(exclude_unset=True)
+
+    def handler(conn: Connection, actor: Actor) -> tuple[int, Any]:
+        return 200, catalog.patch_campaign(conn, actor, campaign_id, data, _mail_domain(request))
+
+    return plumbing.write(request, account, None, None, handler)  # no Idempotency-Key: the body holds a password
+
+
 # --- partners --------------------------------------------------------------------------------
 
 

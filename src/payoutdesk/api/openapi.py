@@ -190,6 +190,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("post", f"{V1}/campaigns"): Op(201, s.CampaignCreated, (*_BODY, *_READ)),
     ("get", f"{V1}/campaigns"): Op(200, s.CampaignList, _READ),
     ("get", f"{V1}/campaigns/{{campaign_id}}"): Op(200, s.Campaign, _ONE),
+    ("patch", f"{V1}/campaigns/{{campaign_id}}"): Op(200, s.Campaign, (*_BODY, *_ONE)),
     ("post", f"{V1}/partners"): Op(201, s.Partner, (*_BODY, *_READ)),
     ("get", f"{V1}/partners"): Op(200, s.PartnerList, _READ),
     ("get", f"{V1}/partners/{{partner_id}}"): Op(200, s.Partner, _ONE),

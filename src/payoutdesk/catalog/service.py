@@ -91,6 +91,33 @@ def create_campaign(
     return out
 
 
+MAX_FTP_PASSWORD = 200
+
+
+def set_ftp_password(conn: Connection, actor: Actor, campaign_id: int, password: object) -> str:
+    """Give the campaign's FTP login a new password (at least 8 characters; the old one stops working at
+    once, for new logins); its FTP user name, which does not change."""
+    row = get_owned(conn, campaigns, actor.account_id, campaign_id, "campaign")
+    if not isinstance(password, str) or len(password) < 8:
+        raise ValidationFailed("An FTP password needs at least 8 characters.")
+    if len(password) > MAX_FTP_PASSWORD:
+        raise ValidationFailed(f"An FTP password has at most {MAX_FTP_PASSWORD} characters.")
+    conn.execute(update(campaigns).where(campaigns.c.id == row.id).values(ftp_password_hash=hash_password(password)))
+    return str(row.ftp_username)
+
+
+def patch_campaign(conn: Connection, actor: Actor, campaign_id: int, data: Mapping[str, Any],
+                   mail_domain: str) -> dict[str, Any]:
+    """Rename a campaign and/or set its FTP password (``name``, ``ftp_password``); the campaign as shown."""
+    get_owned(conn, campaigns, actor.account_id, campaign_id, "campaign")
+    if "name" in data:
+        conn.execute(update(campaigns).where(campaigns.c.id == campaign_id)
+                     .values(name=_name(data["name"], "A campaign")))
+    if "ftp_password" in data:
+        set_ftp_password(conn, actor, campaign_id, data["ftp_password"])
+    return campaign_dict(get_owned(conn, campaigns, actor.account_id, campaign_id, "campaign"), mail_domain)
+
+
 # --- partners --------------------------------------------------------------------------------
 
 
