@@ -73,3 +73,15 @@ def test_api_seals_secrets(engine: Engine, tmp_path: Path) -> None:
     assert bad.status_code == 422 and bad.json()["code"] == "validation_error"
     sf = api.patch(f"/api/v1/event-types/{w.sale}", headers=w.auth, json={"returns_processing": SF})
     assert sf.status_code == 200 and sf.json()["returns_processing"]["status_map"]["Adjusted"]["operation"] == "modify"
+
+
+def test_pull_receipts_and_results_are_off_unless_asked() -> None:
+    pull = check(PULL)
+    assert pull["write_receipts"] is False and pull["write_results"] is False
+    on = check({**PULL, "write_receipts": True, "write_results": True})
+    assert on["write_receipts"] is True and on["write_results"] is True
+    assert check({**PULL, "write_results": None})["write_results"] is False
+    for flag in ("write_receipts", "write_results"):
+        for bad in ("yes", 1, ["x"]):
+            with pytest.raises(ValidationFailed, match=flag):
+                check({**PULL, flag: bad})

@@ -102,6 +102,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.add_middleware(limits.BodyLimits, max_file_bytes=settings.max_file_mb * limits.MiB)
     app.add_middleware(AccessLog)  # added last: outermost, it sees every request (the fast path's too)
     app.include_router(submissions.router, prefix="/api/v1")
+    from payoutdesk.api import intake as intake_routes  # returns processing: run now, the runs
+
+    app.include_router(intake_routes.router, prefix="/api/v1")
     app.include_router(compat.router)  # impact.com paths
     app.include_router(salesforce.router)  # Salesforce Outbound Messages: SOAP, outside the OpenAPI document
     openapi.install(app)  # the completed OpenAPI document and the offline /docs

@@ -55,7 +55,7 @@ def check(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 def _ftp_pull(s: Mapping[str, Any]) -> dict[str, Any]:
     _unknown(s, {"protocol", "host", "port", "username", "password", "private_key", "folder", "pattern",
-                 "schedule", "after", "move_to"})
+                 "schedule", "after", "move_to", "write_receipts", "write_results"})
     protocol = s.get("protocol", "sftp")
     if protocol not in DEFAULT_PORTS:
         raise ValidationFailed("returns_processing.protocol must be ftp, ftps or sftp.")
@@ -93,6 +93,11 @@ def _ftp_pull(s: Mapping[str, Any]) -> dict[str, Any]:
     out["after"] = after
     if after == "move":
         out["move_to"] = _text(s, "move_to", required=True)
+    for flag in ("write_receipts", "write_results"):  # receipt_<name>, result_<name>.csv in the brand's folder
+        on = s.get(flag)
+        if on is not None and not isinstance(on, bool):
+            raise ValidationFailed(f"returns_processing.{flag} must be true or false.")
+        out[flag] = bool(on)
     return out
 
 
