@@ -31,6 +31,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from payoutdesk.api import compat
+from payoutdesk.api import intake as intake_routes
 from payoutdesk.api import schemas as s
 from payoutdesk.kit.money import ISO_4217
 from payoutdesk.ledger.service import MAX_PAGE
@@ -198,6 +199,10 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("get", f"{V1}/event-types"): Op(200, s.EventTypeList, _ONE),
     ("get", f"{V1}/event-types/{{event_type_id}}"): Op(200, s.EventType, _ONE),
     ("patch", f"{V1}/event-types/{{event_type_id}}"): Op(200, s.EventType, (*_BODY, *_ONE)),
+    ("post", f"{V1}/event-types/{{event_type_id}}/returns-processing/run"): Op(200, intake_routes.IntakeRunNow,
+                                                                              (*_ONE, 409)),
+    ("get", f"{V1}/event-types/{{event_type_id}}/returns-processing/runs"): Op(200, intake_routes.IntakeRunList,
+                                                                               _ONE),
     ("post", f"{V1}/contracts"): Op(201, s.Contract, (*_BODY, *_ONE)),
     ("get", f"{V1}/contracts"): Op(200, s.ContractList, _ONE),
     ("get", f"{V1}/contracts/{{contract_id}}"): Op(200, s.Contract, _ONE),
@@ -348,6 +353,11 @@ _QUERY_RULES: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
         "cursor": {"type": "string", "pattern": "^([1-9][0-9]{0,17})?$",
                    "description": "The `next_cursor` of the previous page."},
     },
+}
+_QUERY_RULES[("get", f"{V1}/event-types/{{event_type_id}}/returns-processing/runs")] = {
+    "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+    "cursor": {"type": "string", "pattern": "^([1-9][0-9]{0,17})?$",
+               "description": "The `next_cursor` of the previous page."},
 }
 for _route in ("errors", "results"):
     _QUERY_RULES[("get", f"{V1}/submissions/{{submission_id}}/{_route}")] = {
