@@ -38,7 +38,7 @@ from sqlalchemy import Engine, func, select
 
 from payoutdesk.catalog import service as catalog
 from payoutdesk.config import Settings
-from payoutdesk.intake import deliveries, pull, remote
+from payoutdesk.intake import deliveries, pull, pull_repository, remote
 from payoutdesk.intake.common import IntakeContext
 from payoutdesk.kit import db
 from payoutdesk.kit.crypto import SecretBox
@@ -76,11 +76,13 @@ def _self_signed(tmp: Path) -> Path:
 
 
 @contextmanager
-def ftp_server(root: Path, tls: bool) -> Iterator[int]:
+def ftp_server(root: Path, tls: bool, mlsd: bool = True) -> Iterator[int]:
     authorizer = DummyAuthorizer()
     authorizer.add_user(USER, PASSWORD, str(root), perm="elradfmwMT")
     base: Any = TLS_FTPHandler if tls else FTPHandler
     handler: Any = type("BrandFTP", (base,), {"authorizer": authorizer, "timeout": 30, "auth_failed_timeout": 0.1})
+    if not mlsd:  # an older server: NLST, SIZE and MDTM only
+        handler.proto_cmds = {k: v for k, v in base.proto_cmds.items() if k not in ("MLSD", "MLST")}
     if tls:
         handler.certfile = str(_self_signed(root.parent))
     server = FTPServer(("127.0.0.1", 0), handler)
@@ -361,6 +363,21 @@ def test_reading_streams_in_chunks(tmp_path: Path) -> None:
                 assert brand.names() == {"big.bin"}
 
 
+def test_a_server_without_mlsd_is_listed_with_nlst(tmp_path: Path) -> None:
+    root = tmp_path / "brand"
+    (root / "in" / "sub.csv").mkdir(parents=True)
+    (root / "in" / "nov.csv").write_bytes(b"ActionId,Amount\n1,2.00\n")
+    os.utime(root / "in" / "nov.csv", (1_790_000_000, 1_790_000_000))
+    with ftp_server(root, tls=False, mlsd=False) as port, \
+            remote.connect(remote.Endpoint("ftp", "127.0.0.1", port, USER, PASSWORD)) as server:
+        listed = {e.name: e for e in server.list_folder("/in")}
+        assert listed["nov.csv"] == remote.RemoteEntry("nov.csv", 23, "2026-09-21T14:13:20Z", True)
+        assert not listed["sub.csv"].is_file
+        assert b"".join(server.read("/in/nov.csv")) == b"ActionId,Amount\n1,2.00\n"
+        with pytest.raises(remote.FolderMissing, match="'/nowhere' does not exist"):
+            server.list_folder("/nowhere")
+
+
 def test_the_pattern_takes_star_and_question_mark_only() -> None:
     assert pull.matches("returns_2026-11.csv", "returns_*.csv")
     assert pull.matches("r1.csv", "r?.csv") and not pull.matches("r12.csv", "r?.csv")
@@ -487,6 +504,28 @@ def test_two_runs_at_once_take_each_file_once(engine: Engine, tmp_path: Path) ->
         with db.read(engine) as conn:
             rows = conn.execute(remote_rows(et)).all()
         assert len(rows) == 6 and all(r.outcome == "queued" for r in rows)
+
+
+def test_a_file_noted_by_another_run_meanwhile_rolls_the_queuing_back(engine: Engine, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another run noted the same remote file between this run's check and its queuing: the queuing
+    transaction breaks uq_remote_files_seen and rolls back whole (no submission), the file is skipped."""
+    w = make_world(engine)
+    a = conversion(w, "I-1", "100.00")
+    with brand_server("ftp", tmp_path) as brand:
+        et = configure(w, brand.settings)
+        brand.put("nov.csv", returns((a, "90.00")))
+        ctx = context(engine, tmp_path)
+        with remote.connect(remote.Endpoint("ftp", "127.0.0.1", brand.settings["port"], USER, PASSWORD)) as s:
+            (entry,) = [e for e in s.list_folder("/in") if e.name == "nov.csv"]
+        with db.write(engine) as conn:  # what the other run wrote
+            pull_repository.record(conn, event_type_id=et, name=entry.name, size=entry.size, mtime=entry.mtime,
+                                   sha256="0" * 64, submission_id=None, outcome="queued", taken_at=datetime.now(UTC),
+                                   run_id=0, after_done="kept")
+        monkeypatch.setattr(pull_repository, "seen", lambda *args: None)  # checked before the other run wrote
+        run = pull.run(ctx, et, "run_now")
+        assert run["outcome"] == "ok" and run["files_taken"] == 0 and run["skipped"] == 1, run
+        assert submissions_of(w) == 0
 
 
 def test_a_file_over_the_size_limit_stays_on_the_server(engine: Engine, tmp_path: Path) -> None:
@@ -717,6 +756,21 @@ def test_run_now_through_the_api(engine: Engine, tmp_path: Path) -> None:
                  api.get(f"/api/v1/event-types/{w.sale}/returns-processing/runs", headers=w.auth).text,
                  api.get(f"/api/v1/submissions/{sub['id']}", headers=w.auth).text]
         assert all(PASSWORD not in t for t in texts)
+
+    # a Salesforce event type is polled (here it fails: no Salesforce to reach), and shows in the runs
+    sf = {"mode": "salesforce", "object": "Opportunity", "order_id_field": "Order_Id__c",
+          "status_field": "StageName", "status_map": {"Closed Lost": {"operation": "reverse"}},
+          "instance_url": f"https://127.0.0.1:{free_port()}", "username": "sf@brand.example",
+          "password": PASSWORD, "security_token": "tok"}
+    assert api.patch(f"/api/v1/event-types/{w.lead}", headers=w.auth,
+                     json={"returns_processing": sf}).status_code == 200
+    r = api.post(f"/api/v1/event-types/{w.lead}/returns-processing/run", headers=w.auth)
+    assert r.status_code == 200 and PASSWORD not in r.text, r.text
+    assert r.json()["channel"] == "salesforce" and r.json()["outcome"] == "failed" and r.json()["detail"]
+    runs = api.get(f"/api/v1/event-types/{w.lead}/returns-processing/runs", headers=w.auth).json()
+    assert runs["items"][0]["id"] == r.json()["id"] and PASSWORD not in json.dumps(runs)
+    assert api.patch(f"/api/v1/event-types/{w.lead}", headers=w.auth,
+                     json={"returns_processing": {"mode": "manual"}}).status_code == 200
 
     # a manual event type cannot be run; another account's is not there; no credentials, no answer
     r = api.post(f"/api/v1/event-types/{w.lead}/returns-processing/run", headers=w.auth)

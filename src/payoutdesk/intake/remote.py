@@ -233,7 +233,7 @@ class FtpRemote(Remote):
 
     def list_folder(self, folder: str) -> list[RemoteEntry]:
         try:
-            facts = list(self.ftp.mlsd(folder, facts=["type", "size", "modify"]))
+            facts = list(self.ftp.mlsd(folder))  # the server's default facts (OPTS MLST is not always taken)
         except ftplib.error_perm as exc:
             if str(exc)[:3] in ("500", "501", "502", "504"):  # no MLSD: NLST, then SIZE and MDTM
                 return self._list_plain(folder)
@@ -253,6 +253,7 @@ class FtpRemote(Remote):
     def _list_plain(self, folder: str) -> list[RemoteEntry]:
         try:
             names = self.ftp.nlst(folder)
+            self.ftp.voidcmd("TYPE I")  # SIZE is refused in ASCII mode, where NLST left the connection
         except ftplib.error_perm as exc:
             if str(exc)[:3] == "550" and "no files" in str(exc).lower():
                 return []
