@@ -563,7 +563,13 @@ def stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[StandI
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            pass  # a client that gave up waiting (the timeout test): nothing to report
+
+    server = Server(("127.0.0.1", 0), Handler)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     holder["s"] = StandIn(server.server_address[1])
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -784,3 +790,25 @@ def test_a_query_that_does_not_answer_in_time_is_a_failed_run(engine: Engine, tm
     assert time.monotonic() - began < 1.0
     assert run["outcome"] == "failed" and "the SOQL query failed: ReadTimeout" in run["detail"], run
     assert cursor_of(w) is None and submissions_of(w) == []
+
+
+def test_an_organization_id_setting_refuses_messages_of_other_organizations(engine: Engine, tmp_path: Path) -> None:
+    from payoutdesk.catalog import returns_settings
+    from payoutdesk.errors import ValidationFailed
+
+    assert returns_settings.check({**SETTINGS, "organization_id": "00D5g000000ABCD"})["organization_id"] == (
+        "00D5g000000ABCD")
+    for bad in ("005000000000001", "00D5g", "00D5g000000ABCDEAAAX"):
+        with pytest.raises(ValidationFailed):
+            returns_settings.check({**SETTINGS, "organization_id": bad})
+    w = make_world(engine)
+    a = conversion(w, "SF-1")
+    token = salesforce_mode(w, organization_id="00D5g000000ABCD")
+    api = client_for(engine, tmp_path)
+    r = post(api, token, envelope(("04l000000000001AAA", opp("SF-1", "Closed Won")), org="00D5g000000WXYZEAA"))
+    assert r.status_code == 500 and "not from 00D5g000000ABCD" in r.text
+    assert submissions_of(w) == [] and last_run(w)["outcome"] == "failed"
+    r = post(api, token, envelope(("04l000000000001AAA", opp("SF-1", "Closed Won")), org="00D5g000000ABCDEAA"))
+    assert is_ack(r)  # the 18-character form of the same id
+    drain(engine)
+    assert action(w, a)["state"] == "APPROVED"

@@ -103,7 +103,7 @@ def _ftp_pull(s: Mapping[str, Any]) -> dict[str, Any]:
 
 def _salesforce(s: Mapping[str, Any]) -> dict[str, Any]:
     _unknown(s, {"object", "order_id_field", "status_field", "amount_field", "status_map", "instance_url",
-                 "username", "password", "security_token", "poll_every_minutes"})
+                 "username", "password", "security_token", "poll_every_minutes", "organization_id"})
     out: dict[str, Any] = {}
     for key, required in (("object", True), ("order_id_field", True), ("status_field", True),
                           ("amount_field", False)):
@@ -140,4 +140,10 @@ def _salesforce(s: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 1440:
             raise ValidationFailed("returns_processing.poll_every_minutes is a whole number from 1 to 1440.")
         out["poll_every_minutes"] = minutes
+    org = _text(s, "organization_id", required=False, limit=18)
+    if org is not None:  # Outbound Messages from another Salesforce organization are refused
+        if not re.match(r"^00D[A-Za-z0-9]{12}([A-Za-z0-9]{3})?$", org):
+            raise ValidationFailed(f"returns_processing.organization_id {quote(org)} is not a Salesforce "
+                                   "organization id (00D…, 15 or 18 characters).")
+        out["organization_id"] = org
     return out

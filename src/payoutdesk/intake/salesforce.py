@@ -18,7 +18,8 @@ else answers a SOAP fault, and Salesforce sends the message again later (for up 
   it as not delivered). Nothing is queued.
 
 Each message is an intake run (trigger ``outbound_message``); a refused one is a failed run, which alerts
-the account once per failure spell (intake.runs). The OrganizationId is not checked (no setting names it).
+the account once per failure spell (intake.runs). With the optional setting ``organization_id``, a message
+from another Salesforce organization is refused (a fault); without it the OrganizationId is not checked.
 Notification ids are kept 7 days (Salesforce gives up re-sending after 24 hours).
 
 **Polling** (:func:`poll`, and :func:`scheduled` for the scheduler). payoutdesk logs in with the username,
@@ -181,7 +182,15 @@ def receive_outbound(ctx: IntakeContext, token: str, body: bytes) -> Answer:
         message = soap.parse_notifications(body)
     except soap.SoapFault as exc:
         return _refuse(ctx, et, exc.message)
-    rules = soap.Rules.of(_settings(et))
+    settings = _settings(et)
+    org = settings.get("organization_id")
+    if org and (message.organization_id or "")[:15] != str(org)[:15]:  # an 18-character id ends in a checksum
+        return _refuse(ctx, et, f"the message comes from Salesforce organization {message.organization_id or '(none)'}"
+                                f", not from {org} that the event type names.")
+    try:
+        rules = soap.Rules.of(settings)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return _refuse(ctx, et, "the event type's Salesforce settings are incomplete; save them again.", client=False)
     taken: _Taken | None = None
     for attempt in range(3):
         try:
