@@ -107,6 +107,5 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.include_router(intake_routes.router, prefix="/api/v1")
     app.include_router(compat.router)  # impact.com paths
     app.include_router(salesforce.router)  # Salesforce Outbound Messages: SOAP, outside the OpenAPI document
-    app.include_router(salesforce.router)  # Salesforce Outbound Messages: SOAP, outside the OpenAPI document
     openapi.install(app)  # the completed OpenAPI document and the offline /docs
     return app
