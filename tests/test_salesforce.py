@@ -479,6 +479,7 @@ class StandIn:
         self.page = 2
         self.pages: dict[str, list[dict[str, Any]]] = {}
         self.query_delay = 0.0  # seconds before a query answers
+        self.fail_pages = False  # the pages after the first answer an error
 
     @property
     def url(self) -> str:
@@ -522,6 +523,9 @@ class StandIn:
             return self._page(found, f"01g{len(self.queries)}")
         if method == "GET" and url.path.startswith("/services/data/v59.0/query/01g"):
             locator = url.path.rsplit("/", 1)[-1]
+            if self.fail_pages:
+                return 500, "application/json", json.dumps(
+                    [{"message": "An unexpected error occurred.", "errorCode": "UNKNOWN_EXCEPTION"}]).encode()
             return self._page(self.pages.pop(locator), locator.split("-")[0])
         return 404, "application/json", b'[{"message": "no such resource", "errorCode": "NOT_FOUND"}]'
 
@@ -812,3 +816,27 @@ def test_an_organization_id_setting_refuses_messages_of_other_organizations(engi
     assert is_ack(r)  # the 18-character form of the same id
     drain(engine)
     assert action(w, a)["state"] == "APPROVED"
+
+
+def test_a_poll_that_fails_half_way_keeps_what_it_queued_and_resumes_there(
+        engine: Engine, tmp_path: Path, stand_in: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = make_world(engine)
+    ids = [conversion(w, f"SF-{n}") for n in range(1, 6)]
+    polling(w, stand_in)
+    now = utcnow().replace(microsecond=0)
+    for n in range(1, 6):
+        stand_in.add(f"00600000000000{n}", f"SF-{n}", "Closed Lost", None, now - dt.timedelta(minutes=60 - n))
+    monkeypatch.setattr(sf, "CHUNK_RECORDS", 2)
+    stand_in.page, stand_in.fail_pages = 3, True
+    ctx = intake_ctx(engine, tmp_path)
+    run = sf.poll(ctx, w.sale, "schedule")
+    assert run["outcome"] == "failed" and "UNKNOWN_EXCEPTION" in run["detail"] and len(run["submissions"]) == 1
+    assert cursor_of(w) == soap.stamp_literal(now - dt.timedelta(minutes=58))  # the first two records
+    stand_in.fail_pages = False
+    run = sf.poll(ctx, w.sale, "schedule")
+    assert run["outcome"] == "ok" and len(run["submissions"]) == 2, run
+    assert stand_in.queries[-1].endswith(f"> {soap.stamp_literal(now - dt.timedelta(minutes=58))} "
+                                         "ORDER BY SystemModstamp, Id")
+    drain(engine)
+    assert [len(action(w, i)["updates"]) for i in ids] == [2, 2, 2, 2, 2]  # each reversed once
+    assert all(action(w, i)["state"] == "REVERSED" for i in ids)

@@ -96,11 +96,13 @@ def _settings(et: Row[Any]) -> dict[str, Any]:
     return dict(json.loads(et.returns_settings or "{}"))
 
 
-def _notes(counts: runs.RunCounts, skipped: list[str]) -> None:
-    counts.skipped += len(skipped)
+def _notes(counts: runs.RunCounts, skipped: list[str], total: int | None = None) -> None:
+    """Count the skipped records (``total``, default all of ``skipped``) and name the first few."""
+    total = len(skipped) if total is None else total
+    counts.skipped += total
     counts.notes.extend(f"skipped {why}" for why in skipped[:MAX_NOTES])
-    if len(skipped) > MAX_NOTES:
-        counts.notes.append(f"and {len(skipped) - MAX_NOTES:,} more skipped")
+    if total > MAX_NOTES:
+        counts.notes.append(f"and {total - MAX_NOTES:,} more skipped")
 
 
 def _queue(conn: Connection, et: Row[Any], rows: list[dict[str, str]], file_name: str, actor_name: str
@@ -299,8 +301,8 @@ def _poll(ctx: IntakeContext, et: Row[Any], counts: runs.RunCounts) -> None:
         with db.read(ctx.engine) as conn:
             cursor = srepo.cursor(conn, et.id)
         start = cursor or soap.stamp_literal(utcnow() - FIRST_POLL_BACK)
-        taken = 0
-        skipped: list[str] = []
+        taken = skips = 0
+        skipped: list[str] = []  # the first few, for the run's detail
         rows: list[dict[str, str]] = []
         in_chunk = 0
         last: datetime | None = None
@@ -333,14 +335,17 @@ def _poll(ctx: IntakeContext, et: Row[Any], counts: runs.RunCounts) -> None:
                     stamp = soap.parse_stamp(record.get("SystemModstamp"))
                 except ValueError as exc:
                     raise PollFailed(f"a record has no usable SystemModstamp ({exc})") from None
-                if in_chunk >= CHUNK_RECORDS and last is not None and stamp > last:
-                    flush()  # between two stamps only: a cursor never splits the records of one second
+                if (in_chunk >= CHUNK_RECORDS and last is not None
+                        and soap.stamp_literal(stamp) != soap.stamp_literal(last)):
+                    flush()  # between two seconds only: a cursor never splits the records of one second
                 taken += 1
                 in_chunk += 1
                 last = stamp if last is None or stamp > last else last
                 row, why = soap.row_for(et.id, rules, record, soap.value_text(record.get("Id")))
                 if row is None:
-                    skipped.append(str(why))
+                    skips += 1
+                    if len(skipped) < MAX_NOTES:
+                        skipped.append(str(why))
                 else:
                     row["Note"] = f"{row['Note']} (SystemModstamp {iso(stamp)})"
                     rows.append(row)
@@ -348,7 +353,7 @@ def _poll(ctx: IntakeContext, et: Row[Any], counts: runs.RunCounts) -> None:
                 flush()
         except _Lost:
             counts.notes.append("another poll took these changes at the same time; nothing was taken twice")
-        _notes(counts, skipped)
+        _notes(counts, skipped, skips)
         counts.notes.insert(0, f"{taken:,} record(s) changed after {start}" if taken
                             else f"no record changed after {start}")
 
