@@ -729,6 +729,8 @@ def test_scheduled_pulls_run_once_per_slot(engine: Engine, tmp_path: Path) -> No
         r = client_for(engine, tmp_path).get(f"/api/v1/event-types/{w.sale}/returns-processing/runs",
                                              headers=w.auth)
         assert [x["trigger"] for x in r.json()["items"]] == ["schedule", "schedule"]
+        configure(w, {"mode": "manual"})  # changed before its slot ran: nothing to do
+        assert fn().startswith("not run: ") and f"pull:{w.sale}" not in {j for j, _, _ in pull.scheduled(ctx, late)}
 
 
 # --- the API ---------------------------------------------------------------------------------------------

@@ -16,7 +16,10 @@ duplicate and not applied. Then, as set, the file is kept, deleted or moved to `
 
 Every run is an ``intake_runs`` row (``intake.runs``): the counts, the submissions, and for a failure (a
 server that is down, a refused login, a missing folder) a sentence for the brand's partnership manager.
-A failure loses nothing: what was not taken stays on the server for the next run.
+A failure loses nothing: what was not taken stays on the server for the next run. ``files_taken`` counts the
+files queued, ``duplicates`` those whose content was already submitted, ``skipped`` the other files of the
+pattern (taken by an earlier run, still being written, over the size limit, taken by another run at the
+same moment); the notes of the run's ``detail`` say why for all but the first kind.
 """
 
 from __future__ import annotations

@@ -461,9 +461,9 @@ class SftpRemote(Remote):
         except (paramiko.SSHException, EOFError) as exc:
             raise TransferFailed(f"Listing the folder {folder!r} failed: {_why(exc)}.") from exc
         out = []
-        for a in attrs:
-            mode = a.st_mode or 0
-            out.append(RemoteEntry(a.filename, int(a.st_size or 0), iso_mtime(a.st_mtime), stat.S_ISREG(mode)))
+        for a in attrs:  # a server that gives no mode: taken for a file (reading a folder would fail the run)
+            is_file = stat.S_ISREG(a.st_mode) if a.st_mode is not None else True
+            out.append(RemoteEntry(a.filename, int(a.st_size or 0), iso_mtime(a.st_mtime), is_file))
         return out
 
     def read(self, path: str) -> Iterator[bytes]:
