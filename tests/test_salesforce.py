@@ -215,6 +215,8 @@ def test_slots_are_floored_to_the_poll_interval() -> None:
     assert sf.slot(now, 15) == "2026-11-26T12:30"
     assert sf.slot(now, 1) == "2026-11-26T12:44"
     assert sf.slot(now, 1440) == "2026-11-26T00:00"
+    assert sf.slot(now.replace(tzinfo=None), 15) == "2026-11-26T12:30"  # a naive time is UTC
+    assert sf.slot(now.astimezone(dt.timezone(dt.timedelta(hours=2))), 15) == "2026-11-26T12:30"
 
 
 # --- Outbound Messages, on both databases ------------------------------------------------------------

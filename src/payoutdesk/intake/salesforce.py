@@ -46,7 +46,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from typing import Any
@@ -65,7 +65,7 @@ from payoutdesk.intake import salesforce_repository as srepo
 from payoutdesk.intake import salesforce_soap as soap
 from payoutdesk.intake.common import IntakeContext, channel_actor
 from payoutdesk.kit import db, logs
-from payoutdesk.kit.time import iso, utcnow
+from payoutdesk.kit.time import as_utc, iso, utcnow
 from payoutdesk.ledger.workflow import Channel
 from payoutdesk.submissions import service
 from payoutdesk.submissions.jsonrows import validate_rows
@@ -392,8 +392,8 @@ def poll(ctx: IntakeContext, event_type_id: int, trigger: str) -> dict[str, Any]
 def slot(now: datetime, every_minutes: int) -> str:
     """``now`` floored to ``every_minutes``, counted from the Unix epoch (so every 45 minutes stays every
     45 minutes across midnight)."""
-    minutes = int(now.timestamp()) // 60 // every_minutes * every_minutes
-    return f"{datetime.fromtimestamp(minutes * 60, now.tzinfo):%Y-%m-%dT%H:%M}"
+    minutes = int(as_utc(now).timestamp()) // 60 // every_minutes * every_minutes
+    return f"{datetime.fromtimestamp(minutes * 60, UTC):%Y-%m-%dT%H:%M}"
 
 
 def _scheduled_poll(ctx: IntakeContext, event_type_id: int) -> str:
