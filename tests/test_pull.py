@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
@@ -616,6 +617,43 @@ def test_failures_are_recorded_clearly_and_lose_nothing(engine: Engine, tmp_path
         for bad in ({"limit": 0}, {"limit": 101}, {"cursor": "x"}, {"colour": "red"}):
             r = api.get(f"/api/v1/event-types/{w.sale}/returns-processing/runs", headers=w.auth, params=bad)
             assert r.status_code == 422, (bad, r.text)
+
+
+def test_a_failing_pull_is_mailed_once_per_spell(engine: Engine, tmp_path: Path) -> None:
+    from aiosmtpd.controller import Controller
+
+    from payoutdesk.intake import repository as intake_repo
+
+    received: list[bytes] = []
+
+    class Relay:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's
+            received.append(envelope.content)
+            return "250 OK"
+
+    relay = Controller(Relay(), hostname="127.0.0.1", port=free_port())
+    relay.start()
+    try:
+        w = make_world(engine)
+        with db.write(engine) as conn:
+            intake_repo.set_alert_email(conn, w.account_id, "ops@brand.example")
+        ctx = context(engine, tmp_path, PAYOUTDESK_SMTP_RELAY=f"127.0.0.1:{relay.port}")
+        with brand_server("sftp", tmp_path) as brand:
+            et = configure(w, {**brand.settings, "password": "not-the-password"})
+            for _ in range(3):
+                assert pull.run(ctx, et, "schedule")["outcome"] == "failed"
+            assert len(received) == 1
+            body = message_from_bytes(received[0], policy=policy.default).get_body()
+            assert body is not None
+            mail = body.get_content()
+            assert "refused the login" in mail and "Online Sale" in mail and "not-the-password" not in mail
+            configure(w, brand.settings)
+            assert pull.run(ctx, et, "schedule")["outcome"] == "ok"
+            configure(w, {**brand.settings, "password": "not-the-password"})
+            assert pull.run(ctx, et, "schedule")["outcome"] == "failed"
+            assert len(received) == 2  # a new spell
+    finally:
+        relay.stop()
 
 
 def test_a_server_that_drops_the_connection_mid_file_fails_the_run(engine: Engine, tmp_path: Path,
