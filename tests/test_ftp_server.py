@@ -229,7 +229,7 @@ def test_over_size_upload_is_stopped_while_it_arrives(engine: Engine, tmp_path: 
             if isinstance(exc.value, ftplib.error_perm):
                 assert str(exc.value).startswith("552 The file is larger than the limit of 1 MB")
             else:  # the client was still sending when the server closed: the reply waits on the control line
-                assert ftp.getresp().startswith("552")
+                assert _last_reply(ftp).startswith("552")
         assert subs_of(engine, site.world) == []
         assert stored_count(engine) == before
         (run,) = ftp_runs(site)
@@ -248,7 +248,7 @@ def test_upload_cut_off_half_way_queues_nothing(site: Site, engine: Engine) -> N
     time.sleep(0.2)
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     conn.close()  # a reset, as when the network or the sender dies: not the clean end of a file
-    reply = ftp.getresp() if False else _last_reply(ftp)
+    reply = _last_reply(ftp)
     assert reply.startswith("426"), reply
     assert ftp.voidcmd("NOOP").startswith("200")
     ftp.quit()
@@ -523,3 +523,42 @@ def test_bound_line_busy_port_and_a_quick_stop(engine: Engine, tmp_path: Path, t
         socket.create_connection(("127.0.0.1", site.port), timeout=2).close()
     assert subs_of(engine, site.world) == []  # the upload cut off by the stop is not queued
     assert list(site.spool.iterdir()) == []
+
+
+def test_passive_ports_masquerade_address_and_optional_ftps_with_a_separate_key(
+        engine: Engine, tmp_path: Path, throttle: LoginThrottle) -> None:
+    from tests.helpers import free_port
+
+    first = free_port()
+    pem = self_signed(tmp_path / "tls")
+    cert, key = tmp_path / "tls" / "cert.pem", tmp_path / "tls" / "key.pem"
+    text = pem.read_text()
+    cut = text.index("-----BEGIN PRIVATE KEY-----")
+    cert.write_text(text[:cut])
+    key.write_text(text[cut:])
+    site = serve(engine, tmp_path, throttle, PAYOUTDESK_FTP_PASSIVE_PORTS=f"{first}-{first}",
+                 PAYOUTDESK_FTP_MASQUERADE_ADDRESS="203.0.113.7", PAYOUTDESK_FTP_TLS_CERT=str(cert),
+                 PAYOUTDESK_FTP_TLS_KEY=str(key))
+    try:
+        with site.login() as ftp:  # TLS is offered, not required: a plain login works
+            host, port = ftplib.parse227(ftp.sendcmd("PASV"))
+            assert (host, port) == ("203.0.113.7", first)
+            ftp.sendcmd("ABOR")
+        with ftplib.FTP_TLS(context=ssl.create_default_context(cafile=str(pem))) as ftps:
+            ftps.connect("127.0.0.1", site.port, timeout=10)
+            ftps.login(site.user, site.password)
+            ftps.prot_p()
+            assert ftps.nlst() == ["results"]  # ftplib connects to the control address, the port is the range's
+    finally:
+        site.server.stop()
+
+
+def test_a_certificate_that_cannot_be_loaded_stops_the_start(engine: Engine, tmp_path: Path) -> None:
+    from tests.helpers import free_port
+
+    port = free_port()
+    ctx = IntakeContext.build(settings_for(tmp_path, PAYOUTDESK_FTP_TLS_CERT=str(tmp_path / "missing.pem")), engine)
+    with pytest.raises(ValueError, match="PAYOUTDESK_FTP_TLS_CERT"):
+        start(ctx, "127.0.0.1", port)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # the port was let go

@@ -106,9 +106,10 @@ def get_campaign(request: Request, campaign_id: PathId, account: Account) -> Res
 
 
 class CampaignPatch(Body):
-    name: str | None = None
-    ftp_password: str | None = Field(None, description="A new password of the campaign's FTP login "
-                                                       "(at least 8 characters).")
+    # absent: left as it is (None, never validated); null is refused like any other non-string
+    name: str = Field(None, min_length=1, max_length=200, pattern=r"\S")  # type: ignore[assignment]
+    ftp_password: str = Field(None, min_length=8, max_length=catalog.MAX_FTP_PASSWORD,  # type: ignore[assignment]
+                              description="A new password of the campaign's FTP login (8 to 200 characters).")
 
 
 @router.patch("/campaigns/{campaign_id}", tags=["campaigns"])

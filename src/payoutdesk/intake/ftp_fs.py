@@ -48,6 +48,7 @@ READ_PIECE = 1024 * 1024  # an upload is handed to take_file in pieces of 1 MiB
 MAX_NAME = 255
 SPOOL_FOLDER = "ftp-spool"
 SIZES_KEPT = 1000
+LISTING_KEPT_SECONDS = 1.0
 
 
 def normalise(cwd: str, path: str) -> str | None:
@@ -200,6 +201,7 @@ class CampaignFS(AbstractedFS):  # type: ignore[misc]  # pyftpdlib is untyped
 
     def __init__(self, root: str, cmd_channel: Any) -> None:
         super().__init__(ROOT, cmd_channel)
+        self._listed: tuple[float, dict[str, ResultEntry]] | None = None
 
     # --- paths
 
@@ -219,7 +221,11 @@ class CampaignFS(AbstractedFS):  # type: ignore[misc]  # pyftpdlib is untyped
     # --- what exists
 
     def _results(self) -> dict[str, ResultEntry]:
-        return result_files(self.cmd_channel)
+        # read once for the commands of a moment (a listing stats every name), never kept longer
+        now = time.monotonic()
+        if self._listed is None or now - self._listed[0] > LISTING_KEPT_SECONDS:
+            self._listed = (now, result_files(self.cmd_channel))
+        return self._listed[1]
 
     def _entry(self, path: str) -> ResultEntry | None:
         folder, _, name = path.rpartition("/")
