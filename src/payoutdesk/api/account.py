@@ -2,27 +2,28 @@
 
 from __future__ import annotations
 
-import re
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import Field
 from sqlalchemy import Connection
 
 from payoutdesk.api import plumbing
+from payoutdesk.api.native import Body
 from payoutdesk.api.plumbing import Account
 from payoutdesk.context import Actor
-from payoutdesk.errors import NotFound, ValidationFailed, quote
+from payoutdesk.errors import NotFound
 from payoutdesk.intake import repository as intake_repo
 
 router = APIRouter(tags=["account"])
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 
 
-class AccountPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    alert_email: str | None = None
+EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$"
+
+
+class AccountPatch(Body):
+    alert_email: Annotated[str, Field(max_length=320, pattern=EMAIL_PATTERN)] | None = None
 
 
 def account_dict(conn: Connection, account_id: int) -> dict[str, Any]:
@@ -43,10 +44,6 @@ def patch_account(request: Request, body: AccountPatch, account: Account) -> Res
     PAYOUTDESK_SMTP_RELAY); null for none."""
     data = body.model_dump(exclude_unset=True)
     email = data.get("alert_email")
-    if email is not None:
-        email = email.strip()
-        if len(email) > 320 or not _EMAIL.match(email):
-            raise ValidationFailed(f"alert_email {quote(email)} is not an e-mail address.")
 
     def handler(conn: Connection, actor: Actor) -> tuple[int, Any]:
         if "alert_email" in data:
