@@ -17,7 +17,6 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
-from importlib import import_module
 from types import FrameType
 from typing import Any
 
@@ -84,9 +83,13 @@ def serve(settings: Settings, host: str, port: int, parts: frozenset[str] = froz
     threads: list[threading.Thread] = []
     try:
         if "ftp" in parts and ftp_port != 0:
-            servers.append(import_module("payoutdesk.intake.ftp_server").start(ctx, host, ftp_port))
+            from payoutdesk.intake import ftp_server
+
+            servers.append(ftp_server.start(ctx, host, ftp_port))
         if "smtp" in parts and smtp_port != 0:
-            servers.append(import_module("payoutdesk.intake.smtp_server").start(ctx, host, smtp_port))
+            from payoutdesk.intake import smtp_server
+
+            servers.append(smtp_server.start(ctx, host, smtp_port))
     except BindFailed:
         for running in servers:
             running.stop()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from importlib import import_module
 
 from payoutdesk.intake import deliveries
 from payoutdesk.intake.common import IntakeContext
@@ -16,13 +15,13 @@ Job = tuple[str, str, Callable[[], str]]
 
 def load_handlers() -> None:
     """Import the channels that register result deliveries (the pull's result files, the mail replies)."""
-    for name in ("pull", "smtp_server"):
-        import_module(f"payoutdesk.intake.{name}")
+    from payoutdesk.intake import mail_intake, pull  # noqa: F401
 
 
 def due_jobs(ctx: IntakeContext, now: datetime) -> list[Job]:
     """(job, slot, run) of every pull and poll whose occurrence is due at ``now``."""
-    pull, salesforce = import_module("payoutdesk.intake.pull"), import_module("payoutdesk.intake.salesforce")
+    from payoutdesk.intake import pull, salesforce
+
     return [*pull.scheduled(ctx, now), *salesforce.scheduled(ctx, now)]
 
 
