@@ -562,3 +562,43 @@ def test_a_certificate_that_cannot_be_loaded_stops_the_start(engine: Engine, tmp
         start(ctx, "127.0.0.1", port)
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))  # the port was let go
+
+
+def test_an_upload_being_taken_holds_up_no_other_session_and_its_spool_is_private(
+        site: Site, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    import stat
+    import threading
+
+    from payoutdesk.intake import ftp_server
+
+    taking, go_on = threading.Event(), threading.Event()
+    real_take = ftp_server.take_file
+
+    def slow_take(*args: Any, **kwargs: Any) -> Any:
+        taking.set()
+        assert go_on.wait(10)
+        return real_take(*args, **kwargs)
+
+    monkeypatch.setattr(ftp_server, "take_file", slow_take)
+    a = conversion(site.world, "O-1", "100.00")
+    replies: list[str] = []
+
+    def upload() -> None:
+        with site.login() as ftp:
+            replies.append(store(ftp, "slow.csv", returns_csv((a, "95.00", "ORDER_UPDATE"))))
+
+    worker = threading.Thread(target=upload)
+    worker.start()
+    try:
+        assert taking.wait(10)
+        (spooled,) = site.spool.iterdir()  # the upload waits in a file only its owner can read
+        assert stat.S_IMODE(site.spool.stat().st_mode) == 0o700 and stat.S_IMODE(spooled.stat().st_mode) == 0o600
+        began = time.monotonic()
+        with site.login() as other:  # another session goes on meanwhile
+            assert other.nlst() == ["results"]
+        assert time.monotonic() - began < 2
+    finally:
+        go_on.set()
+        worker.join(10)
+    assert replies and replies[0].startswith("226")
+    assert list(site.spool.iterdir()) == []
