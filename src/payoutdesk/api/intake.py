@@ -3,8 +3,7 @@ runs of its channel (DESIGN §3 and the appendix, ``POST /event-types/{id}/retur
 
 from __future__ import annotations
 
-import importlib
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -12,11 +11,10 @@ from pydantic import Field
 from sqlalchemy import Connection
 
 from payoutdesk.api.plumbing import Account, PathId, json_answer, read, whole_between
-from payoutdesk.api.schemas import Cursor, Shape, Submission, Time
+from payoutdesk.api.schemas import Cursor, FailureSpell, IntakeRun, Shape, Submission
 from payoutdesk.catalog.service import get_owned
 from payoutdesk.errors import Conflict, PayoutdeskError, ValidationFailed
-from payoutdesk.intake import pull, runs
-from payoutdesk.intake import repository as intake_repo
+from payoutdesk.intake import pull, runs, salesforce
 from payoutdesk.intake.common import IntakeContext
 from payoutdesk.kit import db
 from payoutdesk.kit.ids import parse_id
@@ -30,35 +28,8 @@ RUNS_PAGE = (20, 100)  # default and largest page of runs
 # --- the answers' shapes (for the OpenAPI document) ---------------------------------------------------
 
 
-class IntakeRun(Shape):
-    """One run of a channel: a pull from the brand's server, a Salesforce poll."""
-
-    id: int
-    campaign_id: int
-    event_type_id: int | None
-    channel: str = Field(examples=["ftp_pull", "salesforce"])
-    trigger: str = Field(examples=["schedule", "run_now"])
-    started_at: Time
-    finished_at: Time | None
-    outcome: Literal["running", "ok", "failed"]
-    files_taken: int
-    duplicates: int
-    skipped: int
-    submissions: list[str] = Field(description="The submissions the run queued (F-17 …).")
-    detail: str | None = Field(description="Why a failed run failed, or notes of one that worked, for people.")
-
-
 class IntakeRunNow(IntakeRun):
     submission_details: list[Submission] = Field(description="The submissions the run queued, in full.")
-
-
-class FailureSpell(Shape):
-    source: str
-    failing_since: Time
-    last_failure_at: Time
-    failures: int
-    last_error: str
-    alerted_at: Time | None
 
 
 class IntakeRunList(Shape):
@@ -76,15 +47,6 @@ def _context(request: Request) -> IntakeContext:
     return ctx
 
 
-def _poll_salesforce(ctx: IntakeContext, event_type_id: int) -> dict[str, Any]:
-    try:
-        module = importlib.import_module("payoutdesk.intake.salesforce")
-    except ImportError:
-        raise Conflict("Salesforce polling is not available in this version of payoutdesk.") from None
-    result: dict[str, Any] = module.poll(ctx, event_type_id, trigger="run_now")
-    return result
-
-
 @router.post("/event-types/{event_type_id}/returns-processing/run")
 def run_now(request: Request, event_type_id: PathId, account: Account) -> Response:
     """Pull the brand's server (mode ftp_pull) or poll Salesforce (mode salesforce) now; the run, with the
@@ -96,7 +58,7 @@ def run_now(request: Request, event_type_id: PathId, account: Account) -> Respon
     if et.returns_mode == pull.CHANNEL:
         done = pull.run(ctx, int(et.id), "run_now")
     elif et.returns_mode == "salesforce":
-        done = _poll_salesforce(ctx, int(et.id))
+        done = salesforce.poll(ctx, int(et.id), trigger="run_now")
     else:
         raise Conflict(f"Event type {et.id} has returns processing {et.returns_mode!r}: only an event type that "
                        "pulls from the brand's server (ftp_pull) or polls Salesforce (salesforce) can be run now.")
@@ -114,7 +76,9 @@ def run_now(request: Request, event_type_id: PathId, account: Account) -> Respon
 def list_runs(request: Request, event_type_id: PathId, account: Account,
               limit: Annotated[int, whole_between(1, RUNS_PAGE[1])] = RUNS_PAGE[0],
               cursor: str | None = None) -> Response:
-    """The latest runs of the event type's channel, newest first; ``next_cursor`` gives the next page."""
+    """The latest runs of the event type's channel, newest first; ``next_cursor`` gives the next page. For an
+    event type in mode ftp_upload or email: the uploads to the campaign's FTP login, the mails to its address
+    (which its other event types share)."""
     before: int | None = None
     if cursor:
         before = parse_id(cursor)
@@ -123,14 +87,13 @@ def list_runs(request: Request, event_type_id: PathId, account: Account,
 
     def page(conn: Connection) -> dict[str, Any]:
         et = get_owned(conn, event_types, account.id, event_type_id, "event type")
-        items = runs.recent(conn, account.id, event_type_id=int(et.id), limit=limit + 1, before=before)
+        items = runs.runs_of(conn, account.id, et, limit=limit + 1, before=before)
         more = len(items) > limit
         items = items[:limit]
-        spell = intake_repo.spell(conn, account.id, f"event_type:{et.id}")
         return {"items": items, "next_cursor": str(items[-1]["id"]) if more and items else None,
-                "failing": runs.spell_dict(spell) if spell is not None else None}
+                "failing": runs.failing(conn, account.id, et)}
 
     return read(request, page)
 
 
-__all__ = ["IntakeRun", "IntakeRunList", "IntakeRunNow", "router"]
+__all__ = ["IntakeRunList", "IntakeRunNow", "router"]

@@ -23,6 +23,7 @@ from payoutdesk.catalog import repository as catalog_repo
 from payoutdesk.catalog import service as catalog
 from payoutdesk.context import Actor
 from payoutdesk.errors import ValidationFailed
+from payoutdesk.intake import runs as intake_runs
 from payoutdesk.kit import db
 from payoutdesk.kit.ids import MAX_ID, MAX_ID32, ref32
 from payoutdesk.kit.money import parse_amount
@@ -172,9 +173,16 @@ class EventTypePatch(Body):
 
 
 def _event_type_out(request: Request, conn: Connection, account_id: int, et_id: int) -> dict[str, Any]:
-    row = catalog.get_owned(conn, event_types, account_id, et_id, "event type")
-    return catalog.event_type_dict(conn, row, _mail_domain(request),
-                                   public_url=request.app.state.settings.public_url)
+    return _event_type_answer(request, conn, account_id, catalog.get_owned(conn, event_types, account_id, et_id,
+                                                                           "event type"))
+
+
+def _event_type_answer(request: Request, conn: Connection, account_id: int, row: Row[Any]) -> dict[str, Any]:
+    """The event type, with the last run of its returns channel and, while runs fail, since when."""
+    out = catalog.event_type_dict(conn, row, _mail_domain(request), public_url=request.app.state.settings.public_url)
+    if row.returns_mode not in ("manual", "api"):  # a mode with a channel of its own
+        out["returns_processing"]["status"] = intake_runs.status_of(conn, account_id, row)
+    return out
 
 
 @router.post("/event-types", status_code=201, tags=["event types"])
@@ -191,7 +199,7 @@ def create_event_type(request: Request, body: EventTypeIn, account: Account, key
 @router.get("/event-types", tags=["event types"])
 def list_event_types(request: Request, account: Account, campaign_id: QueryId = None) -> Response:
     return plumbing.read(request, lambda conn: {"items": [
-        catalog.event_type_dict(conn, r, _mail_domain(request), public_url=request.app.state.settings.public_url)
+        _event_type_answer(request, conn, account.id, r)
         for r in catalog_repo.list_rows(conn, event_types, account.id, campaign_id=ref32(campaign_id))
     ]})
 

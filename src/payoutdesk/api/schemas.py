@@ -87,10 +87,45 @@ class DispositionCode(Shape):
     operation: Literal["approve", "reverse", "modify"]
 
 
+class IntakeRun(Shape):
+    """One run of a channel: a pull from the brand's server, a Salesforce poll."""
+
+    id: int
+    campaign_id: int
+    event_type_id: int | None
+    channel: str = Field(examples=["ftp_pull", "salesforce"])
+    trigger: str = Field(examples=["schedule", "run_now"])
+    started_at: Time
+    finished_at: Time | None
+    outcome: Literal["running", "ok", "failed"]
+    files_taken: int
+    duplicates: int
+    skipped: int
+    submissions: list[str] = Field(description="The submissions the run queued (F-17 …).")
+    detail: str | None = Field(description="Why a failed run failed, or notes of one that worked, for people.")
+
+
+class FailureSpell(Shape):
+    source: str
+    failing_since: Time
+    last_failure_at: Time
+    failures: int
+    last_error: str
+    alerted_at: Time | None
+
+
+class IntakeStatus(Shape):
+    last_run: IntakeRun | None = Field(description="The latest run of the channel: a pull, a poll, an upload to "
+                                                   "the campaign's FTP login, a mail to its address.")
+    failing: FailureSpell | None = Field(description="While the channel fails: since when, how often, the last "
+                                                     "error (null once a run works again).")
+
+
 class ReturnsProcessing(Shape):
     """The mode and its settings; secrets show only as ``<name>_set: true``."""
 
     mode: Literal["manual", "api", "ftp_upload", "ftp_pull", "email", "salesforce"]
+    status: IntakeStatus | None = None
 
 
 class EventType(Shape):

@@ -145,3 +145,41 @@ def recent(conn: Connection, account_id: int, *, event_type_id: int | None = Non
 def spell_dict(row: Any) -> dict[str, Any]:
     return {"source": row.source, "failing_since": iso(row.failing_since), "last_failure_at": iso(row.last_failure_at),
             "failures": row.failures, "last_error": row.last_error, "alerted_at": iso(row.alerted_at)}
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where the runs of an event type's returns processing are: a pull or poll of its own, or the
+    campaign's FTP login or e-mail address that it shares with the campaign's other event types."""
+
+    source: str
+    event_type_id: int | None = None
+    campaign_id: int | None = None
+    channel: str | None = None
+
+
+def scope_of(event_type: Any) -> Scope:
+    mode = str(event_type.returns_mode)
+    if mode in ("ftp_upload", "email"):
+        channel = "ftp" if mode == "ftp_upload" else "email"
+        return Scope(f"campaign:{event_type.campaign_id}:{channel}", campaign_id=int(event_type.campaign_id),
+                     channel=channel)
+    return Scope(f"event_type:{event_type.id}", event_type_id=int(event_type.id))
+
+
+def runs_of(conn: Connection, account_id: int, event_type: Any, *, limit: int = 20,
+            before: int | None = None) -> list[dict[str, Any]]:
+    scope = scope_of(event_type)
+    return recent(conn, account_id, event_type_id=scope.event_type_id, campaign_id=scope.campaign_id,
+                  channel=scope.channel, limit=limit, before=before)
+
+
+def failing(conn: Connection, account_id: int, event_type: Any) -> dict[str, Any] | None:
+    spell = repo.spell(conn, account_id, scope_of(event_type).source)
+    return spell_dict(spell) if spell is not None else None
+
+
+def status_of(conn: Connection, account_id: int, event_type: Any) -> dict[str, Any]:
+    """What the event type shows of its channel: the last run and, while runs fail, the failure spell."""
+    last = runs_of(conn, account_id, event_type, limit=1)
+    return {"last_run": last[0] if last else None, "failing": failing(conn, account_id, event_type)}
