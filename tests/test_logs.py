@@ -138,3 +138,15 @@ def test_a_busy_port_fails_clearly_without_the_serving_line(db_url: str, tmp_pat
     assert proc.returncode == 2, text
     assert f"error: cannot listen on 127.0.0.1:{port}: the port is in use by another process" in text
     assert "serving on" not in text
+
+
+def test_the_outbound_message_token_is_never_logged(engine: Engine, world: World, tmp_path: Path,
+                                                    captured: io.StringIO) -> None:
+    """The token of a Salesforce Outbound Message address is its credential: logged as ***."""
+    api = client_for(engine, tmp_path)
+    token = "0123456789abcdef0123456789abcdef"
+    assert api.post(f"/salesforce/outbound/{token}", content=b"<x/>",
+                    headers={"Content-Type": "text/xml"}).status_code == 404
+    text = captured.getvalue()
+    assert " POST /salesforce/outbound/*** 404 " in text, text
+    assert token not in text

@@ -37,8 +37,13 @@ def redacted_query(query: str) -> str:
     return urlencode([(name, "***" if _SECRET_NAME.search(name) else value) for name, value in pairs], safe="*")
 
 
+# a path segment that is a credential: the token of a Salesforce Outbound Message address
+_SECRET_PATH = re.compile(r"^(/salesforce/outbound/)[^/]+")
+
+
 def logged_target(scope: Scope) -> str:
-    path = quote(str(scope.get("path", "")), safe="/:@!$&'()*+,;=-._~%")
+    path = _SECRET_PATH.sub(r"\1***", str(scope.get("path", "")))
+    path = quote(path, safe="/:@!$&'()*+,;=-._~%")
     raw = scope.get("query_string", b"")
     query = redacted_query(raw.decode("latin-1") if isinstance(raw, bytes) else str(raw))
     target = _CONTROL.sub(lambda m: f"%{ord(m.group()):02X}", f"{path}?{query}" if query else path)
