@@ -189,3 +189,43 @@ def serving(app: Any) -> Iterator[int]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@dataclass(frozen=True)
+class SelfSigned:
+    """A self-signed certificate for localhost and 127.0.0.1, for the TLS servers of the tests."""
+
+    cert: Path  # the certificate alone (PEM)
+    key: Path  # its private key alone (PEM, PKCS#8)
+    combined: Path  # the certificate and its key in one PEM file
+
+
+def self_signed(folder: Path) -> SelfSigned:
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    out = SelfSigned(folder / "cert.pem", folder / "key.pem", folder / "combined.pem")
+    out.cert.write_bytes(cert_pem)
+    out.key.write_bytes(key_pem)
+    out.combined.write_bytes(cert_pem + key_pem)
+    return out

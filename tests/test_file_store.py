@@ -349,9 +349,11 @@ def test_migration_0006_moves_old_files_into_chunks(fresh_url: str, tmp_path: Pa
     """A database at 0005 with files in submission_files: upgraded, each file is in chunks (an undo's empty
     file is none), the submission points at it, and the old table is gone."""
     url = fresh_url
-    command.downgrade(alembic_config(url), "0005")  # the fresh database is at head: back to before chunks
     eng = make_engine(url)
-    w = make_world(eng)
+    w = make_world(eng)  # made by today's code, at head
+    eng.dispose()
+    command.downgrade(alembic_config(url), "0005")  # back to before chunks
+    eng = make_engine(url)
     big = pattern(2 * MiB + 5)
     small = b"ActionId,Reason\n1,APPROVED\n"
     now = utcnow()

@@ -5,10 +5,8 @@ one campaign's login touches nothing of another account, FTPS, the refusals and 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import ftplib
 import io
-import ipaddress
 import logging
 import socket
 import ssl
@@ -32,7 +30,7 @@ from payoutdesk.kit import db
 from payoutdesk.kit.net import BindFailed
 from payoutdesk.models import stored_files, submissions
 from payoutdesk.submissions.result_file import csv_chunks
-from tests.helpers import World, client_for, conversion, drain, make_world
+from tests.helpers import World, client_for, conversion, drain, make_world, self_signed
 
 PASSWORD = "s3cret-ftp-password"
 CURL = "/usr/bin/curl"
@@ -328,7 +326,7 @@ def test_login_throttle_delays_grow_then_the_address_is_refused_for_a_while() ->
 
 def test_tls_required_refuses_plain_logins_and_ftps_uploads_work(engine: Engine, tmp_path: Path,
                                                                   throttle: LoginThrottle) -> None:
-    cert = self_signed(tmp_path / "tls")
+    cert = self_signed(tmp_path / "tls").combined
     site = serve(engine, tmp_path, throttle, PAYOUTDESK_FTP_TLS_CERT=str(cert), PAYOUTDESK_FTP_TLS_REQUIRED="true")
     try:
         with pytest.raises(ftplib.error_perm, match=r"^530 FTPS is required"):
@@ -350,30 +348,6 @@ def test_tls_required_refuses_plain_logins_and_ftps_uploads_work(engine: Engine,
             assert b",applied," in out.getvalue()
     finally:
         site.server.stop()
-
-
-def self_signed(folder: Path) -> Path:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    folder.mkdir()
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    pem = folder / "ftp.pem"  # the certificate and its key in one PEM
-    pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return pem
 
 
 # --- the home folder --------------------------------------------------------------------------------
@@ -530,12 +504,8 @@ def test_passive_ports_masquerade_address_and_optional_ftps_with_a_separate_key(
     from tests.helpers import free_port
 
     first = free_port()
-    pem = self_signed(tmp_path / "tls")
-    cert, key = tmp_path / "tls" / "cert.pem", tmp_path / "tls" / "key.pem"
-    text = pem.read_text()
-    cut = text.index("-----BEGIN PRIVATE KEY-----")
-    cert.write_text(text[:cut])
-    key.write_text(text[cut:])
+    made = self_signed(tmp_path / "tls")
+    cert, key = made.cert, made.key
     site = serve(engine, tmp_path, throttle, PAYOUTDESK_FTP_PASSIVE_PORTS=f"{first}-{first}",
                  PAYOUTDESK_FTP_MASQUERADE_ADDRESS="203.0.113.7", PAYOUTDESK_FTP_TLS_CERT=str(cert),
                  PAYOUTDESK_FTP_TLS_KEY=str(key))
@@ -544,7 +514,7 @@ def test_passive_ports_masquerade_address_and_optional_ftps_with_a_separate_key(
             host, port = ftplib.parse227(ftp.sendcmd("PASV"))
             assert (host, port) == ("203.0.113.7", first)
             ftp.sendcmd("ABOR")
-        with ftplib.FTP_TLS(context=ssl.create_default_context(cafile=str(pem))) as ftps:
+        with ftplib.FTP_TLS(context=ssl.create_default_context(cafile=str(cert))) as ftps:
             ftps.connect("127.0.0.1", site.port, timeout=10)
             ftps.login(site.user, site.password)
             ftps.prot_p()

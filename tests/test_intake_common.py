@@ -209,18 +209,19 @@ def test_deliveries_wait_retry_with_backoff_and_give_up(engine: Engine, tmp_path
         conn, subs.parse_id(sub["id"]), "test_channel", {"to": "there"}))
     sid = taken.submission_id
     now = utcnow()
-    assert "waiting 1" in deliveries.deliver_due(ctx, now)  # not done yet: nothing sent
+    assert "waiting 1" in deliveries.deliver_due(ctx, now, account_id=w.account_id)  # not done yet: nothing sent
     assert calls == []
     drain(engine)
-    assert "failed 1" in deliveries.deliver_due(ctx, now + timedelta(minutes=1))
+    assert "failed 1" in deliveries.deliver_due(ctx, now + timedelta(minutes=1), account_id=w.account_id)
     assert calls == [(taken.label, {"to": "there"})]
-    assert deliveries.deliver_due(ctx, now + timedelta(minutes=1, seconds=30)) == "delivered 0, failed 0, waiting 0"
+    nothing = "delivered 0, failed 0, waiting 0"
+    assert deliveries.deliver_due(ctx, now + timedelta(minutes=1, seconds=30), account_id=w.account_id) == nothing
     fail.clear()
-    assert "delivered 1" in deliveries.deliver_due(ctx, now + timedelta(minutes=3))
+    assert "delivered 1" in deliveries.deliver_due(ctx, now + timedelta(minutes=3), account_id=w.account_id)
     with db.read(engine) as conn:
         row = conn.execute(select(result_deliveries).where(result_deliveries.c.submission_id == sid)).one()
     assert row.delivered_at is not None and row.attempts == 2
-    assert deliveries.deliver_due(ctx, now + timedelta(hours=7)) == "delivered 0, failed 0, waiting 0"
+    assert deliveries.deliver_due(ctx, now + timedelta(hours=7), account_id=w.account_id) == nothing
     assert deliveries.backoff(1) == timedelta(minutes=1) and deliveries.backoff(20) == timedelta(hours=6)
 
 

@@ -28,10 +28,8 @@ from typing import Any
 
 import asyncssh
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from pyftpdlib.authorizers import DummyAuthorizer
 from pyftpdlib.handlers import FTPHandler, TLS_FTPHandler
 from pyftpdlib.servers import FTPServer
@@ -45,7 +43,7 @@ from payoutdesk.kit import db
 from payoutdesk.kit.crypto import SecretBox
 from payoutdesk.models import actions, event_types, remote_files, result_deliveries, submissions
 from payoutdesk.worker import scheduler
-from tests.helpers import World, client_for, conversion, drain, free_port, make_world
+from tests.helpers import World, client_for, conversion, drain, free_port, make_world, self_signed
 
 USER = "brand"
 PASSWORD = "pw-Secret-4711"
@@ -63,19 +61,6 @@ def _quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 # --- the brand's servers ---------------------------------------------------------------------------
 
 
-def _self_signed(tmp: Path) -> Path:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
-            .not_valid_after(now + timedelta(days=30)).sign(key, hashes.SHA256()))
-    path = tmp / "ftps.pem"
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                       serialization.NoEncryption()) + cert.public_bytes(serialization.Encoding.PEM))
-    return path
-
-
 @contextmanager
 def ftp_server(root: Path, tls: bool, mlsd: bool = True) -> Iterator[int]:
     authorizer = DummyAuthorizer()
@@ -85,7 +70,7 @@ def ftp_server(root: Path, tls: bool, mlsd: bool = True) -> Iterator[int]:
     if not mlsd:  # an older server: NLST, SIZE and MDTM only
         handler.proto_cmds = {k: v for k, v in base.proto_cmds.items() if k not in ("MLSD", "MLST")}
     if tls:
-        handler.certfile = str(_self_signed(root.parent))
+        handler.certfile = str(self_signed(root.parent / "tls").combined)
     server = FTPServer(("127.0.0.1", 0), handler)
     port = int(server.address[1])
     stop = threading.Event()
@@ -311,7 +296,7 @@ def test_each_file_is_taken_once_with_receipts_and_results(engine: Engine, tmp_p
         # processed, then the results go back to the brand's folder
         drain(engine)
         assert (amount_of(w, a), amount_of(w, b)) == (8000, 4000)
-        assert deliveries.deliver_due(ctx).startswith("delivered")
+        assert deliveries.deliver_due(ctx, account_id=w.account_id).startswith("delivered")
         result = (brand.inbox / "result_nov.csv").read_text(encoding="utf-8-sig")
         assert result.splitlines()[0].startswith("Row,Outcome,ActionId") and f"1,applied,{a}" in result
         assert "result_dec.csv" in brand.names()
@@ -413,7 +398,7 @@ def test_the_file_is_deleted_or_moved_after_it_is_taken(engine: Engine, tmp_path
             (row,) = conn.execute(remote_rows(et)).all()
         assert row.after_done == ("moved" if after == "move" else "deleted")
         drain(engine)
-        deliveries.deliver_due(ctx)
+        deliveries.deliver_due(ctx, account_id=w.account_id)
         assert "result_nov.csv" in brand.names()  # the folder of the file, even after a move
         assert amount_of(w, a) == 9000
         # the same name again (new content) is a new file, moved over the old one

@@ -7,7 +7,6 @@ The parsing and mapping tests need no database; the others run on SQLite and on 
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import json
 import re
 import ssl
@@ -21,10 +20,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
@@ -42,7 +37,7 @@ from payoutdesk.kit.time import utcnow
 from payoutdesk.ledger import service as ledger
 from payoutdesk.models import event_types, intake_cursors, salesforce_notifications
 from payoutdesk.submissions import service as submissions
-from tests.helpers import World, client_for, conversion, drain, make_world
+from tests.helpers import World, client_for, conversion, drain, free_port, make_world, self_signed
 
 STATUS_MAP = {
     "Closed Won": {"operation": "approve"},
@@ -449,24 +444,6 @@ LOGIN_FAULT = (b'<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope '
                b"</soapenv:Fault></soapenv:Body></soapenv:Envelope>")
 
 
-def self_signed(tmp: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp / "sf.pem", tmp / "sf.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 class StandIn:
     """The parts of Salesforce that polling uses: the SOAP login, and /services/data/vXX.X/query with
     nextRecordsUrl pages of ``page`` records. ``records`` are Opportunities with a SystemModstamp."""
@@ -543,7 +520,8 @@ class StandIn:
 
 @pytest.fixture
 def stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[StandIn]:
-    cert, key = self_signed(tmp_path)
+    made = self_signed(tmp_path / "tls")
+    cert, key = made.cert, made.key
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
@@ -705,13 +683,13 @@ def test_unreachable_salesforce_and_missing_credentials_fail_clearly(engine: Eng
     salesforce_mode(w)  # Outbound Messages only: no credentials
     run = sf.poll(ctx, w.sale, "run_now")
     assert run["outcome"] == "failed" and "no Salesforce username and password" in run["detail"]
-    stand_in_port = stand_in.port
-    with db.write(engine) as conn:  # a server that does not answer TLS with our certificate
+    nobody = free_port()
+    with db.write(engine) as conn:  # nothing listens there
         catalog.patch_event_type(conn, w.actor, w.sale, {"returns_processing": {
-            **SETTINGS, "instance_url": f"https://localhost:{stand_in_port}", "username": "u", "password": "p"}},
+            **SETTINGS, "instance_url": f"https://127.0.0.1:{nobody}", "username": "u", "password": "p"}},
             SecretBox("test-secret"))
     run = sf.poll(ctx, w.sale, "run_now")
-    assert run["outcome"] == "failed" and "cannot reach Salesforce at https://localhost:" in run["detail"]
+    assert run["outcome"] == "failed" and f"cannot reach Salesforce at https://127.0.0.1:{nobody}" in run["detail"]
     with db.read(engine) as conn:
         manual = conn.execute(select(event_types.c.id).where(event_types.c.id == w.lead)).scalar_one()
     run = sf.poll(ctx, manual, "run_now")

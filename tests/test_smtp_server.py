@@ -313,7 +313,7 @@ def test_results_reply_through_the_relay(serve: Serve, world: World, relay: tupl
     assert registered is not None and registered.channel == "email"
     assert keeper.received == []
     drain(world.engine)
-    deliveries.deliver_due(ctx)
+    deliveries.deliver_due(ctx, account_id=world.account_id)
     (sender, rcpts, reply), = keeper.received
     assert rcpts == ["brand@shop.test"] and sender == ctx.settings.sender
     assert reply["In-Reply-To"] == original["Message-ID"] and reply["Auto-Submitted"] == "auto-replied"
@@ -370,7 +370,7 @@ def test_results_reply_through_the_relay(serve: Serve, world: World, relay: tupl
     with db.read(world.engine) as conn:
         assert repo.delivery(conn, int(auto_run["submissions"][0].split("-")[1])) is None
     drain(world.engine)
-    deliveries.deliver_due(ctx)
+    deliveries.deliver_due(ctx, account_id=world.account_id)
     assert keeper.received == []
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,6 +30,7 @@ from payoutdesk.submissions.service import label
 log = logging.getLogger("payoutdesk.intake")
 
 MAX_ATTEMPTS = 12
+BATCH = 50
 DONE = ("COMPLETE", "FAILED")
 Handler = Callable[[IntakeContext, Any, dict[str, Any]], None]  # (ctx, submission row, target)
 _HANDLERS: dict[str, Handler] = {}
@@ -56,11 +58,25 @@ def backoff(attempts: int) -> timedelta:
     return timedelta(minutes=min(2 ** max(attempts - 1, 0), 360))
 
 
-def deliver_due(ctx: IntakeContext, now: datetime | None = None) -> str:
-    """Deliver what is due; a line for the scheduler's log."""
+def deliver_due(ctx: IntakeContext, now: datetime | None = None, *, account_id: int | None = None,
+                budget_seconds: float = 20.0) -> str:
+    """Deliver what is due (of one account only, when given), a batch after another until none is left or
+    ``budget_seconds`` have passed (the rest is due at the next tick); a line for the scheduler's log.
+    Every delivery taken is delivered or has its next attempt moved on, so the batches always end."""
     now = now or utcnow()
-    with db.read(ctx.engine) as conn:
-        due = repo.due_deliveries(conn, now)
+    sent = failed = waiting = 0
+    began = time.monotonic()
+    while time.monotonic() - began < budget_seconds:
+        with db.read(ctx.engine) as conn:
+            due = repo.due_deliveries(conn, now, BATCH, account_id)
+        s, f, w = _deliver(ctx, due, now)
+        sent, failed, waiting = sent + s, failed + f, waiting + w
+        if len(due) < BATCH:
+            break
+    return f"delivered {sent}, failed {failed}, waiting {waiting}"
+
+
+def _deliver(ctx: IntakeContext, due: list[Any], now: datetime) -> tuple[int, int, int]:
     sent = failed = waiting = 0
     for d in due:
         with db.read(ctx.engine) as conn:
@@ -96,4 +112,4 @@ def deliver_due(ctx: IntakeContext, now: datetime | None = None) -> str:
             repo.update_delivery(conn, int(d.submission_id), attempts=attempts, delivered_at=utcnow(), last_error=None)
         logs.event(log, f"results of {label(sub)} delivered by {d.channel}", event="delivered",
                    submission=label(sub), channel=d.channel)
-    return f"delivered {sent}, failed {failed}, waiting {waiting}"
+    return sent, failed, waiting

@@ -10,7 +10,15 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, delete, insert, select, update
 
-from payoutdesk.models import accounts, alert_spells, campaigns, event_types, intake_runs, result_deliveries
+from payoutdesk.models import (
+    accounts,
+    alert_spells,
+    campaigns,
+    event_types,
+    intake_runs,
+    result_deliveries,
+    submissions,
+)
 
 
 def campaign_by_ftp_username(conn: Connection, username: str) -> Row[Any] | None:
@@ -132,10 +140,14 @@ def insert_delivery(conn: Connection, submission_id: int, channel: str, target: 
                                                   next_attempt_at=now, attempts=0))
 
 
-def due_deliveries(conn: Connection, now: datetime, limit: int = 50) -> list[Row[Any]]:
-    return list(conn.execute(select(result_deliveries).where(
+def due_deliveries(conn: Connection, now: datetime, limit: int = 50, account_id: int | None = None) -> list[Row[Any]]:
+    q = select(result_deliveries).where(
         result_deliveries.c.delivered_at.is_(None), result_deliveries.c.gave_up_at.is_(None),
-        result_deliveries.c.next_attempt_at <= now).order_by(result_deliveries.c.next_attempt_at).limit(limit)).all())
+        result_deliveries.c.next_attempt_at <= now)
+    if account_id is not None:
+        q = q.where(result_deliveries.c.submission_id.in_(
+            select(submissions.c.id).where(submissions.c.account_id == account_id)))
+    return list(conn.execute(q.order_by(result_deliveries.c.next_attempt_at).limit(limit)).all())
 
 
 def delivery(conn: Connection, submission_id: int) -> Row[Any] | None:
