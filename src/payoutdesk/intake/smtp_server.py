@@ -171,7 +171,7 @@ class SmtpServer:
             self._error = exc
             self._ready.set()
             return
-        logs.event(log, f"smtp server listening on {self.host}:{self.port} (returns addresses "
+        logs.event(log, f"SMTP server listening on {net.shown_host(self.host)}:{self.port} (returns addresses "
                    f"returns-<token>@{self.ctx.settings.mail_domain}, messages up to {size_limit(self.ctx):,} bytes)",
                    event="bound", server="smtp", address=self.host, port=self.port)
         self._ready.set()
