@@ -42,6 +42,7 @@ from payoutdesk.intake.common import IntakeContext
 from payoutdesk.kit import db
 from payoutdesk.kit.crypto import SecretBox
 from payoutdesk.models import actions, event_types, remote_files, result_deliveries, submissions
+from payoutdesk.submissions import service as submissions_service
 from payoutdesk.worker import scheduler
 from tests.helpers import World, client_for, conversion, drain, free_port, make_world, self_signed
 
@@ -460,6 +461,23 @@ def test_the_same_content_under_another_name_is_a_duplicate(engine: Engine, tmp_
         assert rows[1].submission_id is None and rows[1].sha256 == rows[0].sha256
         assert "duplicate of " + first["submissions"][0] in (brand.inbox / "receipt_copy.csv").read_text()
         assert {p.name for p in (brand.root / "archive").iterdir()} == {"first.csv", "copy.csv"}
+
+
+def test_a_pulled_file_never_changes_another_accounts_actions(engine: Engine, tmp_path: Path) -> None:
+    """A brand's file naming the ActionIds of another account: those actions stay as they were, the rows
+    are errors of this account's submission."""
+    w, other = make_world(engine), make_world(engine)
+    theirs = conversion(other, "THEIRS-1")
+    with brand_server("sftp", tmp_path) as brand:
+        et = configure(w, brand.settings)
+        brand.put("returns.csv", returns((theirs, "1.00")))
+        run = pull.run(context(engine, tmp_path), et, "run_now")
+        assert run["outcome"] == "ok" and run["files_taken"] == 1
+    drain(engine)
+    assert amount_of(other, theirs) == 10000
+    with db.read(engine) as conn:
+        sub = submissions_service.get(conn, w.account_id, run["submissions"][0])
+    assert sub["applied"] == 0 and sub["errors"] == 1
 
 
 def test_two_runs_at_once_take_each_file_once(engine: Engine, tmp_path: Path) -> None:
