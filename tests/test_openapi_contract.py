@@ -289,7 +289,7 @@ def test_the_schemathesis_exceptions_are_per_operation(tmp_path: Path) -> None:
 
 
 def test_the_compatible_query_parameters_are_those_the_routes_take(tmp_path: Path) -> None:
-    from payoutdesk.api.compat import QUERY_PARAMETERS
+    from payoutdesk.api.compat_common import QUERY_PARAMETERS
 
     paths = _document(tmp_path)["paths"]
     for (method, route), names in QUERY_PARAMETERS.items():

@@ -9,30 +9,43 @@ What is covered and what differs is written down in docs/COMPAT.md.
 from __future__ import annotations
 
 import json
-import math
 import re
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from datetime import UTC, date, datetime, time, timedelta
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from fastapi.routing import APIRoute
 from sqlalchemy import Connection, Row
 from starlette.exceptions import HTTPException
 
 from payoutdesk.accounts.service import AccountRef
 from payoutdesk.api import plumbing
-from payoutdesk.api.plumbing import IdemKey, authenticate, problem
+from payoutdesk.api.compat_common import (
+    BASE,
+    CompatRoute,
+    Owner,
+    Refused,
+    day_of,
+    day_time,
+    digits,
+    envelope,
+    lower_bound,
+    page_of,
+    query_id,
+    query_of,
+    text_ok,
+    upper_bound,
+    when,
+)
+from payoutdesk.api.plumbing import IdemKey
 from payoutdesk.catalog import repository as catalog_repo
-from payoutdesk.catalog.service import get_owned, parse_time
+from payoutdesk.catalog.service import get_owned
 from payoutdesk.context import Actor
-from payoutdesk.errors import MalformedMultipart, NotFound, PayoutdeskError, ValidationFailed, quote, shorten
-from payoutdesk.kit.ids import MAX_ID, MAX_ID32, parse_id, ref32
+from payoutdesk.errors import MalformedMultipart, NotFound, ValidationFailed, quote, shorten
+from payoutdesk.kit.ids import MAX_ID32, parse_id, ref32
 from payoutdesk.kit.money import format_amount
-from payoutdesk.kit.time import iso
 from payoutdesk.ledger import repository as ledger_repo
 from payoutdesk.ledger import workflow as wf
 from payoutdesk.models import campaigns, event_types, partners
@@ -51,234 +64,7 @@ _ERROR_STATUS = {"VALIDATION": "Validation", "CONTRACT": "Contract Error"}
 _STATES = ("PENDING", "APPROVED", "REVERSED")
 
 
-# --- errors: problem+json, plus impact.com's Status/Message ------------------------------------
-
-
-class _Refused(Exception):
-    """A request refused with a code of the submission engine (a row error met up front)."""
-
-    def __init__(self, status: int, code: str, detail: str, column: str | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.detail, self.column = status, code, detail, column
-
-
-class _CompatRoute(APIRoute):
-    """Every refusal of these routes keeps problem+json and adds impact.com's `Status`/`Message`."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        inner = super().get_route_handler()
-
-        async def handler(request: Request) -> Response:
-            try:
-                return await inner(request)
-            except PayoutdeskError as exc:
-                exc.extra.setdefault("Status", "ERROR")
-                exc.extra.setdefault("Message", exc.detail)
-                raise
-            except _Refused as exc:
-                extra: dict[str, Any] = {"Status": "ERROR", "Message": exc.detail}
-                if exc.column:
-                    extra["column"] = exc.column
-                return problem(exc.status, exc.code, "Invalid request", exc.detail,
-                               plumbing.request_rate_headers(request), **extra)
-
-        return handler
-
-
-router = APIRouter(route_class=_CompatRoute, tags=["impact.com-compatible"])
-
-
-# The query parameters of each route (docs/COMPAT.md), matched case-insensitively; any other is refused
-# (a misspelt filter must never widen a list, DESIGN §6). PUT and DELETE take every parameter of
-# ``_NAMES`` in the query string too (``_row`` refuses the others). Add a route's new parameters here.
-QUERY_PARAMETERS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("GET", "/Actions"): ("CampaignId", "State", "StartDate", "EndDate", "ActionDateStart", "ActionDateEnd",
-                          "LockingDateStart", "LockingDateEnd", "ActionTrackerId", "EventTypeId", "MediaPartnerId",
-                          "Oid", "OrderId", "Page", "PageSize"),
-    ("GET", "/Actions/{ActionId}"): (),
-    ("GET", "/Actions/{ActionId}/Items"): (),
-    ("GET", "/APISubmissions/{BatchId}"): (),
-    ("GET", "/FTPFileSubmissions"): ("SubmissionDateStart", "SubmissionDateEnd", "CompletedDateStart",
-                                     "CompletedDateEnd", "CampaignId", "Page", "PageSize"),
-    ("GET", "/FTPFileSubmissions/{BatchId}"): (),
-    ("GET", "/FTPFileSubmissions/{BatchId}/ErrorDetails"): ("Page", "PageSize"),
-}
-
-
-def _known_query(request: Request) -> None:
-    route = request.scope.get("route")
-    if not isinstance(route, APIRoute) or not request.query_params:
-        return
-    names = QUERY_PARAMETERS.get((request.method, route.path.removeprefix(BASE)))
-    if names is None:
-        return
-    known = {n.lower() for n in names}
-    unknown = [k for k in request.query_params if k.lower() not in known]
-    plumbing.refuse_unknown(unknown, frozenset(names))
-
-
-def _owner(request: Request, AccountSID: str,  # noqa: N803
-           account: Annotated[AccountRef, Depends(authenticate)]) -> AccountRef:
-    """The AccountSID of the path must be the signed-in account's; any other answers 404. Then the query
-    string may hold only the route's parameters."""
-    if AccountSID != account.sid:
-        raise NotFound("No account with this AccountSID for these credentials; the path names the Account SID "
-                       "you sign in with.")
-    _known_query(request)
-    return account
-
-
-Owner = Annotated[AccountRef, Depends(_owner)]
-BASE = "/Advertisers/{AccountSID}"
-
-
-# --- small parsers -----------------------------------------------------------------------------
-
-
-def _query(request: Request) -> dict[str, str]:
-    """Query parameters by lower-case name (impact.com's names are matched case-insensitively)."""
-    out: dict[str, str] = {}
-    for key, value in request.query_params.multi_items():
-        k = key.lower()
-        if k in out and out[k] != value:
-            raise ValidationFailed(f"{shorten(key, 60)} is given twice with different values.")
-        _text_ok(value, key)
-        out[k] = value
-    return out
-
-
-def _text_ok(value: Any, name: str) -> None:
-    try:
-        plumbing.check_text(value, name)
-    except ValueError as exc:
-        raise ValidationFailed(str(exc) + ".") from None
-
-
-def _int(q: Mapping[str, str], name: str) -> int | None:
-    """A whole number 0 … 2^31-1 (Page, PageSize)."""
-    raw = q.get(name.lower())
-    if raw is None or not raw.strip():
-        return None
-    number = _digits(raw, MAX_ID32)
-    if number is None:
-        raise ValidationFailed(f"{name} must be a whole number, not {quote(raw)}.")
-    return number
-
-
-def _id(q: Mapping[str, str], name: str) -> int | None:
-    """An id of the query: 1 … 2^63-1 (validation_error otherwise, DESIGN §6)."""
-    raw = q.get(name.lower())
-    if raw is None or not raw.strip():
-        return None
-    number = parse_id(raw.strip())
-    if number is None:
-        raise ValidationFailed(f"{name} must be an id, a whole number from 1 to {MAX_ID}, not {quote(raw)}.")
-    return number
-
-
-def _digits(raw: str, maximum: int) -> int | None:
-    """A whole number 0..maximum written in ASCII digits, else None (never a huge int parse)."""
-    text = raw.strip()
-    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > maximum:
-        return None
-    return int(text)
-
-
-def _page(q: Mapping[str, str], sizes: tuple[int, int]) -> tuple[int, int]:
-    default, largest = sizes
-    page = _int(q, "Page")
-    page = 1 if page is None else page
-    size = _int(q, "PageSize")
-    if page < 1 or page > 10**9:
-        raise ValidationFailed("Page must be 1 or more.")
-    if size is None:
-        size = default
-    if not 1 <= size <= largest:
-        raise ValidationFailed(f"PageSize must be between 1 and {largest:,}.")
-    return page, size
-
-
-def _time(q: Mapping[str, str], name: str) -> tuple[datetime, bool] | None:
-    """An ISO 8601 time, or a date (whole day): (value, was_a_date)."""
-    raw = q.get(name.lower())
-    if raw is None or not raw.strip():
-        return None
-    text = raw.strip()
-    if len(text) == 10:
-        try:
-            return datetime.combine(date.fromisoformat(text), time(), tzinfo=UTC), True
-        except ValueError:
-            pass
-    try:
-        return parse_time(text, name), False
-    except ValidationFailed:
-        raise ValidationFailed(f"{name} must be a time like 2026-01-15T10:00:00Z or a date like 2026-01-15, "
-                               f"not {quote(raw)}.") from None
-
-
-def _lower(q: Mapping[str, str], *names: str) -> datetime | None:
-    """The latest of several inclusive lower bounds."""
-    found = [t for t, _ in filter(None, (_time(q, n) for n in names))]
-    return max(found) if found else None
-
-
-def _upper(q: Mapping[str, str], *names: str) -> datetime | None:
-    """The earliest of several inclusive upper bounds, as an exclusive bound (a date means its whole day)."""
-    found = []
-    for n in names:
-        got = _time(q, n)
-        if got is not None:
-            value, whole_day = got
-            try:
-                found.append(value + (timedelta(days=1) if whole_day else timedelta(microseconds=1)))
-            except OverflowError:
-                continue  # the end of time bounds nothing
-    return min(found) if found else None
-
-
-def _day(q: Mapping[str, str], name: str, *, end: bool) -> date | None:
-    got = _time(q, name)
-    if got is None:
-        return None
-    value, _ = got
-    day = value.date()
-    if not end and value.timetz().replace(tzinfo=None) != time() and day < date.max:
-        day += timedelta(days=1)  # a locking date is midnight: a start later that day excludes it
-    return day
-
-
-def _when(value: datetime | None) -> str:
-    return iso(value) or ""
-
-
-def _day_time(value: date | None) -> str:
-    return "" if value is None else f"{value.isoformat()}T00:00:00Z"
-
-
-def _envelope(request: Request, key: str, items: list[dict[str, Any]], page: int, size: int,
-              total: int) -> dict[str, Any]:
-    """impact.com's paged list: "@page", "@numpages", … (as strings, as impact.com sends them)."""
-    pages = max(1, math.ceil(total / size))
-    start = (page - 1) * size
-    params = [(k, v) for k, v in request.query_params.multi_items() if k.lower() != "page"]
-
-    def uri(n: int) -> str:
-        return f"{request.url.path}?{urlencode([*params, ('Page', str(n))])}"
-
-    return {
-        "@page": str(page),
-        "@numpages": str(pages),
-        "@pagesize": str(size),
-        "@total": str(total),
-        "@start": str(start),
-        "@end": str(start + max(len(items), 1) - 1),
-        "@uri": uri(page),
-        "@firstpageuri": uri(1),
-        "@previouspageuri": uri(page - 1) if 1 < page <= pages + 1 else "",
-        "@nextpageuri": uri(page + 1) if page < pages else "",
-        "@lastpageuri": uri(pages),
-        key: items,
-    }
+router = APIRouter(route_class=CompatRoute, tags=["impact.com-compatible"])
 
 
 # --- actions -----------------------------------------------------------------------------------
@@ -311,11 +97,11 @@ def _action_dicts(conn: Connection, sid: str, rows: Sequence[Row[Any]]) -> list[
             "IntendedAmount": format_amount(r.intended_amount, c),
             "IntendedPayout": format_amount(r.intended_payout, c),
             "Currency": c,
-            "EventDate": _when(r.event_date),
-            "CreationDate": _when(r.created_at),
-            "UpdateDate": _when(change.at if change is not None else r.created_at),
-            "LockingDate": _day_time(r.locking_date),
-            "LockedDate": _when(r.locked_at),
+            "EventDate": when(r.event_date),
+            "CreationDate": when(r.created_at),
+            "UpdateDate": when(change.at if change is not None else r.created_at),
+            "LockingDate": day_time(r.locking_date),
+            "LockedDate": when(r.locked_at),
             "Oid": r.order_id,
             "CustomerId": r.customer_id or "",
             "PromoCode": r.promo_code or "",
@@ -344,7 +130,7 @@ def _items(conn: Connection, action: Row[Any]) -> list[dict[str, Any]]:
 
 
 def _action_filters(conn: Connection, account: AccountRef, q: Mapping[str, str]) -> ledger_repo.Filters:
-    campaign_id = _id(q, "CampaignId")
+    campaign_id = query_id(q, "CampaignId")
     if campaign_id is not None:
         get_owned(conn, campaigns, account.id, campaign_id, "campaign")
     state = (q.get("state") or "").strip().upper() or None
@@ -354,27 +140,27 @@ def _action_filters(conn: Connection, account: AccountRef, q: Mapping[str, str])
     return ledger_repo.Filters(
         state=state,
         campaign_id=campaign_id,
-        partner_id=ref32(_id(q, "MediaPartnerId")),  # a 32-bit table's id beyond 2^31-1 names nothing
-        event_type_id=ref32(_id(q, "ActionTrackerId") or _id(q, "EventTypeId")),
+        partner_id=ref32(query_id(q, "MediaPartnerId")),  # a 32-bit table's id beyond 2^31-1 names nothing
+        event_type_id=ref32(query_id(q, "ActionTrackerId") or query_id(q, "EventTypeId")),
         order_id=order_id,
-        event_date_from=_lower(q, "StartDate", "ActionDateStart"),
-        event_date_to=_upper(q, "EndDate", "ActionDateEnd"),
-        locking_date_from=_day(q, "LockingDateStart", end=False),
-        locking_date_to=_day(q, "LockingDateEnd", end=True),
+        event_date_from=lower_bound(q, "StartDate", "ActionDateStart"),
+        event_date_to=upper_bound(q, "EndDate", "ActionDateEnd"),
+        locking_date_from=day_of(q, "LockingDateStart", end=False),
+        locking_date_to=day_of(q, "LockingDateEnd", end=True),
     )
 
 
 @router.get(BASE + "/Actions")
 def list_actions(request: Request, account: Owner) -> Response:
     """impact.com's List Actions: newest first, paged with Page/PageSize."""
-    q = _query(request)
-    page, size = _page(q, ACTIONS_PAGE)
+    q = query_of(request)
+    page, size = page_of(q, ACTIONS_PAGE)
 
     def read(conn: Connection) -> dict[str, Any]:
         f = _action_filters(conn, account, q)
         total = ledger_repo.count(conn, account.id, f)
         rows = ledger_repo.offset_page(conn, account.id, f, (page - 1) * size, size)
-        return _envelope(request, "Actions", _action_dicts(conn, account.sid, rows), page, size, total)
+        return envelope(request, "Actions", _action_dicts(conn, account.sid, rows), page, size, total)
 
     return plumbing.read(request, read)
 
@@ -464,8 +250,8 @@ async def _params(request: Request) -> list[tuple[str, str]]:
     if len(pairs) > MAX_PARAMS:
         raise ValidationFailed("Too many parameters.")
     for k, v in pairs:
-        _text_ok(k, "a parameter name")
-        _text_ok(v, k)
+        text_ok(k, "a parameter name")
+        text_ok(v, k)
     return pairs
 
 
@@ -513,9 +299,9 @@ def _identify(conn: Connection, account: AccountRef, fields: Mapping[str, str]) 
     et_raw, oid = fields.get("ActionTrackerId"), fields.get("Oid")
     if not et_raw or not oid:
         missing = "ActionTrackerId" if not et_raw else "OrderId"
-        raise _Refused(422, "missing_id", f"{missing} is missing: name the action by ActionId, or by "
+        raise Refused(422, "missing_id", f"{missing} is missing: name the action by ActionId, or by "
                        "ActionTrackerId and OrderId.", missing)
-    et_id = _digits(et_raw, MAX_ID32)
+    et_id = digits(et_raw, MAX_ID32)
     if et_id is None:
         raise NotFound(f"No event type (ActionTrackerId) {quote(et_raw)}.")
     et = get_owned(conn, event_types, account.id, et_id, "event type (ActionTrackerId)")
@@ -525,8 +311,8 @@ def _identify(conn: Connection, account: AccountRef, fields: Mapping[str, str]) 
     return int(et.campaign_id), int(et.id), {"ActionTrackerId": str(et.id), "Oid": oid}
 
 
-def _refuse(err: RowError) -> _Refused:
-    return _Refused(422, err.code, err.message, err.column)
+def _refuse(err: RowError) -> Refused:
+    return Refused(422, err.code, err.message, err.column)
 
 
 def _queue(conn: Connection, actor: Actor, account: AccountRef, fields: dict[str, str], method: str
@@ -638,10 +424,10 @@ def _common(sub: Row[Any], currency: str) -> dict[str, Any]:
         "StatusCode": sub.status,
         "Channel": sub.channel,
         "DryRun": bool(sub.dry_run),
-        "SubmissionDate": _when(sub.created_at),
-        "CreatedDate": _when(sub.created_at),
-        "StartedDate": _when(sub.started_at),
-        "CompletionDate": _when(sub.finished_at),
+        "SubmissionDate": when(sub.created_at),
+        "CreatedDate": when(sub.created_at),
+        "StartedDate": when(sub.started_at),
+        "CompletionDate": when(sub.finished_at),
         "TotalRecords": sub.total_records or 0,
         "ProcessedRecords": sub.processed_records,
         "Applied": sub.applied,
@@ -740,11 +526,11 @@ def _file_dict(sid: str, sub: Row[Any], currency: str) -> dict[str, Any]:
 @router.get(BASE + "/FTPFileSubmissions")
 def list_file_submissions(request: Request, account: Owner) -> Response:
     """Every file submission of the account (F-…, whatever channel brought it), newest first."""
-    q = _query(request)
-    page, size = _page(q, SUBMISSIONS_PAGE)
-    campaign_id = _id(q, "CampaignId")
-    created_from, created_to = _lower(q, "SubmissionDateStart"), _upper(q, "SubmissionDateEnd")
-    finished_from, finished_to = _lower(q, "CompletedDateStart"), _upper(q, "CompletedDateEnd")
+    q = query_of(request)
+    page, size = page_of(q, SUBMISSIONS_PAGE)
+    campaign_id = query_id(q, "CampaignId")
+    created_from, created_to = lower_bound(q, "SubmissionDateStart"), upper_bound(q, "SubmissionDateEnd")
+    finished_from, finished_to = lower_bound(q, "CompletedDateStart"), upper_bound(q, "CompletedDateEnd")
 
     def read(conn: Connection) -> dict[str, Any]:
         if campaign_id is not None:
@@ -754,7 +540,7 @@ def list_file_submissions(request: Request, account: Owner) -> Response:
             created_to=created_to, finished_from=finished_from, finished_to=finished_to)
         currency = {int(r.id): str(r.currency) for r in catalog_repo.list_rows(conn, campaigns, account.id)}
         items = [_file_dict(account.sid, r, currency[int(r.campaign_id)]) for r in rows]
-        return _envelope(request, "FTPFileSubmissions", items, page, size, total)
+        return envelope(request, "FTPFileSubmissions", items, page, size, total)
 
     return plumbing.read(request, read)
 
@@ -771,8 +557,8 @@ def get_file_submission(request: Request, BatchId: str, account: Owner) -> Respo
 @router.get(BASE + "/FTPFileSubmissions/{BatchId}/ErrorDetails")
 def file_submission_errors(request: Request, BatchId: str, account: Owner) -> Response:  # noqa: N803
     """The rows of a file that had errors (a file refused as a whole shows one entry, Line 0)."""
-    q = _query(request)
-    page, size = _page(q, ERRORS_PAGE)
+    q = query_of(request)
+    page, size = page_of(q, ERRORS_PAGE)
 
     def read(conn: Connection) -> dict[str, Any]:
         sub = _owned_submission(conn, account, BatchId, "F")
@@ -782,6 +568,6 @@ def file_submission_errors(request: Request, BatchId: str, account: Owner) -> Re
             total += 1
             if page == 1:
                 items.insert(0, _file_failure(sub))
-        return _envelope(request, "ErrorDetail", items, page, size, total)
+        return envelope(request, "ErrorDetail", items, page, size, total)
 
     return plumbing.read(request, read)

@@ -30,7 +30,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
-from payoutdesk.api import compat
+from payoutdesk.api import compat, compat_common
 from payoutdesk.api import intake as intake_routes
 from payoutdesk.api import schemas as s
 from payoutdesk.kit.money import ISO_4217
@@ -183,7 +183,7 @@ _BODY = (400, 413)  # a JSON body: malformed, too large
 _CSV = {"text/csv": {"schema": {"type": "string"}, "example": "action_id,campaign_id,…\r\n1042,1,…\r\n"}}
 _FILE = {"*/*": {"schema": {"format": "binary", "description": "The file as it was sent, with its content type."}}}
 V1 = "/api/v1"
-COMPAT = compat.BASE
+COMPAT = compat_common.BASE
 
 OPERATIONS: dict[tuple[str, str], Op] = {
     ("get", f"{V1}/account"): Op(200, s.AccountInfo, _READ),
