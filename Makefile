@@ -25,6 +25,7 @@ lint: install
 
 test: install lint
 	bash scripts/ensure-test-deps.sh
+	PYTHON=$(PYTHON) bash scripts/ensure-tap.sh
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: install
