@@ -336,8 +336,10 @@ def test_results_reply_through_the_relay(serve: Serve, world: World, relay: tupl
     assert done is not None and done.delivered_at is not None
     # a large result file is mailed gzip-compressed, a huge one not at all
     target = {"to": "brand@shop.test", "message_id": None, "subject": ""}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(mail_intake, "MAX_REPLY_ATTACHMENT", 200)
+    packed_size = len(gzip.compress(payload, mtime=0))
+    assert packed_size < len(payload)
+    with pytest.MonkeyPatch.context() as mp:  # a limit between the packed and the plain size: packed
+        mp.setattr(mail_intake, "MAX_REPLY_ATTACHMENT", (packed_size + len(payload)) // 2)
         (packed,) = list(mail_intake.results_message(ctx, sub_row, target).iter_attachments())
         assert packed.get_filename() == "result_nov.csv.gz"
         gz = packed.get_payload(decode=True)
