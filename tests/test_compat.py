@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import json
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -14,6 +16,8 @@ from payoutdesk.ledger import service as ledger
 from payoutdesk.ledger import workflow as wf
 from payoutdesk.models import submissions
 from tests.helpers import World, conversion, drain, make_world
+
+D = Decimal  # money read exactly from a JSON answer
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -41,9 +45,10 @@ def queued(r: Any, w: World) -> str:
 
 
 def get(api: TestClient, w: World, path: str, status: int = 200) -> Any:
+    """The JSON answer, its numbers read exactly (money is a JSON number with its decimals: ``D("100.00")``)."""
     r = api.get(path, headers=w.auth)
     assert r.status_code == status, r.text
-    return r.json()
+    return json.loads(r.text, parse_float=D)
 
 
 def native(api: TestClient, w: World, aid: int) -> dict[str, Any]:
@@ -238,16 +243,19 @@ def test_get_one_action_in_pascal_case(api: TestClient, world: World, engine: En
     assert got["Id"] == str(a) and got["CampaignId"] == world.campaign_id and got["CampaignName"] == "Main"
     assert got["ActionTrackerId"] == world.sale and got["ActionTrackerName"] == "Online Sale"
     assert got["MediaPartnerId"] == world.partners[0] and got["MediaPartnerName"] == "Alpha"
-    assert (got["State"], got["Amount"], got["Payout"], got["Currency"]) == ("PENDING", "100.00", "10.00", "USD")
-    assert (got["IntendedAmount"], got["IntendedPayout"]) == ("100.00", "10.00")
-    assert (got["DeltaAmount"], got["DeltaPayout"]) == ("100.00", "10.00")  # unmodified: the amounts themselves
+    assert (got["State"], got["Amount"], got["Payout"], got["Currency"]) == ("PENDING", D("100.00"), D("10.00"), "USD")
+    assert str(got["Amount"]) == "100.00"  # a JSON number with the currency's decimals, exactly
+    assert (got["IntendedAmount"], got["IntendedPayout"]) == (D("100.00"), D("10.00"))
+    assert (got["DeltaAmount"], got["DeltaPayout"]) == (D("100.00"), D("10.00"))  # unmodified: the amounts
     assert got["Oid"] == "O-20" and got["EventDate"] == "2026-11-20T10:00:00Z"
     assert got["LockingDate"] == "2026-12-28T00:00:00Z" and got["LockedDate"] == ""
     assert got["Uri"] == f"/Advertisers/{world.sid}/Actions/{a}"
     assert got["Items"][0]["SaleAmount"] == "100.00" and got["Items"][0]["Quantity"] == "1"
     api.post(f"/api/v1/actions/{a}/modify", headers=world.auth, json={"amount": "80.00", "note": "n"})
     got = get(api, world, f"{base(world)}/Actions/{a}")
-    assert (got["Amount"], got["DeltaAmount"], got["DeltaPayout"], got["Note"]) == ("80.00", "-20.00", "-2.00", "n")
+    assert (got["Amount"], got["DeltaAmount"], got["DeltaPayout"], got["Note"]) == (D("80.00"), D("-20.00"),
+                                                                                   D("-2.00"), "n")
+    assert got["UpdateDate"] >= got["CreationDate"] and got["UpdateDate"].endswith("Z")
     assert get(api, world, f"{base(world)}/Actions/{a}/Items")["ActionItems"][0]["Payout"] == "8.00"
     for missing in ("999999999", "1000.4636.158133", "x"):
         err = get(api, world, f"{base(world)}/Actions/{missing}", 404)
@@ -278,7 +286,9 @@ def test_list_actions_paging_and_filters(api: TestClient, engine: Engine) -> Non
     assert found("State=REVERSED") == [ids[0]]
     assert found("state=pending&ActionTrackerId=" + str(w.lead)) == [lead]
     assert found(f"CampaignId={w.campaign_id}&MediaPartnerId={w.partners[0]}") == [lead, *reversed(ids)]
-    assert found("StartDate=2026-02-01T00:00:00Z&EndDate=2026-03-15T10:00:00Z") == [lead, ids[2], ids[1]]
+    # StartDate/EndDate: the last update (the reversal in February); ActionDateStart/End: the event date
+    assert found("StartDate=2026-02-01T00:00:00Z&EndDate=2026-03-15T10:00:00Z") == [ids[0]]
+    assert found("ActionDateStart=2026-02-01T00:00:00Z&ActionDateEnd=2026-03-15T10:00:00Z") == [lead, ids[2], ids[1]]
     assert found("ActionDateStart=2026-03-01&ActionDateEnd=2026-03-31") == [lead, ids[2]]
     assert found("Oid=L-4") == [ids[3]]
     # 0 months 27 days: a March action locks on 28 April

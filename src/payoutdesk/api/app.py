@@ -100,6 +100,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.add_middleware(native.ChangeFastPath)
     # body limits counted while the body is read, outside every layer that reads one (api/limits.py)
     app.add_middleware(limits.BodyLimits, max_file_bytes=settings.max_file_mb * limits.MiB)
+    from payoutdesk.api.compat_format import CompatFormat
+
+    app.add_middleware(CompatFormat)  # impact.com's .json/.xml paths and XML answers (inside the access log)
     app.add_middleware(AccessLog)  # added last: outermost, it sees every request (the fast path's too)
     app.include_router(submissions.router, prefix="/api/v1")
     from payoutdesk.api import intake as intake_routes  # returns processing: run now, the runs

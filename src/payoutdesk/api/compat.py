@@ -8,27 +8,29 @@ What is covered and what differs is written down in docs/COMPAT.md.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from decimal import Decimal
+from json.encoder import encode_basestring
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlalchemy import Connection, Row
+from sqlalchemy import Connection, Row, String, cast, func, select, text, type_coerce
 from starlette.exceptions import HTTPException
 
 from payoutdesk.accounts.service import AccountRef
-from payoutdesk.api import plumbing
+from payoutdesk.api import idempotency, plumbing
 from payoutdesk.api.compat_common import (
     BASE,
     CompatRoute,
     Owner,
     Refused,
     day_of,
-    day_time,
     digits,
     envelope,
     lower_bound,
@@ -44,11 +46,13 @@ from payoutdesk.catalog import repository as catalog_repo
 from payoutdesk.catalog.service import get_owned
 from payoutdesk.context import Actor
 from payoutdesk.errors import MalformedMultipart, NotFound, ValidationFailed, quote, shorten
+from payoutdesk.kit import db
+from payoutdesk.kit.db import is_sqlite
 from payoutdesk.kit.ids import MAX_ID32, parse_id, ref32
-from payoutdesk.kit.money import format_amount
+from payoutdesk.kit.money import exponent, format_amount
 from payoutdesk.ledger import repository as ledger_repo
 from payoutdesk.ledger import workflow as wf
-from payoutdesk.models import campaigns, event_types, partners
+from payoutdesk.models import action_updates, actions, campaigns, event_types, partners
 from payoutdesk.submissions import repository as sub_repo
 from payoutdesk.submissions import service as sub_service
 from payoutdesk.submissions.rows import RowError, command_for, interpret
@@ -70,45 +74,125 @@ router = APIRouter(route_class=CompatRoute, tags=["impact.com-compatible"])
 # --- actions -----------------------------------------------------------------------------------
 
 
-def _action_dicts(conn: Connection, sid: str, rows: Sequence[Row[Any]]) -> list[dict[str, Any]]:
-    camp = catalog_repo.names_of(conn, campaigns, {r.campaign_id for r in rows})
-    ets = catalog_repo.names_of(conn, event_types, {r.event_type_id for r in rows})
-    parts = catalog_repo.names_of(conn, partners, {r.partner_id for r in rows})
-    last = ledger_repo.newest_changes(conn, [r.id for r in rows])
+# The Action object is written straight to JSON text with one %-template per action, from a SELECT of
+# plain values (times as text): 20,000 actions a page at over 100,000 actions/s (bench/compat_paging.py),
+# where dicts, ``iso()`` and ``json.dumps`` cost several times as much. Money is a JSON number written
+# with its exact decimals (``80.00``, ``-20.00``; ``1250`` for JPY), as the tap's schema types it.
+_ACTION_JSON = (
+    '{"Id":"%d","CampaignId":%d,"CampaignName":%s,"ActionTrackerId":%d,"ActionTrackerName":%s,'
+    '"EventTypeId":%d,"MediaPartnerId":%d,"MediaPartnerName":%s,"State":"%s","StateDetail":%s,'
+    '"Amount":%s,"Payout":%s,"DeltaAmount":%s,"DeltaPayout":%s,"IntendedAmount":%s,"IntendedPayout":%s,'
+    '"Currency":"%s","EventDate":"%s","CreationDate":"%s","UpdateDate":"%s","LockingDate":"%s",'
+    '"LockedDate":"%s","Oid":%s,"CustomerId":%s,"PromoCode":%s,"Note":%s,"Uri":"%s%d"}'
+)
+_NOT_LOCKED = text("u_n.kind <> 'LOCKED'")  # literal, so that the partial index ix_action_updates_at serves it
+
+
+def _money_writer(currency: str) -> Callable[[int], str]:
+    """``format_amount`` for one currency, as fast as it can be for the usual two decimals."""
+    if exponent(currency) != 2:
+        return functools.partial(format_amount, currency=currency)
+
+    def two(minor: int) -> str:
+        return "%d.%02d" % divmod(minor, 100) if minor >= 0 else "-%d.%02d" % divmod(-minor, 100)  # noqa: UP031
+    return two
+
+
+def _sqlite_time(value: str | None) -> str:
+    """SQLite keeps UTC times as ``2026-01-15 10:00:00.000000``: ``2026-01-15T10:00:00Z``."""
+    return f"{value[:10]}T{value[11:19]}Z" if value else ""
+
+
+def _pg_time(value: str | None) -> str:
+    return value or ""
+
+
+def _time_columns(conn: Connection) -> Callable[[Any], Any]:
+    """A time column as text the renderer finishes (``_sqlite_time``/``_pg_time``)."""
+    if is_sqlite(conn):
+        return lambda col: type_coerce(col, String)  # the stored text, read as it is
+    return lambda col: func.to_char(func.timezone("UTC", col), 'YYYY-MM-DD"T"HH24:MI:SS"Z"', type_=String)
+
+
+def _newest_change_id(action_id: Any) -> Any:
+    """The newest history entry of an action that is not a lock (impact.com's UpdateDate: a lock is a state
+    transition, not an update)."""
+    u_n = action_updates.alias("u_n")
+    return (select(func.max(u_n.c.id)).where(u_n.c.action_id == action_id, _NOT_LOCKED)
+            .correlate_except(u_n).scalar_subquery())
+
+
+def _updated_between(low: datetime | None, high: datetime | None) -> Any:
+    """Actions whose last update (``_newest_change_id``) falls in ``[low, high)``: the window's changes are
+    found on ``ix_action_updates_at`` (the append-only history by time, without the locks), each kept if it
+    is its action's newest."""
+    u_w = action_updates.alias("u_w")
+    conds: list[Any] = [text("u_w.kind <> 'LOCKED'"), u_w.c.id == _newest_change_id(u_w.c.action_id)]
+    if low is not None:
+        conds.append(u_w.c.at >= low)
+    if high is not None:
+        conds.append(u_w.c.at < high)
+    return actions.c.id.in_(select(u_w.c.action_id).where(*conds))
+
+
+def _action_page(conn: Connection, account: AccountRef, f: ledger_repo.Filters, extra: Sequence[Any], size: int,
+                 offset: int = 0, before: int | None = None) -> list[Any]:
+    """A page of the account's actions that match, newest (largest id) first, from row ``offset`` on or
+    (keyset) below the id ``before``: the values of ``_ACTION_JSON``, each action with its newest change."""
+    a = actions.c
+    conds = list(extra)
+    if before is not None:
+        conds.append(a.id < before)
+    inner = ledger_repo.filtered(select(a.id), account.id, f).where(*conds).order_by(a.id.desc()).limit(size)
+    if offset:
+        inner = inner.offset(offset)
+    page = inner.subquery("page")
+    ids = select(page.c.id, _newest_change_id(page.c.id).label("uid")).subquery("p")
+    u = action_updates.alias("u")
+    t = _time_columns(conn)
+    stmt = (
+        select(a.id, a.campaign_id, a.event_type_id, a.partner_id, a.state, a.reason, a.currency, a.amount, a.payout,
+               u.c.delta_amount, u.c.delta_payout, a.intended_amount, a.intended_payout, t(a.event_date),
+               t(a.created_at), t(u.c.at), cast(a.locking_date, String), t(a.locked_at), a.order_id,
+               a.customer_id, a.promo_code, u.c.note)
+        .select_from(ids.join(actions, a.id == ids.c.id).outerjoin(u, u.c.id == ids.c.uid))
+        .order_by(a.id.desc())
+    )
+    return list(conn.execute(stmt))
+
+
+def _render(conn: Connection, sid: str, rows: Sequence[Any]) -> list[str]:
+    """Each action of ``_action_page`` as the JSON text of impact.com's Action object."""
+    esc = encode_basestring
+    camp = {k: esc(v) for k, v in catalog_repo.names_of(conn, campaigns, {r[1] for r in rows}).items()}
+    ets = {k: esc(v) for k, v in catalog_repo.names_of(conn, event_types, {r[2] for r in rows}).items()}
+    parts = {k: esc(v) for k, v in catalog_repo.names_of(conn, partners, {r[3] for r in rows}).items()}
+    tm = _sqlite_time if is_sqlite(conn) else _pg_time
+    uri = f"/Advertisers/{sid}/Actions/"
+    money: dict[str, Callable[[int], str]] = {}
     out = []
-    for r in rows:
-        c = r.currency
-        change = last.get(int(r.id))
-        out.append({
-            "Id": str(r.id),
-            "CampaignId": r.campaign_id,
-            "CampaignName": camp.get(r.campaign_id, ""),
-            "ActionTrackerId": r.event_type_id,
-            "ActionTrackerName": ets.get(r.event_type_id, ""),
-            "EventTypeId": r.event_type_id,
-            "MediaPartnerId": r.partner_id,
-            "MediaPartnerName": parts.get(r.partner_id, ""),
-            "State": r.state,
-            "StateDetail": r.reason or "",
-            "Amount": format_amount(r.amount, c),
-            "Payout": format_amount(r.payout, c),
-            "DeltaAmount": format_amount(change.delta_amount if change is not None else r.amount, c),
-            "DeltaPayout": format_amount(change.delta_payout if change is not None else r.payout, c),
-            "IntendedAmount": format_amount(r.intended_amount, c),
-            "IntendedPayout": format_amount(r.intended_payout, c),
-            "Currency": c,
-            "EventDate": when(r.event_date),
-            "CreationDate": when(r.created_at),
-            "UpdateDate": when(change.at if change is not None else r.created_at),
-            "LockingDate": day_time(r.locking_date),
-            "LockedDate": when(r.locked_at),
-            "Oid": r.order_id,
-            "CustomerId": r.customer_id or "",
-            "PromoCode": r.promo_code or "",
-            "Note": (change.note or "") if change is not None else "",
-            "Uri": f"/Advertisers/{sid}/Actions/{r.id}",
-        })
+    empty = '""'
+    template = _ACTION_JSON
+    for (aid, cid, etid, pid, state, reason, cur, amount, payout, d_amount, d_payout, i_amount, i_payout, event,
+         created, updated, locking, locked, oid, customer, promo, note) in rows:
+        m = money.get(cur)
+        if m is None:
+            m = money[cur] = _money_writer(cur)
+        made = tm(created)
+        changed = d_amount is not None
+        out.append(template % (
+            aid, cid, camp.get(cid, empty), etid, ets.get(etid, empty), etid, pid, parts.get(pid, empty),
+            state, esc(reason) if reason else empty,
+            m(amount), m(payout), m(d_amount) if changed else m(amount), m(d_payout) if changed else m(payout),
+            m(i_amount), m(i_payout), cur, tm(event), made, tm(updated) if changed else made,
+            f"{locking}T00:00:00Z" if locking else "", tm(locked), esc(oid), esc(customer) if customer else empty,
+            esc(promo) if promo else empty, esc(note) if note else empty, uri, aid))
     return out
+
+
+def _action_json(conn: Connection, account: AccountRef, row: Row[Any]) -> str:
+    rows = _action_page(conn, account, ledger_repo.Filters(action_id=int(row.id)), (), 1)
+    return _render(conn, account.sid, rows)[0]
 
 
 def _items(conn: Connection, action: Row[Any]) -> list[dict[str, Any]]:
@@ -129,7 +213,10 @@ def _items(conn: Connection, action: Row[Any]) -> list[dict[str, Any]]:
     } for i in ledger_repo.items_of(conn, int(action.id))]
 
 
-def _action_filters(conn: Connection, account: AccountRef, q: Mapping[str, str]) -> ledger_repo.Filters:
+def _action_filters(conn: Connection, account: AccountRef, q: Mapping[str, str]
+                    ) -> tuple[ledger_repo.Filters, list[Any]]:
+    """impact.com's filters of List Actions: the ledger's filters, and the last-update window (StartDate,
+    EndDate) as conditions of their own."""
     campaign_id = query_id(q, "CampaignId")
     if campaign_id is not None:
         get_owned(conn, campaigns, account.id, campaign_id, "campaign")
@@ -137,32 +224,65 @@ def _action_filters(conn: Connection, account: AccountRef, q: Mapping[str, str])
     if state is not None and state not in _STATES:
         raise ValidationFailed(f"State must be PENDING, APPROVED or REVERSED, not {quote(q['state'])}.")
     order_id = q.get("oid") or q.get("orderid") or None
-    return ledger_repo.Filters(
+    f = ledger_repo.Filters(
         state=state,
         campaign_id=campaign_id,
         partner_id=ref32(query_id(q, "MediaPartnerId")),  # a 32-bit table's id beyond 2^31-1 names nothing
         event_type_id=ref32(query_id(q, "ActionTrackerId") or query_id(q, "EventTypeId")),
         order_id=order_id,
-        event_date_from=lower_bound(q, "StartDate", "ActionDateStart"),
-        event_date_to=upper_bound(q, "EndDate", "ActionDateEnd"),
+        event_date_from=lower_bound(q, "ActionDateStart"),
+        event_date_to=upper_bound(q, "ActionDateEnd"),
         locking_date_from=day_of(q, "LockingDateStart", end=False),
         locking_date_to=day_of(q, "LockingDateEnd", end=True),
     )
+    updated_from, updated_to = lower_bound(q, "StartDate"), upper_bound(q, "EndDate")
+    extra = [] if updated_from is None and updated_to is None else [_updated_between(updated_from, updated_to)]
+    return f, extra
+
+
+def _page_key(q: Mapping[str, str]) -> tuple[int, int] | None:
+    """``PageKey``, the keyset position that ``@nextpageuri`` carries: ``<last id shown>-<total>`` (the
+    total counted on the walk's first page, so that following pages need not count again)."""
+    raw = (q.get("pagekey") or "").strip()
+    if not raw:
+        return None
+    last, _, total = raw.partition("-")
+    last_id, count = parse_id(last), digits(total, 2**62)
+    if last_id is None or count is None:
+        raise ValidationFailed(f"PageKey {quote(raw)} is not one that @nextpageuri gives; follow @nextpageuri as "
+                               "it is, or ask for Page alone.")
+    return last_id, count
 
 
 @router.get(BASE + "/Actions")
 def list_actions(request: Request, account: Owner) -> Response:
-    """impact.com's List Actions: newest first, paged with Page/PageSize."""
+    """impact.com's List Actions: newest first, paged with Page/PageSize; ``@nextpageuri`` carries a keyset
+    position (``PageKey``), so that following it costs the same on the last page as on the first."""
     q = query_of(request)
     page, size = page_of(q, ACTIONS_PAGE)
+    key = _page_key(q)
 
-    def read(conn: Connection) -> dict[str, Any]:
-        f = _action_filters(conn, account, q)
-        total = ledger_repo.count(conn, account.id, f)
-        rows = ledger_repo.offset_page(conn, account.id, f, (page - 1) * size, size)
-        return envelope(request, "Actions", _action_dicts(conn, account.sid, rows), page, size, total)
+    def read(conn: Connection) -> bytes:
+        f, extra = _action_filters(conn, account, q)
+        if key is not None:
+            total = key[1]
+            rows = _action_page(conn, account, f, extra, size, before=key[0])
+        else:
+            total = _count(conn, account.id, f, extra)
+            rows = _action_page(conn, account, f, extra, size, offset=(page - 1) * size)
+        after = [("PageKey", f"{rows[-1][0]}-{total}")] if rows else []
+        head = envelope(request, "Actions", [], page, size, total, shown=len(rows), next_params=after)
+        text_ = idempotency.dumps(head)
+        assert text_.endswith(b"[]}")  # "Actions" is the envelope's last key
+        return b"".join((text_[:-2], ",".join(_render(conn, account.sid, rows)).encode(), b"]}"))
 
-    return plumbing.read(request, read)
+    with db.read(plumbing.engine_of(request)) as conn:
+        return plumbing.respond(request, 200, read(conn))
+
+
+def _count(conn: Connection, account_id: int, f: ledger_repo.Filters, extra: Sequence[Any]) -> int:
+    stmt = ledger_repo.filtered(select(func.count()).select_from(actions), account_id, f).where(*extra)
+    return int(conn.execute(stmt).scalar_one())
 
 
 def _owned_action(conn: Connection, account: AccountRef, raw: str) -> Row[Any]:
@@ -177,13 +297,13 @@ def _owned_action(conn: Connection, account: AccountRef, raw: str) -> Row[Any]:
 def get_action(request: Request, ActionId: str, account: Owner) -> Response:  # noqa: N803 - impact.com's name
     """One action in impact.com's shape, with its items (extra field `Items`)."""
 
-    def read(conn: Connection) -> dict[str, Any]:
+    def read(conn: Connection) -> bytes:
         row = _owned_action(conn, account, ActionId)
-        out = _action_dicts(conn, account.sid, [row])[0]
-        out["Items"] = _items(conn, row)
-        return out
+        one = _action_json(conn, account, row)
+        return f"{one[:-1]},\"Items\":".encode() + idempotency.dumps(_items(conn, row)) + b"}"
 
-    return plumbing.read(request, read)
+    with db.read(plumbing.engine_of(request)) as conn:
+        return plumbing.respond(request, 200, read(conn))
 
 
 @router.get(BASE + "/Actions/{ActionId}/Items")

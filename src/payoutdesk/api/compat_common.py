@@ -17,6 +17,7 @@ from fastapi.routing import APIRoute
 
 from payoutdesk.accounts.service import AccountRef
 from payoutdesk.api import plumbing
+from payoutdesk.api.compat_format import SUFFIX_KEY
 from payoutdesk.api.plumbing import authenticate, problem
 from payoutdesk.catalog.service import parse_time
 from payoutdesk.errors import NotFound, PayoutdeskError, ValidationFailed, quote, shorten
@@ -65,7 +66,7 @@ class CompatRoute(APIRoute):
 QUERY_PARAMETERS: dict[tuple[str, str], tuple[str, ...]] = {
     ("GET", "/Actions"): ("CampaignId", "State", "StartDate", "EndDate", "ActionDateStart", "ActionDateEnd",
                           "LockingDateStart", "LockingDateEnd", "ActionTrackerId", "EventTypeId", "MediaPartnerId",
-                          "Oid", "OrderId", "Page", "PageSize"),
+                          "Oid", "OrderId", "Page", "PageSize", "PageKey"),
     ("GET", "/Actions/{ActionId}"): (),
     ("GET", "/Actions/{ActionId}/Items"): (),
     ("GET", "/APISubmissions/{BatchId}"): (),
@@ -227,14 +228,23 @@ def day_time(value: date | None) -> str:
 
 
 def envelope(request: Request, key: str, items: list[dict[str, Any]], page: int, size: int,
-              total: int) -> dict[str, Any]:
-    """impact.com's paged list: "@page", "@numpages", … (as strings, as impact.com sends them)."""
+              total: int, *, shown: int | None = None, next_params: list[tuple[str, str]] | None = None
+              ) -> dict[str, Any]:
+    """impact.com's paged list: "@page", "@numpages", … (as strings, as impact.com sends them).
+
+    The URIs keep the path's ``.json``/``.xml`` suffix (api/compat_format.py). ``shown``: the number of
+    records when ``items`` is left empty (filled in by the caller); ``next_params``: added to
+    ``@nextpageuri`` only (a keyset position such as ``PageKey``, which the other URIs leave out)."""
     pages = max(1, math.ceil(total / size))
     start = (page - 1) * size
-    params = [(k, v) for k, v in request.query_params.multi_items() if k.lower() != "page"]
+    params = [(k, v) for k, v in request.query_params.multi_items() if k.lower() not in ("page", "pagekey")]
+    path = request.url.path + str(request.scope.get(SUFFIX_KEY, ""))
 
-    def uri(n: int) -> str:
-        return f"{request.url.path}?{urlencode([*params, ('Page', str(n))])}"
+    def uri(n: int, extra: list[tuple[str, str]] | None = None) -> str:
+        return f"{path}?{urlencode([*params, ('Page', str(n)), *(extra or [])])}"
+
+    if shown is None:
+        shown = len(items)
 
     return {
         "@page": str(page),
@@ -242,11 +252,11 @@ def envelope(request: Request, key: str, items: list[dict[str, Any]], page: int,
         "@pagesize": str(size),
         "@total": str(total),
         "@start": str(start),
-        "@end": str(start + max(len(items), 1) - 1),
+        "@end": str(start + max(shown, 1) - 1),
         "@uri": uri(page),
         "@firstpageuri": uri(1),
         "@previouspageuri": uri(page - 1) if 1 < page <= pages + 1 else "",
-        "@nextpageuri": uri(page + 1) if page < pages else "",
+        "@nextpageuri": uri(page + 1, next_params) if page < pages else "",
         "@lastpageuri": uri(pages),
         key: items,
     }

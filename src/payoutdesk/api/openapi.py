@@ -104,9 +104,9 @@ COMPAT_ACTIONS_QUERY = (
     _q("CampaignId", _INT_ID, "The campaign; another account's or an unknown one answers 404."),
     _q("State", {"anyOf": [{"type": "string", "enum": ["PENDING", "APPROVED", "REVERSED"]}, _BLANK]},
        "The action's state (any case)."),
-    _q("StartDate", _WHEN, "Event date from (inclusive; a date alone is the whole day)."),
-    _q("EndDate", _WHEN, "Event date to (inclusive)."),
-    _q("ActionDateStart", _WHEN, "Event date from (inclusive), as impact.com names it."),
+    _q("StartDate", _WHEN, "Last update (UpdateDate) from (inclusive; a date alone is the whole day)."),
+    _q("EndDate", _WHEN, "Last update (UpdateDate) to (inclusive)."),
+    _q("ActionDateStart", _WHEN, "Event date from (inclusive; a date alone is the whole day)."),
     _q("ActionDateEnd", _WHEN, "Event date to (inclusive)."),
     _q("LockingDateStart", _WHEN, "Locking date from (inclusive)."),
     _q("LockingDateEnd", _WHEN, "Locking date to (inclusive)."),
@@ -116,6 +116,8 @@ COMPAT_ACTIONS_QUERY = (
     _q("Oid", {"type": "string"}, "The order id."),
     _q("OrderId", {"type": "string"}, "The order id (the same as Oid)."),
     *_pages(compat.ACTIONS_PAGE),
+    _q("PageKey", {"anyOf": [{"type": "string", "pattern": r"^[1-9][0-9]{0,17}-[0-9]{1,18}$"}, _BLANK]},
+       "The keyset position that @nextpageuri carries (give it back as it is, with its Page)."),
 )
 COMPAT_FILES_QUERY = (
     _q("CampaignId", _INT_ID, "The campaign; another account's or an unknown one answers 404."),

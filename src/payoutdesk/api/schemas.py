@@ -382,6 +382,13 @@ class CompatItem(Shape):
     IntendedPayout: Money
 
 
+# impact.com's amounts of an Action are numbers (tap-impact's schemas/actions.json): a JSON number written
+# with the currency's decimals exactly (80.00, -20.00; 1250 for JPY), never rounded through a float
+CompatMoney = Annotated[float, Field(description="A JSON number written with the currency's decimals exactly, "
+                                                 "like 80.00 (read it as a decimal to keep it exact).",
+                                     examples=[80.0])]
+
+
 class CompatAction(Shape):
     Id: str
     CampaignId: int
@@ -393,12 +400,12 @@ class CompatAction(Shape):
     MediaPartnerName: str
     State: State
     StateDetail: str
-    Amount: Money
-    Payout: Money
-    DeltaAmount: Money
-    DeltaPayout: Money
-    IntendedAmount: Money
-    IntendedPayout: Money
+    Amount: CompatMoney
+    Payout: CompatMoney
+    DeltaAmount: CompatMoney
+    DeltaPayout: CompatMoney
+    IntendedAmount: CompatMoney
+    IntendedPayout: CompatMoney
     Currency: str
     EventDate: str
     CreationDate: str

@@ -237,6 +237,12 @@ action_updates = Table(
     Column("submission_id", BigInteger, nullable=True),
     Column("actor", String(320), nullable=True),
     Index("ix_action_updates_action", "action_id", "id"),
+    # impact.com's StartDate/EndDate (the last update) of GET /Actions (api/compat.py): the changes of a
+    # time window, on the append-only history rather than on ``actions`` (whose every change would then
+    # rewrite an index entry and lose its HOT update); a lock is no change there, so LOCKED rows (a lock
+    # run writes millions) are left out of the index (migration 0008)
+    Index("ix_action_updates_at", "at", "action_id", sqlite_where=text("kind <> 'LOCKED'"),
+          postgresql_where=text("kind <> 'LOCKED'")),
 )
 
 idempotency_keys = Table(
