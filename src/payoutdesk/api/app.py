@@ -90,7 +90,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     def healthz() -> Response:
         return Response("ok", media_type="text/plain")
 
-    from payoutdesk.api import account, compat, limits, native, salesforce, submissions
+    from payoutdesk.api import account, compat, compat_reads, limits, native, salesforce, submissions
 
     app.include_router(native.router, prefix="/api/v1")
     app.include_router(account.router, prefix="/api/v1")
@@ -109,6 +109,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     app.include_router(intake_routes.router, prefix="/api/v1")
     app.include_router(compat.router)  # impact.com paths
+    app.include_router(compat_reads.router)  # impact.com paths: company, campaigns, partners, action updates
     app.include_router(salesforce.router)  # Salesforce Outbound Messages: SOAP, outside the OpenAPI document
     openapi.install(app)  # the completed OpenAPI document and the offline /docs
     return app

@@ -260,3 +260,27 @@ def envelope(request: Request, key: str, items: list[dict[str, Any]], page: int,
         "@lastpageuri": uri(pages),
         key: items,
     }
+
+
+# --- api/compat_reads.py: its routes' query parameters, and compat.py's APISubmission for its list ------
+
+QUERY_PARAMETERS.update({
+    # the tap-impact client sends PageSize to every path, CompanyInformation's too (it is not paged)
+    ("GET", "/CompanyInformation"): ("Page", "PageSize"),
+    ("GET", "/Campaigns"): ("Page", "PageSize"),
+    ("GET", "/Campaigns/{Id}"): (),
+    ("GET", "/MediaPartners"): ("Page", "PageSize"),
+    ("GET", "/MediaPartners/{Id}"): (),
+    ("GET", "/ActionUpdates"): ("CampaignId", "ActionId", "State", "StartDate", "EndDate", "Page", "PageSize"),
+    ("GET", "/ActionUpdates/{Id}"): (),
+    ("GET", "/APISubmissions"): ("SubmissionDateStart", "SubmissionDateEnd", "CompletedDateStart",
+                                 "CompletedDateEnd", "CampaignId", "Page", "PageSize"),
+})
+
+
+def api_submission(conn: Any, account: AccountRef, sub: Any) -> dict[str, Any]:
+    """An API submission (a ``submissions`` row of kind A) in impact.com's shape, exactly as
+    ``GET /APISubmissions/{BatchId}`` answers it (api/compat.py), for the list of api/compat_reads.py."""
+    from payoutdesk.api import compat  # compat imports this module
+
+    return compat._api_submission(conn, account, sub)  # the one shape, kept in compat.py

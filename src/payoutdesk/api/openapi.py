@@ -30,7 +30,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
-from payoutdesk.api import compat, compat_common
+from payoutdesk.api import compat, compat_common, compat_reads
 from payoutdesk.api import intake as intake_routes
 from payoutdesk.api import schemas as s
 from payoutdesk.kit.money import ISO_4217
@@ -237,6 +237,29 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("get", f"{COMPAT}/FTPFileSubmissions/{{BatchId}}/ErrorDetails"): Op(200, s.CompatErrorDetails, _ONE,
                                                                          query=COMPAT_ERRORS_QUERY),
 }
+
+# api/compat_reads.py: impact.com's company, campaigns, partners, change log and list of API submissions
+_COMPAT_CATALOG_QUERY = _pages(compat_reads.CATALOG_PAGE)
+COMPAT_ACTION_UPDATES_QUERY = (
+    _q("CampaignId", _INT_ID, "The campaign; another account's or an unknown one answers 404."),
+    _q("ActionId", _INT_ID, "The action; another account's or an unknown one answers 404."),
+    _q("State", {"anyOf": [{"type": "string", "enum": ["PENDING", "APPROVED", "REVERSED"]}, _BLANK]},
+       "The action's state after the update (any case)."),
+    _q("StartDate", _WHEN, "Updated from (inclusive; a date alone is its midnight)."),
+    _q("EndDate", _WHEN, "Updated before (exclusive; a date alone is its midnight)."),
+    *_pages(compat_reads.ACTION_UPDATES_PAGE),
+)
+COMPAT_API_SUBMISSIONS_QUERY = (*COMPAT_FILES_QUERY[:5], *_pages(compat_reads.API_SUBMISSIONS_PAGE))
+OPERATIONS.update({
+    ("get", f"{COMPAT}/CompanyInformation"): Op(200, s.CompatCompanyInformation, _ONE, query=_COMPAT_CATALOG_QUERY),
+    ("get", f"{COMPAT}/Campaigns"): Op(200, s.CompatCampaignList, _ONE, query=_COMPAT_CATALOG_QUERY),
+    ("get", f"{COMPAT}/Campaigns/{{Id}}"): Op(200, s.CompatCampaign, _ONE),
+    ("get", f"{COMPAT}/MediaPartners"): Op(200, s.CompatMediaPartnerList, _ONE, query=_COMPAT_CATALOG_QUERY),
+    ("get", f"{COMPAT}/MediaPartners/{{Id}}"): Op(200, s.CompatMediaPartner, _ONE),
+    ("get", f"{COMPAT}/ActionUpdates"): Op(200, s.CompatActionUpdateList, _ONE, query=COMPAT_ACTION_UPDATES_QUERY),
+    ("get", f"{COMPAT}/ActionUpdates/{{Id}}"): Op(200, s.CompatActionUpdate, _ONE),
+    ("get", f"{COMPAT}/APISubmissions"): Op(200, s.CompatAPISubmissionList, _ONE, query=COMPAT_API_SUBMISSIONS_QUERY),
+})
 
 
 # --- building the document ---------------------------------------------------------------------

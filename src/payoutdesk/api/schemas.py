@@ -513,3 +513,179 @@ class CompatErrorDetails(CompatPage):
 def schema_of(model: type[BaseModel]) -> dict[str, Any]:
     """The model's JSON Schema as it is validated (by alias), with nested models under ``$defs``."""
     return model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}", mode="serialization")
+
+
+# --- the impact.com-compatible reads of api/compat_reads.py (types as the tap-impact client loads them) --
+
+DateTimeOrEmpty = Annotated[str, Field(description='ISO 8601 in UTC, or "" when there is none.',
+                                       examples=["2026-01-15T10:00:00Z"])]
+ExactNumber = Annotated[float, Field(description="An exact decimal JSON number in the currency (12.50): written "
+                                                 "from integer minor units, never rounded through a float.")]
+
+
+class CompatAddress(Shape):
+    AddressLine1: str
+    AddressLine2: str
+    City: str
+    State: str
+    PostalCode: str
+    Country: str
+
+
+class CompatContact(Shape):
+    Name: str
+    Email: str
+    WorkPhoneNumber: str
+    WorkPhoneNumberCountry: str
+    CellPhoneNumber: str
+    CellPhoneNumberCountry: str
+    UserId: int | None
+
+
+class CompatIndustry(Shape):
+    IndustryId: int | None
+    IndustryName: str
+
+
+class CompatCompanyInformation(Shape):
+    """The account: its name, the currency of its first campaign, the address of its alerts."""
+
+    CompanyName: str
+    Website: str
+    PrimaryPhoneNumber: str
+    PrimaryPhoneNumberCountry: str
+    SecondaryPhoneNumber: str
+    SecondaryPhoneNumberCountry: str
+    CorporateAddress: CompatAddress
+    BillingAddress: CompatAddress
+    Currency: str
+    Timezone: str
+    OrganizationType: str
+    EinSsnForeignTaxId: str
+    RegisteredForIndirectTax: bool | None
+    IndirectTaxNumber: str
+    Industry: CompatIndustry
+    MinimumContactRating: int | None
+    CommercialContact: CompatContact
+    FinancialContact: CompatContact
+    TechnicalContact: CompatContact
+    Uri: str
+
+
+class CompatCategories(Shape):
+    PrimaryCategory: str
+    AdditionalCategory: str
+
+
+class CompatCampaign(Shape):
+    Id: int
+    Name: str
+    State: str
+    Currency: str
+    ShortDescription: str
+    LongDescription: str
+    Rating: int | None
+    SiteDefinition: str
+    SearchKeywords: str
+    ShippingRegions: str
+    TrackingDomain: str
+    ThirdPartyImpressionPixel: str
+    IdentityCollapsing: str
+    Categories: CompatCategories
+    AdvertiserId: int
+    AdvertiserName: str
+    AdvertiserUrl: str
+    CampaignId: int
+    CampaignName: str
+    CampaignUrl: str
+    CreationDate: Time
+    Uri: str
+
+
+class CompatCampaignList(CompatPage):
+    Campaigns: list[CompatCampaign]
+
+
+class CompatPartnerCampaign(Shape):
+    CampaignId: int
+    CampaignName: str
+    InsertionOrderId: int = Field(description="payoutdesk's newest contract of the partner in the campaign.")
+    InsertionOrderName: str
+    JoinDate: Time
+
+
+class CompatMediaPartner(Shape):
+    Id: int
+    Name: str
+    Description: str
+    State: str
+    RelationshipState: str
+    Currency: str
+    Website: str
+    PartnerType: str
+    PrimaryPromotionalMethod: str
+    PromotionalMethods: str
+    PromotingCountries: str
+    Rating: int | None
+    Contact: None
+    AddressLine1: str
+    AddressLine2: str
+    City: str
+    CountryState: str
+    PostalCode: str
+    Country: str
+    PhoneNumber: str
+    Timezone: str
+    MpValue1: str
+    MpValue2: str
+    MpValue3: str
+    Campaigns: list[CompatPartnerCampaign]
+    Groups: list[dict[str, Any]]
+    DateCreated: Time
+    Uri: str
+
+
+class CompatMediaPartnerList(CompatPage):
+    MediaPartners: list[CompatMediaPartner]
+
+
+class CompatActionUpdate(Shape):
+    """One entry of an action's history, as impact.com's change log shows it."""
+
+    Id: str
+    ActionId: str
+    CampaignId: int
+    CampaignName: str
+    ActionTrackerId: int
+    ActionTrackerName: str
+    MediaPartnerId: int
+    MediaPartnerName: str
+    State: State
+    StateDetail: str
+    StateDetailDescription: str
+    Disposition: str
+    DeltaAmount: ExactNumber
+    DeltaPayout: ExactNumber
+    Currency: str
+    UpdateDate: Time
+    ActionDate: Time
+    LockingDate: DateTimeOrEmpty
+    ClearingDate: DateTimeOrEmpty
+    Oid: str
+    CustomerId: str
+    CustomerStatus: str
+    PromoCode: str
+    ActionUri: str
+    Uri: str
+    Kind: Literal["CREATED", "APPROVED", "REVERSED", "RESTORED", "MODIFIED", "RESET", "LOCKED"]
+    Note: str
+    Channel: str
+    SubmissionId: str
+
+
+class CompatActionUpdateList(CompatPage):
+    ActionUpdates: list[CompatActionUpdate]
+
+
+class CompatAPISubmissionList(CompatPage):
+    APISubmission: list[CompatAPISubmission]

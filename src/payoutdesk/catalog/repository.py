@@ -124,3 +124,26 @@ def names_of(conn: Connection, table: Table, ids: set[int]) -> dict[int, str]:
 
 
 __all__ = ["event_types", "partners"]
+
+
+def page_rows(conn: Connection, table: Table, account_id: int, offset: int, limit: int) -> tuple[int, list[Row[Any]]]:
+    """How many rows of ``table`` the account has, and one page of them by id from row ``offset`` on
+    (api/compat_reads.py: impact.com's Page/PageSize lists of campaigns and partners)."""
+    from sqlalchemy import func
+
+    total = int(conn.execute(select(func.count()).select_from(table).where(table.c.account_id == account_id))
+                .scalar_one())
+    rows = list(conn.execute(select(table).where(table.c.account_id == account_id).order_by(table.c.id)
+                             .offset(offset).limit(limit)))
+    return total, rows
+
+
+def contracts_of_partners(conn: Connection, account_id: int, partner_ids: set[int]) -> list[Row[Any]]:
+    """The contracts of these partners of the account (id, partner, campaign, start), oldest start first."""
+    if not partner_ids:
+        return []
+    c = contracts.c
+    return list(conn.execute(
+        select(c.id, c.partner_id, c.campaign_id, c.starts_on)
+        .where(c.account_id == account_id, c.partner_id.in_(partner_ids))
+        .order_by(c.starts_on, c.id)))

@@ -1190,3 +1190,73 @@ def load_for_change_pg(conn: Connection, account_id: int, action_id: int,
     terms = PgRecord(dict(zip(_TERMS_NAMES, t, strict=True))) if t[0] is not None else None
     return row, items, terms
 
+
+
+# --- the history as impact.com's change log (api/compat_reads.py: GET /ActionUpdates) ----------
+
+
+@dataclass(frozen=True)
+class HistoryFilters:
+    campaign_id: int | None = None
+    action_id: int | None = None
+    update_id: int | None = None
+    state: str | None = None
+    at_from: datetime | None = None  # inclusive
+    at_to: datetime | None = None  # exclusive
+
+
+def _history_part(account_id: int, f: HistoryFilters, *, locks: bool, by_time: bool = False) -> Select[Any]:
+    """The account's history rows (joined to their actions) matching ``f``: the LOCKED ones or the others.
+    The two parts are asked apart so that each can use an index on ``at`` whose predicate is its own
+    (``ix_action_updates_at`` holds the rows that are not LOCKED; the literal, not a bound value, lets
+    SQLite see that the query implies the index's WHERE)."""
+    from sqlalchemy import literal_column  # imported here: this block is compat_reads' alone
+
+    u, a = action_updates.c, actions.c
+    locked: Any = literal_column("'LOCKED'")
+    # ``by_time``: SQLite, which keeps no statistics here, would rather walk the account's (or campaign's)
+    # actions than a time window of ``ix_action_updates_at``; an expression on account_id takes the
+    # actions' indexes out of its choice, so that the window drives and each action is read by its id
+    account: Any = a.account_id + 0 if by_time else a.account_id
+    conds: list[Any] = [account == account_id, u.kind == locked if locks else u.kind != locked]
+    if f.campaign_id is not None:
+        conds.append(a.campaign_id == f.campaign_id)
+    if f.action_id is not None:
+        conds.append(u.action_id == f.action_id)
+    if f.update_id is not None:
+        conds.append(u.id == f.update_id)
+    if f.state is not None:
+        conds.append(u.state == f.state)
+    if f.at_from is not None:
+        conds.append(u.at >= f.at_from)
+    if f.at_to is not None:
+        conds.append(u.at < f.at_to)
+    return (
+        select(u.id, u.action_id, u.at, u.kind, u.state, u.reason, u.note, u.delta_amount, u.delta_payout,
+               u.channel, u.submission_id, a.campaign_id, a.event_type_id, a.partner_id, a.order_id,
+               a.customer_id, a.promo_code, a.currency, a.event_date, a.locking_date,
+               a.reason.label("action_reason"))
+        .select_from(action_updates.join(actions, a.id == u.action_id))
+        .where(*conds)
+    )
+
+
+def history_page(conn: Connection, account_id: int, f: HistoryFilters, offset: int, limit: int
+                 ) -> tuple[int, list[Row[Any]]]:
+    """How many history rows of the account's actions match ``f``, and one page of them oldest first (by
+    ``at``, then id: a client that bookmarks the newest ``at`` it saw resumes there), from row ``offset``
+    on; each row ends with the column ``total_`` (the count). Another account's history never matches: the
+    account is the joined action's."""
+    from sqlalchemy import union_all
+
+    # the LOCKED rows have no index by time (``ix_action_updates_at`` leaves them out): their part is
+    # found through the account's actions
+    by_time = is_sqlite(conn) and f.action_id is None and (f.at_from is not None or f.at_to is not None)
+    both = union_all(_history_part(account_id, f, locks=False, by_time=by_time),
+                     _history_part(account_id, f, locks=True)).subquery()
+    # the count comes with the page (one pass over the matching rows); a page past the end asks it apart
+    page = list(conn.execute(select(both, func.count().over().label("total_"))
+                             .order_by(both.c.at, both.c.id).offset(offset).limit(limit)))
+    if page:
+        return int(page[0].total_), page
+    return int(conn.execute(select(func.count()).select_from(both)).scalar_one()), []
