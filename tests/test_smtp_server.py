@@ -4,7 +4,9 @@ over 127.0.0.1, on both databases."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import logging
+import os
 import smtplib
 import socket
 import subprocess
@@ -520,3 +522,73 @@ def test_the_idle_timeout_counts_from_the_last_bytes_received(serve: Serve, worl
     time.sleep(1.5)
     assert idle.recv(200) == b""  # an idle session still times out: closed
     idle.close()
+
+
+def spool_files(ctx: IntakeContext) -> list[Path]:
+    return sorted(smtp_server.spool_dir(ctx.settings.data_dir).iterdir())
+
+
+def test_an_oversized_mail_is_refused_at_once_and_the_session_goes_on(serve: Serve, world: World) -> None:
+    a = conversion(world, "O-1", "100.00")
+    ctx, server = serve(PAYOUTDESK_MAX_FILE_MB="1")
+    big = mail("brand@shop.test", address(world), [("big.csv", b"1,1.00,X\r\n" * 300_000)])
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as smtp:
+        smtp.ehlo()
+        assert smtp.mail("brand@shop.test")[0] == 250  # no SIZE= said: refused as it arrives
+        assert smtp.rcpt(address(world))[0] == 250
+        assert smtp.docmd("DATA")[0] == 354
+        raw = big.as_bytes(policy=policy.SMTP)
+        smtp.send(raw[:2 * 1024 * 1024])  # past the limit of 1.4 MiB: the 552 comes before the end
+        assert smtp.sock is not None
+        smtp.sock.settimeout(10)
+        code, text = smtp.getreply()
+        assert code == 552 and b"larger than the limit" in text
+        smtp.send(raw[2 * 1024 * 1024:] + b".\r\n")  # the rest is read and dropped up to the end marker
+        assert spool_files(ctx) == []
+        assert smtp.noop()[0] == 250  # in step: the next reply is the NOOP's
+        second = mail("brand@shop.test", address(world), [("r.csv", returns_csv((a, "10.00", "ORDER_UPDATE")))])
+        assert smtp.sendmail("brand@shop.test", [address(world)], second.as_bytes(policy=policy.SMTP)) == {}
+    (run,) = latest_runs(world)
+    assert run["files_taken"] == 1 and run["submissions"]
+    assert spool_files(ctx) == []
+    mode = smtp_server.spool_dir(ctx.settings.data_dir).stat().st_mode & 0o777
+    assert mode == 0o700
+
+
+def test_data_in_odd_pieces_with_dot_lines_and_a_command_after_the_end(serve: Serve, world: World) -> None:
+    ctx, server = serve()
+    csv = b"ActionId,Amount,Reason\r\n.1,2.00,X\r\n..\r\n.\r\n1,1.00,ORDER_UPDATE\r\n"  # lines that start with dots
+    raw = (f"From: brand@shop.test\r\nTo: {address(world)}\r\nSubject: dots\r\nContent-Type: text/csv\r\n"
+           "Content-Disposition: attachment; filename=\"dots.csv\"\r\n\r\n").encode() + csv
+    wire = b"\r\n".join(b"." + line if line.startswith(b".") else line for line in raw.split(b"\r\n"))
+    wire += b".\r\nNOOP\r\n"  # the end marker and the next command in one packet
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"220")
+        s.sendall(b"HELO brand.test\r\n")
+        assert f.readline().startswith(b"250")
+        s.sendall(f"MAIL FROM:<brand@shop.test>\r\nRCPT TO:<{address(world)}>\r\nDATA\r\n".encode())
+        assert f.readline().startswith(b"250")
+        assert f.readline().startswith(b"250")
+        assert f.readline().startswith(b"354")
+        for i in range(0, len(wire), 3):  # three bytes at a time: every marker and dot split
+            s.sendall(wire[i:i + 3])
+            time.sleep(0.002)
+        assert f.readline().startswith(b"250 2.0.0 Taken: F-")
+        assert f.readline().startswith(b"250")  # the NOOP, not lost
+        s.sendall(b"QUIT\r\n")
+        assert f.readline().startswith(b"221")
+    with db.read(world.engine) as conn:
+        sub = conn.execute(select(submissions).where(submissions.c.campaign_id == world.campaign_id)).one()
+    assert sub.sha256 == hashlib.sha256(csv).hexdigest() and sub.file_name == "dots.csv"
+    assert spool_files(ctx) == []
+
+
+def test_a_spool_file_left_by_a_dead_process_is_deleted_at_start(serve: Serve, tmp_path: Path) -> None:
+    folder = smtp_server.spool_dir(tmp_path)
+    old, recent = folder / "mail-old", folder / "mail-recent"
+    old.write_bytes(b"x")
+    recent.write_bytes(b"y")
+    os.utime(old, (time.time() - 2 * 86_400,) * 2)
+    serve()
+    assert sorted(folder.iterdir()) == [recent]  # another process's mail in flight stays

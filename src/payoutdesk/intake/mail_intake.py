@@ -11,23 +11,23 @@ bulk, junk or list) or has an empty return path (RFC 3834: no mail loops).
 
 from __future__ import annotations
 
-import binascii
 import gzip
 import io
 import json
 import logging
+import queue
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from email import policy
 from email.message import EmailMessage, Message
-from email.parser import BytesParser
 from email.utils import parseaddr
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 from sqlalchemy import Connection
 
-from payoutdesk.intake import deliveries, mail, runs
+from payoutdesk.intake import deliveries, mail, mime_stream, runs
 from payoutdesk.intake import repository as repo
 from payoutdesk.intake.common import RETURNS_SUFFIXES, IntakeContext, Taken, looks_like_returns_file, take_file
 from payoutdesk.kit import db, logs
@@ -40,6 +40,7 @@ log = logging.getLogger("payoutdesk.intake")
 
 CHANNEL = "email"
 PIECE = 1024 * 1024  # a file is handed to take_file in pieces of 1 MiB
+AHEAD = 2  # pieces decoded ahead of take_file
 MAX_REPLY_ATTACHMENT = 10 * 1024 * 1024  # a result file larger than this is mailed gzip-compressed, or not at all
 _TOKEN = re.compile(r"^[0-9a-z]{8,64}$")
 _SUFFIXES = ", ".join("*" + s for s in RETURNS_SUFFIXES)
@@ -114,59 +115,81 @@ def check_recipient(ctx: IntakeContext, sender: str, address: str) -> Verdict:
 # --- a mail received -------------------------------------------------------------------------------
 
 
-class Undecodable(Exception):
-    """An attachment whose content cannot be decoded."""
+Undecodable = mime_stream.Undecodable  # an attachment whose content cannot be decoded
+
+Content = bytes | Path  # a mail: its bytes, or the file it was spooled to (read, never held whole)
+
+
+def _opener(content: Content) -> Callable[[], BinaryIO]:
+    if isinstance(content, Path):
+        return lambda: content.open("rb")
+    return lambda: io.BytesIO(content)
 
 
 @dataclass(frozen=True)
 class Attachment:
-    """A returns file attached to a mail: its MIME part, decoded only as it is taken."""
+    """A returns file attached to a mail: where its MIME part lies in the mail, decoded only as it is
+    taken."""
 
     name: str
     content_type: str
-    part: Message
+    leaf: mime_stream.Leaf
+    source: Callable[[], BinaryIO]
 
     def pieces(self) -> Iterator[bytes]:
-        """The decoded content in pieces of ``PIECE`` bytes. Base64 (how mail carries files) is decoded a slice
-        at a time, so the decoded file is never held whole beside the mail; ``Undecodable`` for a payload that
-        is not."""
-        cte = str(self.part.get("content-transfer-encoding", "")).strip().lower()
-        text = self.part.get_payload()
-        if cte != "base64" or not isinstance(text, str):
+        """The decoded content in pieces of ``PIECE`` bytes, read from the mail a block at a time (so that
+        neither the mail nor the file is ever held whole); ``Undecodable`` for a payload that is not. The
+        decoding runs in a thread of its own, ``AHEAD`` pieces ahead of the consumer, so that it overlaps
+        the consumer's work (the store's writes and hashing, which release the GIL)."""
+        return _read_ahead(self._decoded)
+
+    def _decoded(self) -> Iterator[bytes]:
+        with self.source() as f:
+            yield from mime_stream.decode(f, self.leaf, PIECE)
+
+
+def _read_ahead(make: Callable[[], Iterator[bytes]], depth: int = 0) -> Iterator[bytes]:
+    """The pieces of ``make()``, produced in a thread at most ``depth`` (``AHEAD``) pieces ahead; its error
+    is raised here; closing this generator stops the thread."""
+    box: queue.Queue[tuple[bytes | None, BaseException | None]] = queue.Queue(depth or AHEAD)
+    stop = threading.Event()
+
+    def put(item: tuple[bytes | None, BaseException | None]) -> bool:
+        while not stop.is_set():
             try:
-                data = self.part.get_payload(decode=True)
-            except Exception as exc:  # noqa: BLE001 - a payload that does not decode
-                raise Undecodable(str(exc)) from None
-            yield from _slices(data if isinstance(data, bytes) else b"")
-            return
-        buf = bytearray()
-        rest = b""
-        step = 4 * (PIECE // 3)
-        for start in range(0, len(text), step):
-            chunk = rest + text[start:start + step].encode("ascii", "ignore").translate(None, b" \t\r\n")
-            cut = len(chunk) - len(chunk) % 4
-            rest = chunk[cut:]
-            buf += _b64(chunk[:cut])
-            while len(buf) >= PIECE:
-                yield bytes(buf[:PIECE])
-                del buf[:PIECE]
-        if rest.strip(b"="):
-            buf += _b64(rest + b"=" * (-len(rest) % 4))
-        if buf:
-            yield bytes(buf)
+                box.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
 
+    def run() -> None:
+        pieces = make()
+        try:
+            for piece in pieces:
+                if not put((piece, None)):
+                    return
+            put((None, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            put((None, exc))
+        finally:
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()
 
-def _b64(data: bytes) -> bytes:
+    thread = threading.Thread(target=run, name="mail-decode", daemon=True)
+    thread.start()
     try:
-        return binascii.a2b_base64(data)
-    except binascii.Error as exc:
-        raise Undecodable(f"broken base64 ({exc})") from None
-
-
-def _slices(data: bytes) -> Iterator[bytes]:
-    view = memoryview(data)
-    for start in range(0, len(view), PIECE):
-        yield bytes(view[start:start + PIECE])
+        while True:
+            piece, error = box.get()
+            if error is not None:
+                raise error
+            if piece is None:
+                return
+            yield piece
+    finally:
+        stop.set()
+        thread.join()
 
 
 @dataclass
@@ -204,30 +227,34 @@ def _auto(msg: Message) -> str | None:
     return None
 
 
-def parse(content: bytes) -> ParsedMail:
-    """The facts of a mail and its returns files (attachments named like one, decoded)."""
+def parse(content: Content) -> ParsedMail:
+    """The facts of a mail and its returns files (attachments named like one, decoded as they are taken):
+    the top-level headers and each part's headers are read with the email package, the bodies are not
+    read here at all (``mime_stream``)."""
+    source = _opener(content)
     try:
-        msg = BytesParser(policy=policy.default).parsebytes(content)
+        with source() as f:
+            structure = mime_stream.scan(f)
+            msg = structure.headers
+            out = ParsedMail(message_id=_header(msg, "Message-ID")[:998] or None,
+                             subject=_header(msg, "Subject")[:200], header_from=parseaddr(_header(msg, "From"))[1],
+                             auto=_auto(msg))
+            for leaf in structure.leaves():
+                part = leaf.headers
+                name = _clean_name(mime_stream.filename(part) or "")
+                if not name:
+                    if part.get_content_disposition() == "attachment":
+                        out.others.append(f"an attachment without a name ({part.get_content_type()})")
+                    continue
+                if not looks_like_returns_file(name):
+                    out.others.append(f"{name} ({part.get_content_type()})")
+                    continue
+                out.returns_files.append(Attachment(name, part.get_content_type(), leaf, source))
+            if structure.more_parts:
+                out.others.append(f"{structure.more_parts} more parts, not looked at (at most "
+                                  f"{mime_stream.MAX_PARTS} are)")
     except Exception as exc:  # noqa: BLE001 - a mail that does not parse is recorded, not fatal
         return ParsedMail(None, "", "", None, unreadable=f"the mail could not be read ({exc})")
-    out = ParsedMail(message_id=_header(msg, "Message-ID")[:998] or None, subject=_header(msg, "Subject")[:200],
-                     header_from=parseaddr(_header(msg, "From"))[1], auto=_auto(msg))
-    for part in msg.walk():
-        if part.is_multipart():
-            continue
-        try:
-            raw_name = part.get_filename()
-        except Exception:  # noqa: BLE001 - a malformed disposition: a part without a name
-            raw_name = None
-        name = _clean_name(raw_name or "")
-        if not name:
-            if part.get_content_disposition() == "attachment":
-                out.others.append(f"an attachment without a name ({part.get_content_type()})")
-            continue
-        if not looks_like_returns_file(name):
-            out.others.append(f"{name} ({part.get_content_type()})")
-            continue
-        out.returns_files.append(Attachment(name, part.get_content_type(), part))
     return out
 
 
@@ -258,10 +285,11 @@ def _no_file_error(parsed: ParsedMail) -> str:
     return f"No returns file in the mail: it had no attachment; a returns file is an attachment named {_SUFFIXES}"
 
 
-def take_mail(ctx: IntakeContext, sender: str, recipients: list[str], content: bytes) -> MailOutcome:
+def take_mail(ctx: IntakeContext, sender: str, recipients: list[str], content: Content) -> MailOutcome:
     """Take a mail accepted for ``recipients``: each returns file attached becomes a submission of each
     campaign addressed (a result reply registered when one may be sent); each campaign records one intake
-    run. A mail without a returns file is recorded as a failure and answered (when a reply may go)."""
+    run. ``content`` is the mail's bytes or, from the SMTP server, the file it was spooled to. A mail without
+    a returns file is recorded as a failure and answered (when a reply may go)."""
     who = bare_sender(sender)
     parsed = parse(content)
     actor_name = who or parsed.header_from or "(no return path)"

@@ -4,20 +4,31 @@ a background thread with its own event loop.
 It accepts mail for the campaigns' returns addresses only: an unknown recipient is refused at ``RCPT``
 (550 5.1.1), so is a sender the campaign's allowed-senders lists do not name (550 5.7.1). A message larger
 than 1.4 times the file limit (room for base64) is refused with 552; the limit is announced in EHLO
-(``SIZE``), and aiosmtpd holds a message in memory up to it, no further. The database work of a ``RCPT``
-and a ``DATA`` runs in a thread pool, so a slow mail does not hold up the other sessions; what becomes of a
-mail is ``mail_intake``'s. A mail that cannot be taken just now (the database is away) is answered 451, and
-the sender's server tries again later.
+(``SIZE``). The database work of a ``RCPT`` and a ``DATA`` runs in a thread pool, so a slow mail does not
+hold up the other sessions; what becomes of a mail is ``mail_intake``'s. A mail that cannot be taken just
+now (the database is away) is answered 451, and the sender's server tries again later.
+
+``DATA`` is ours, not aiosmtpd's (DESIGN §6, "Bounded memory"): the message is read in blocks as it
+arrives, its dot-stuffing undone and its end (``CRLF.CRLF``) found across the blocks by ``DataStream``,
+and written to a private spool file (``<data dir>/smtp-spool``, mode 0600 in a 0700 folder, deleted once
+the mail is taken; what a process that died left there is deleted at the next start). The size limit is
+enforced as the message arrives: past it, 552 at once, nothing more is written, and the rest is read and
+dropped up to the end marker so that the session goes on. ``mail_intake`` then reads the spooled mail
+with ``mime_stream``, a part at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
+import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
@@ -32,6 +43,87 @@ MAX_RECEIVING = 4  # mails received and taken at once
 WORKERS = MAX_RECEIVING + 2  # threads that take mails and check recipients
 SESSION_TIMEOUT_SECONDS = 300
 STOP_SECONDS = 4.0
+SPOOL_FOLDER = "smtp-spool"
+END = b"\r\n.\r\n"  # the end of DATA (RFC 5321 §4.1.1.4)
+
+
+def spool_dir(data_dir: Path) -> Path:
+    """The private folder of mails being received and taken (mode 0700)."""
+    folder = data_dir / SPOOL_FOLDER
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    return folder
+
+
+def clean_spool(data_dir: Path, older_than_seconds: float = 86_400) -> int:
+    """Delete spool files left by a process that died (older than a day: other processes sharing the data
+    folder may have mails in flight); how many."""
+    cutoff = time.time() - older_than_seconds
+    gone = 0
+    for entry in spool_dir(data_dir).iterdir():
+        try:
+            if entry.is_file() and entry.stat().st_mtime < cutoff:
+                entry.unlink()
+                gone += 1
+        except OSError:
+            continue
+    return gone
+
+
+class DataStream:
+    """The text after ``DATA`` as it arrives in blocks of any sizes: ``feed`` returns the message bytes of a
+    block (dot-stuffing undone: a line that starts with a dot loses it) and sets ``ended`` at the end marker
+    (a line holding a lone dot). Bytes that cannot be decided yet (a block ending in ``CR``, ``CRLF``,
+    ``CRLF.`` or ``CRLF.CR``) are kept for the next block; ``need`` says how many more bytes decide them,
+    so that a reader never reads past the end marker (what follows it is the next command)."""
+
+    def __init__(self) -> None:
+        self._carry = b"\r\n"  # the line ending of the DATA command: the first line starts after it
+        self._skip = 2  # ... and is no part of the message
+        self.ended = False
+        self.size = 0  # message bytes returned so far
+
+    @property
+    def need(self) -> int:
+        """0 when nothing is pending, else the bytes that complete the end marker if it is one."""
+        return len(END) - len(self._carry) if self._carry else 0
+
+    def feed(self, block: bytes) -> bytes:
+        if self.ended:
+            raise ValueError("the message has ended")
+        buf = self._carry + block if self._carry else block
+        pending = 0
+        for m in (4, 3, 2, 1):  # the longest end of buf that may begin the end marker stays undecided
+            if buf.endswith(END[:m]):
+                pending = m
+                break
+        limit = len(buf) - pending
+        out: list[bytes] = []
+        i = 0
+        while True:
+            j = buf.find(b"\r\n.", i)
+            if j < 0 or j >= limit:
+                break
+            out.append(buf[i:j + 2])
+            if buf[j + 3:j + 5] == b"\r\n":  # the end marker
+                if j + 5 != len(buf):
+                    raise ValueError("bytes after the end marker")
+                self.ended = True
+                self._carry = b""
+                return self._out(out)
+            i = j + 3  # a dot-stuffed line: its first dot goes
+        out.append(buf[i:limit])
+        self._carry = buf[limit:]
+        return self._out(out)
+
+    def _out(self, out: list[bytes]) -> bytes:
+        data = b"".join(out)
+        if self._skip:
+            cut = min(self._skip, len(data))
+            data = data[cut:]
+            self._skip -= cut
+        self.size += len(data)
+        return data
 
 
 def size_limit(ctx: IntakeContext) -> int:
@@ -67,21 +159,28 @@ class _Handler:
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 OK"
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
-        content = envelope.original_content
-        if content is None:
-            raw = envelope.content
-            content = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else (raw or b"")
+    async def take(self, server: SMTP, session: Session, envelope: Envelope, spool: Path) -> str:
+        """Take the mail spooled at ``spool`` (in the thread pool, which deletes the file once done); the
+        answer to the message."""
+        started = threading.Event()
+
+        def run() -> mail_intake.MailOutcome:
+            started.set()
+            try:
+                return mail_intake.take_mail(self.ctx, envelope.mail_from or "", list(envelope.rcpt_tos), spool)
+            finally:
+                spool.unlink(missing_ok=True)
+
         if isinstance(server, _Session):
             server.hold_timeout()
         try:
-            outcome = await asyncio.get_running_loop().run_in_executor(
-                self.executor, mail_intake.take_mail, self.ctx, envelope.mail_from or "", list(envelope.rcpt_tos),
-                content)
+            outcome = await asyncio.get_running_loop().run_in_executor(self.executor, run)
         except Exception:  # nothing answered 250 yet: the sender's server tries again later
             log.exception("smtp: a mail from %s could not be taken", _peer(session))
             return "451 4.3.0 The mail cannot be taken just now; try again later"
         finally:
+            if not started.is_set():  # never began (the server stopping): not left behind
+                spool.unlink(missing_ok=True)
             if isinstance(server, _Session):
                 server.resume_timeout()
         if outcome.queued:
@@ -89,7 +188,7 @@ class _Handler:
         return "250 2.0.0 Received, but no returns file was taken from it"
 
 
-def _peer(session: Session) -> str:
+def _peer(session: Session | None) -> str:
     peer = getattr(session, "peer", None)
     if isinstance(peer, tuple) and peer:
         return f"{peer[0]}:{peer[1]}" if len(peer) > 1 else str(peer[0])
@@ -98,13 +197,14 @@ def _peer(session: Session) -> str:
 
 class _Session(SMTP):
     """One SMTP connection, known to its server so that ``stop`` can end it. At most ``MAX_RECEIVING`` mails
-    are received and taken at once (each is held in memory up to the size limit); a mail beyond that is
-    answered 451 at ``DATA`` and comes again later. The idle timeout counts from the last bytes received, not
-    from the ``DATA`` command, and does not run while a mail is being taken."""
+    are received and taken at once; a mail beyond that is answered 451 at ``DATA`` and comes again later.
+    The idle timeout counts from the last bytes received, not from the ``DATA`` command, and does not run
+    while a mail is being taken."""
 
     def __init__(self, owner: SmtpServer, handler: _Handler, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._owner = owner
+        self._handler = handler
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._owner.sessions.add(self)
@@ -126,15 +226,80 @@ class _Session(SMTP):
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:  # noqa: N802
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
         envelope = self.envelope
-        if envelope is not None and envelope.rcpt_tos and not arg and self._owner.receiving >= MAX_RECEIVING:
+        assert envelope is not None
+        if not envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        if self._owner.receiving >= MAX_RECEIVING:
             await self.push("451 4.3.2 Too many mails arriving at once; try again later")
             return
         self._owner.receiving += 1
         try:
-            await super().smtp_DATA(arg)
+            await self._data(envelope)
         finally:
             self._owner.receiving -= 1
+
+    async def _data(self, envelope: Envelope) -> None:
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        fd, name = tempfile.mkstemp(prefix="mail-", dir=spool_dir(self._owner.ctx.settings.data_dir))  # 0600
+        spool = Path(name)
+        out: IO[bytes] | None = os.fdopen(fd, "wb")
+        handed = False
+        try:
+            stream = DataStream()
+            limit = self.data_size_limit
+            while not stream.ended:
+                block = await self._next_block(stream)
+                if block is None:  # the connection went
+                    return
+                data = stream.feed(block)
+                if out is None:
+                    continue  # over the limit: read to the end marker and drop
+                if limit and stream.size > limit:
+                    out.close()
+                    out = None
+                    spool.unlink(missing_ok=True)
+                    logs.event(log, f"smtp: a mail from {_peer(self.session)} passed the limit of {limit:,} bytes",
+                               level=logging.WARNING, event="mail_too_large", server="smtp", limit=limit)
+                    await self.push(f"552 5.3.4 The message is larger than the limit of {limit:,} bytes")
+                    continue
+                if data:
+                    out.write(data)
+            if out is None:
+                self.envelope = self._create_envelope()  # aiosmtpd's post-DATA state
+                return
+            out.close()
+            out = None
+            handed = True
+            assert self.session is not None
+            status = await self._handler.take(self, self.session, envelope, spool)
+            self.envelope = self._create_envelope()  # aiosmtpd's post-DATA state
+            await self.push(status)
+        finally:
+            if out is not None:
+                out.close()
+            if not handed:
+                spool.unlink(missing_ok=True)
+
+    async def _next_block(self, stream: DataStream) -> bytes | None:
+        """The next bytes of the message text, never beyond its end marker: a few bytes that decide a
+        pending end, or what the reader holds up to the end marker."""
+        reader = self._reader
+        try:
+            if stream.need:
+                return await reader.readexactly(stream.need)
+            try:
+                return await reader.readuntil(END)
+            except asyncio.LimitOverrunError as exc:  # no end marker in what has arrived: take that
+                return await reader.read(exc.consumed)
+        except asyncio.IncompleteReadError:
+            return None
 
 
 class SmtpServer:
@@ -165,6 +330,10 @@ class SmtpServer:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
+        try:
+            clean_spool(self.ctx.settings.data_dir)
+        except OSError:
+            log.warning("smtp: the spool folder could not be cleaned", exc_info=True)
         try:
             self._server = self._loop.run_until_complete(self._loop.create_server(self._session, sock=self._sock))
         except BaseException as exc:  # noqa: BLE001 - handed to start(), which raises it
