@@ -8,8 +8,9 @@ duplicate), by each channel ``--repeat`` times:
 - ``http``: multipart ``POST /api/v1/submissions`` (the reference channel of issue 10);
 - ``ftp``: ``STOR`` with ftplib (the final ``226 … queued as F-…`` comes once the file is stored and queued);
 - ``smtp``: one mail with the file attached (base64, so 1.37 times the bytes on the wire): smtplib for the
-  conversation, the message itself generated as it is sent (headers, a text part, the file base64-encoded
-  in 76-character lines), so that what is measured is the server, not the client building a message;
+  conversation; the message itself (headers, a text part, the file base64-encoded in 76-character lines) is
+  built before the clock starts and sent as fast as the socket takes it, so that what is measured is the
+  server, not the client building a message;
 - ``floor``: ``submissions.files.store_stream`` of the same bytes in this process against the same
   database, with no network and no protocol: the chunked store's own cost, which every channel pays.
 
@@ -17,10 +18,12 @@ For each: the median seconds and MiB/s, the ratio to the floor, and the server's
 its resident size before the upload (``VmHWM`` after ``clear_refs``). The results go to docs/PERFORMANCE.md
 ("Intake channels").
 
-``--source DIR`` runs the server from another checkout (``git archive <commit> | tar -x -C DIR``), to
-measure the code before a change; ``--only smtp`` measures some channels only (the floor always).
+``--parallel N`` sends N mails at once in the smtp case (its seconds are then for all N, its memory the
+peak of all N). ``--source DIR`` runs the server from another checkout (``git archive <commit> | tar -x -C
+DIR``), to measure the code before a change; ``--only smtp`` measures some channels only (the floor always).
 
     python -m bench.channels [--database-url URL] [--mb 100] [--repeat 3] [--source DIR] [--only http,ftp,smtp]
+                             [--parallel 1]
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import smtplib
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -132,6 +136,7 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--source", type=Path, default=None, help="run the server from this checkout")
     p.add_argument("--only", default="http,ftp,smtp", help="the channels to measure (the floor always)")
+    p.add_argument("--parallel", type=int, default=1, help="mails sent at once by the smtp case")
     args = p.parse_args()
     only = set(args.only.split(","))
     size = args.mb * MiB
@@ -175,9 +180,17 @@ def main() -> int:
             """The mail is generated before the clock starts (base64 in Python is the client's cost, not the
             server's: 1.5 s for 50 MiB here), then sent as fast as the socket takes it."""
             sender, to = "bench@brand.test", campaign["returns_email"]
-            wire = list(mail_parts(size, tag(), sender, to))
+            wires = [list(mail_parts(size, tag(), sender, to)) for _ in range(args.parallel)]
 
             def send() -> None:
+                threads = [threading.Thread(target=send_one, args=(wire,)) for wire in wires[1:]]
+                for t in threads:
+                    t.start()
+                send_one(wires[0])
+                for t in threads:
+                    t.join()
+
+            def send_one(wire: list[bytes]) -> None:
                 with smtplib.SMTP("127.0.0.1", smtp_port, timeout=600) as client:
                     client.ehlo()
                     assert client.mail(sender)[0] == 250
@@ -219,12 +232,14 @@ def main() -> int:
             results[name] = {"seconds": median(seconds), "mib_per_s": args.mb / median(seconds),
                              "peak_growth_mb": max(growth) if name != "floor" else 0.0}
         base = results["floor"]["seconds"]
-        print(f"{args.mb} MiB file, {args.repeat} runs each, {url.split(':')[0]}:")
+        print(f"{args.mb} MiB file, {args.repeat} runs each, {url.split(':')[0]}"
+              f"{f', {args.parallel} mails at once' if args.parallel > 1 else ''}:")
         print(f"{'channel':<8}{'median s':>10}{'MiB/s':>8}{'x floor':>9}{'server peak +MB':>17}")
         for name, r in results.items():
             print(f"{name:<8}{r['seconds']:>10.2f}{r['mib_per_s']:>8.1f}{r['seconds'] / base:>9.2f}"
                   f"{r['peak_growth_mb']:>17.0f}")
-        json.dump({"mb": args.mb, "repeat": args.repeat, "database": url.split(":")[0], "results": results},
+        json.dump({"mb": args.mb, "repeat": args.repeat, "parallel": args.parallel, "database": url.split(":")[0],
+                   "results": results},
                   sys.stderr)
         print(file=sys.stderr)
     finally:
