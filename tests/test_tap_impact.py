@@ -162,6 +162,8 @@ def tap_selects(parents: Iterable[list[Row]], bookmark: str | None, today: date,
     kept: list[dict[str, Any]] = []
     for rows in parents:
         last = mark
+        if windowed:  # sync.py: a bookmark older than 3 years (of 365 days) starts 3 years ago
+            last = max(last, (datetime.now(UTC) - timedelta(days=3 * 365)).replace(microsecond=0))
         asked = windows(last.date(), today) if windowed else [(last.date(), today)]
         for lo, hi in asked:
             for value, record in rows:
