@@ -75,8 +75,8 @@ router = APIRouter(route_class=CompatRoute, tags=["impact.com-compatible"])
 
 
 # The Action object is written straight to JSON text with one %-template per action, from a SELECT of
-# plain values (times as text): 20,000 actions a page at over 100,000 actions/s (bench/compat_paging.py),
-# where dicts, ``iso()`` and ``json.dumps`` cost several times as much. Money is a JSON number written
+# plain values (times as text): about twice as fast as dicts, ``iso()`` and ``json.dumps`` for 20,000
+# actions a page (bench/compat_paging.py, docs/PERFORMANCE.md). Money is a JSON number written
 # with its exact decimals (``80.00``, ``-20.00``; ``1250`` for JPY), as the tap's schema types it.
 _ACTION_JSON = (
     '{"Id":"%d","CampaignId":%d,"CampaignName":%s,"ActionTrackerId":%d,"ActionTrackerName":%s,'
@@ -85,7 +85,7 @@ _ACTION_JSON = (
     '"Currency":"%s","EventDate":"%s","CreationDate":"%s","UpdateDate":"%s","LockingDate":"%s",'
     '"LockedDate":"%s","Oid":%s,"CustomerId":%s,"PromoCode":%s,"Note":%s,"Uri":"%s%d"}'
 )
-_NOT_LOCKED = text("u_n.kind <> 'LOCKED'")  # literal, so that the partial index ix_action_updates_at serves it
+_NOT_LOCKED = text("u_n.kind <> 'LOCKED'")  # written literally (not bound), as ix_action_updates_at's condition
 
 
 def _money_writer(currency: str) -> Callable[[int], str]:
