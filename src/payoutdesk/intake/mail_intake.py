@@ -250,9 +250,8 @@ def parse(content: Content) -> ParsedMail:
                     out.others.append(f"{name} ({part.get_content_type()})")
                     continue
                 out.returns_files.append(Attachment(name, part.get_content_type(), leaf, source))
-            if structure.more_parts:
-                out.others.append(f"{structure.more_parts} more parts, not looked at (at most "
-                                  f"{mime_stream.MAX_PARTS} are)")
+            if structure.truncated:
+                out.others.append(f"more parts, not looked at (at most {mime_stream.MAX_PARTS} are)")
     except Exception as exc:  # noqa: BLE001 - a mail that does not parse is recorded, not fatal
         return ParsedMail(None, "", "", None, unreadable=f"the mail could not be read ({exc})")
     return out

@@ -75,6 +75,8 @@ class _Walker:
         f.seek(0, 2)
         self.size = f.tell()
         self.leaves = 0
+        self.truncated = False  # more than MAX_PARTS leaves: the walk stopped there
+        self._cached: tuple[int, bytes] = (0, b"")
 
     def _read(self, pos: int, n: int) -> bytes:
         self.f.seek(pos)
@@ -104,25 +106,43 @@ class _Walker:
                 return _Delimiter(body_end, line_start + len(line), boundary, closing)
         return None
 
+    def _block(self, pos: int, least: int) -> tuple[int, bytes]:
+        """A block of the file that holds ``pos`` and at least ``least`` bytes after it (unless the file
+        ends first), and where it starts: the last block read when it does, so that walking many small
+        parts does not read the same bytes again and again."""
+        base, block = self._cached
+        if not (base <= pos and pos + least <= base + len(block)):
+            base, block = pos, self._read(pos, max(BLOCK, 2 * least))
+            self._cached = (base, block)
+        return base, block
+
     def next_delimiter(self, pos: int, stack: tuple[bytes, ...]) -> _Delimiter | None:
-        """The first delimiter of ``stack`` at a line start at or after ``pos`` (itself a line start)."""
+        """The first delimiter of ``stack`` at a line start at or after ``pos`` (itself a line start). Each
+        boundary of the stack is searched for as ``LF--<boundary>`` in blocks (the bytes searched by C, the
+        few lines that begin so looked at in Python), the blocks overlapping by a needle's length."""
         if not stack:
             return None
         found = self.delimiter_at(pos, pos, stack)
         if found is not None:
             return found
-        block_pos = pos
-        while block_pos < self.size:
-            block = self._read(block_pos, BLOCK)
-            i = block.find(b"\n--")
-            while i >= 0:
-                found = self.delimiter_at(block_pos + i + 1, pos, stack)
+        needles = [b"\n--" + boundary for boundary in stack]
+        overlap = max(len(n) for n in needles) - 1
+        scan = pos
+        while scan < self.size:
+            base, block = self._block(scan, overlap + 64)
+            start = scan - base
+            while True:
+                hits = [i for i in (block.find(n, start) for n in needles) if i >= 0]
+                if not hits:
+                    break
+                hit = min(hits)
+                found = self.delimiter_at(base + hit + 1, pos, stack)
                 if found is not None:
                     return found
-                i = block.find(b"\n--", i + 1)
-            if len(block) < BLOCK:
+                start = hit + 1
+            if base + len(block) >= self.size:
                 break
-            block_pos += len(block) - 2  # a "\n--" across the blocks' edge is found in the next block
+            scan = base + len(block) - overlap  # a needle across the blocks' edge is found in the next block
         return None
 
     def headers(self, pos: int, stack: tuple[bytes, ...]) -> tuple[EmailMessage, int, _Delimiter | None]:
@@ -147,6 +167,8 @@ class _Walker:
     def entity(self, pos: int, stack: tuple[bytes, ...], depth: int) -> Generator[Leaf, None, _Delimiter | None]:
         """Yields the leaves of the entity at ``pos``; returns the delimiter that ended it (None: the end of
         the file)."""
+        if self.truncated:
+            return None
         headers, body, ended = self.headers(pos, stack)
         if ended is not None:
             yield from self._leaf(Leaf(headers, body, body))
@@ -155,7 +177,7 @@ class _Walker:
         if headers.get_content_maintype() == "multipart" and boundary and depth < MAX_DEPTH:
             inner = (*stack, boundary)
             found = self.next_delimiter(body, inner)  # the preamble is skipped
-            while found is not None and found.boundary == boundary and not found.closing:
+            while found is not None and found.boundary == boundary and not found.closing and not self.truncated:
                 found = yield from self.entity(found.after, inner, depth + 1)
             if found is not None and found.boundary == boundary:  # closed: the epilogue is skipped
                 found = self.next_delimiter(found.after, stack)
@@ -169,9 +191,11 @@ class _Walker:
         return found
 
     def _leaf(self, leaf: Leaf) -> Iterator[Leaf]:
+        if self.leaves >= MAX_PARTS:
+            self.truncated = True
+            return
         self.leaves += 1
-        if self.leaves <= MAX_PARTS:
-            yield leaf
+        yield leaf
 
 
 @dataclass
@@ -183,12 +207,14 @@ class Structure:
 
     def leaves(self) -> Iterator[Leaf]:
         self.walker.leaves = 0
+        self.walker.truncated = False
         yield from self.walker.entity(0, (), 0)
 
     @property
-    def more_parts(self) -> int:
-        """How many leaves were beyond ``MAX_PARTS`` (known once ``leaves`` has been read)."""
-        return max(0, self.walker.leaves - MAX_PARTS)
+    def truncated(self) -> bool:
+        """Whether the mail had more than ``MAX_PARTS`` leaves, the rest not looked at (known once
+        ``leaves`` has been read)."""
+        return self.walker.truncated
 
 
 def scan(f: BinaryIO) -> Structure:
