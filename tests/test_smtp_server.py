@@ -3,8 +3,10 @@ over 127.0.0.1, on both databases."""
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
+import io
 import logging
 import os
 import smtplib
@@ -592,3 +594,28 @@ def test_a_spool_file_left_by_a_dead_process_is_deleted_at_start(serve: Serve, t
     os.utime(old, (time.time() - 2 * 86_400,) * 2)
     serve()
     assert sorted(folder.iterdir()) == [recent]  # another process's mail in flight stays
+
+
+def test_a_full_disk_is_answered_452_and_the_session_goes_on(serve: Serve, world: World,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx, server = serve()
+
+    class Full(io.FileIO):
+        def write(self, data: Any) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    real = smtp_server.open_spool
+    monkeypatch.setattr(smtp_server, "open_spool", lambda fd: Full(fd, "wb"))
+    raw = mail("brand@shop.test", address(world), [("r.csv", returns_csv((1, "1.00", "ORDER_UPDATE")))]
+               ).as_bytes(policy=policy.SMTP)
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as smtp:
+        smtp.ehlo()
+        smtp.mail("brand@shop.test")
+        smtp.rcpt(address(world))
+        code, text = smtp.data(raw)
+        assert code == 452 and b"try again later" in text
+        assert spool_files(ctx) == []
+        monkeypatch.setattr(smtp_server, "open_spool", real)
+        assert smtp.noop()[0] == 250
+        assert smtp.sendmail("brand@shop.test", [address(world)], raw) == {}
+    assert submission_count(world) == 1

@@ -13,13 +13,14 @@ arrives, its dot-stuffing undone and its end (``CRLF.CRLF``) found across the bl
 and written to a private spool file (``<data dir>/smtp-spool``, mode 0600 in a 0700 folder, deleted once
 the mail is taken; what a process that died left there is deleted at the next start). The size limit is
 enforced as the message arrives: past it, 552 at once, nothing more is written, and the rest is read and
-dropped up to the end marker so that the session goes on. ``mail_intake`` then reads the spooled mail
+dropped up to the end marker so that the session goes on (the same, with 452, when the disk is full). ``mail_intake`` then reads the spooled mail
 with ``mime_stream``, a part at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -68,6 +69,11 @@ def clean_spool(data_dir: Path, older_than_seconds: float = 86_400) -> int:
         except OSError:
             continue
     return gone
+
+
+def open_spool(fd: int) -> IO[bytes]:
+    """The spool file of a mail being received, for writing."""
+    return os.fdopen(fd, "wb")
 
 
 class DataStream:
@@ -246,12 +252,18 @@ class _Session(SMTP):
             self._owner.receiving -= 1
 
     async def _data(self, envelope: Envelope) -> None:
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
-        fd, name = tempfile.mkstemp(prefix="mail-", dir=spool_dir(self._owner.ctx.settings.data_dir))  # 0600
+        try:
+            fd, name = tempfile.mkstemp(prefix="mail-", dir=spool_dir(self._owner.ctx.settings.data_dir))  # 0600
+        except OSError as exc:
+            logs.event(log, f"smtp: no spool file for a mail: {exc}", level=logging.WARNING, event="smtp_error",
+                       server="smtp")
+            await self.push("451 4.3.0 The mail cannot be received just now; try again later")
+            return
         spool = Path(name)
-        out: IO[bytes] | None = os.fdopen(fd, "wb")
+        out: IO[bytes] | None = open_spool(fd)
         handed = False
         try:
+            await self.push("354 End data with <CR><LF>.<CR><LF>")
             stream = DataStream()
             limit = self.data_size_limit
             while not stream.ended:
@@ -260,21 +272,34 @@ class _Session(SMTP):
                     return
                 data = stream.feed(block)
                 if out is None:
-                    continue  # over the limit: read to the end marker and drop
+                    continue  # refused already: read to the end marker and drop, so that the session goes on
+                refusal: str | None = None
                 if limit and stream.size > limit:
-                    out.close()
-                    out = None
-                    spool.unlink(missing_ok=True)
                     logs.event(log, f"smtp: a mail from {_peer(self.session)} passed the limit of {limit:,} bytes",
                                level=logging.WARNING, event="mail_too_large", server="smtp", limit=limit)
-                    await self.push(f"552 5.3.4 The message is larger than the limit of {limit:,} bytes")
-                    continue
-                if data:
-                    out.write(data)
+                    refusal = f"552 5.3.4 The message is larger than the limit of {limit:,} bytes"
+                else:
+                    try:
+                        out.write(data)
+                    except OSError as exc:  # the disk is full: the sender's server tries again later
+                        logs.event(log, f"smtp: a mail could not be spooled: {exc}", level=logging.WARNING,
+                                   event="smtp_error", server="smtp")
+                        refusal = "452 4.3.1 The mail cannot be stored just now; try again later"
+                if refusal is not None:
+                    self._drop(out, spool)
+                    out = None
+                    await self.push(refusal)  # at once: a client that reads it may stop sending
             if out is None:
                 self.envelope = self._create_envelope()  # aiosmtpd's post-DATA state
                 return
-            out.close()
+            try:
+                out.close()
+            except OSError:
+                self._drop(out, spool)
+                out = None
+                self.envelope = self._create_envelope()
+                await self.push("452 4.3.1 The mail cannot be stored just now; try again later")
+                return
             out = None
             handed = True
             assert self.session is not None
@@ -283,9 +308,15 @@ class _Session(SMTP):
             await self.push(status)
         finally:
             if out is not None:
-                out.close()
+                self._drop(out, spool)
             if not handed:
                 spool.unlink(missing_ok=True)
+
+    @staticmethod
+    def _drop(out: IO[bytes], spool: Path) -> None:
+        with contextlib.suppress(OSError):
+            out.close()
+        spool.unlink(missing_ok=True)
 
     async def _next_block(self, stream: DataStream) -> bytes | None:
         """The next bytes of the message text, never beyond its end marker: a few bytes that decide a
