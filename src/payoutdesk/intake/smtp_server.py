@@ -13,8 +13,8 @@ arrives, its dot-stuffing undone and its end (``CRLF.CRLF``) found across the bl
 and written to a private spool file (``<data dir>/smtp-spool``, mode 0600 in a 0700 folder, deleted once
 the mail is taken; what a process that died left there is deleted at the next start). The size limit is
 enforced as the message arrives: past it, 552 at once, nothing more is written, and the rest is read and
-dropped up to the end marker so that the session goes on (the same, with 452, when the disk is full). ``mail_intake`` then reads the spooled mail
-with ``mime_stream``, a part at a time.
+dropped up to the end marker so that the session goes on (the same, with 452, when the disk is full).
+``mail_intake`` then reads the spooled mail with ``mime_stream``, a part at a time.
 """
 
 from __future__ import annotations
