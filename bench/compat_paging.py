@@ -99,6 +99,11 @@ class Api:
                 return int(line.split()[1]) / 1024
         return 0.0
 
+    def cpu_seconds(self) -> float:
+        """The server process's CPU time so far (user + system, all its threads)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def get(self, path: str) -> tuple[float, bytes]:
         t0 = time.perf_counter()
         self.conn.request("GET", path, headers=self.headers)
@@ -130,11 +135,13 @@ def walk(api: Api, first: str) -> dict[str, Any]:
     pages: list[dict[str, Any]] = []
     path = first
     while path:
+        cpu = api.cpu_seconds()
         took, body = api.get(path)
+        cpu = api.cpu_seconds() - cpu
         n = shown(body)
         m = _NEXT.search(body[:4096])
         path = m.group(1).decode().replace("\\u0026", "&") if m else ""
-        pages.append({"seconds": took, "actions": n, "rss_mb": api.rss_mb(), "bytes": len(body)})
+        pages.append({"seconds": took, "cpu_seconds": cpu, "actions": n, "rss_mb": api.rss_mb(), "bytes": len(body)})
         del body
     return {"pages": pages}
 
@@ -144,7 +151,10 @@ def summary(pages: list[dict[str, Any]]) -> dict[str, Any]:
     rates = [p["actions"] / p["seconds"] for p in full]
     total_n = sum(p["actions"] for p in pages)
     total_s = sum(p["seconds"] for p in pages)
+    cpu_s = sum(p.get("cpu_seconds", 0.0) for p in pages)
     return {
+        "server_cpu_seconds": round(cpu_s, 2),
+        "actions_per_server_cpu_s": round(total_n / cpu_s) if cpu_s else 0,
         "pages": len(pages), "actions": total_n, "seconds": round(total_s, 2),
         "actions_per_s_overall": round(total_n / total_s) if total_s else 0,
         "actions_per_s_median": round(statistics.median(rates)) if rates else 0,
@@ -163,6 +173,7 @@ def floor(backend: Backend, account_id: int, size: int) -> dict[str, Any]:
     sql = text(f"SELECT {cols} FROM actions WHERE account_id = :acc AND id < :key ORDER BY id DESC LIMIT :lim")
     rates = []
     key = 2**62
+    n, cpu = 0, time.process_time()
     with db.read(backend.engine) as conn:
         while True:
             t0 = time.perf_counter()
@@ -170,9 +181,12 @@ def floor(backend: Backend, account_id: int, size: int) -> dict[str, Any]:
             took = time.perf_counter() - t0
             if not rows:
                 break
+            n += len(rows)
             rates.append(len(rows) / took)
             key = rows[-1][0]
+    cpu = time.process_time() - cpu
     return {"pages": len(rates), "actions_per_s_median": round(statistics.median(rates)),
+            "actions_per_client_cpu_s": round(n / cpu) if cpu else 0,
             "first_page_actions_per_s": round(rates[0]), "last_page_actions_per_s": round(rates[-1])}
 
 
@@ -192,7 +206,7 @@ def tap_way(api: Api, sid: str, meta: datagen.Meta, size: int) -> dict[str, Any]
     return summary(pages)
 
 
-def run(backend: Backend, n: int, size: int, data_dir: Path) -> dict[str, Any]:
+def run(backend: Backend, n: int, size: int, data_dir: Path, tap: bool = True) -> dict[str, Any]:
     with db.read(backend.engine) as conn:
         try:
             meta = read_meta(conn)
@@ -227,8 +241,9 @@ def run(backend: Backend, n: int, size: int, data_dir: Path) -> dict[str, Any]:
             offsets[str(page)] = round(shown(body) / took)
         out["offset_actions_per_s_by_page"] = offsets
         log(f"  Page=N (offsets): {offsets}")
-        out["tap_way"] = tap_way(api, meta.sid, meta, size)
-        log(f"  tap's way: {out['tap_way']}")
+        if tap:
+            out["tap_way"] = tap_way(api, meta.sid, meta, size)
+            log(f"  tap's way: {out['tap_way']}")
         out["rss_mb_peak"] = round(api.peak_mb(), 1)
     finally:
         api.stop()
@@ -243,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--actions", type=int, default=1_000_000)
     p.add_argument("--page-size", type=int, default=20_000)
     p.add_argument("--data-dir", type=Path, default=ROOT / "data" / "bench")
+    p.add_argument("--no-tap", action="store_true", help="leave out the tap's way of calling")
     p.add_argument("--keep", action="store_true", help="keep the data (and the PostgreSQL cluster) for the next run")
     a = p.parse_args(argv)
     results: dict[str, Any] = {}
@@ -256,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
             backends += [open_backend(nm, a.data_dir, f"compat-{a.actions}", a.keep) for nm in names]
         results["machine"] = machine(backends)
         for b in backends:
-            results[b.name] = run(b, a.actions, a.page_size, Path(tempfile.mkdtemp(prefix="compat-paging-")))
+            results[b.name] = run(b, a.actions, a.page_size, Path(tempfile.mkdtemp(prefix="compat-paging-")),
+                                  tap=not a.no_tap)
     finally:
         for b in backends:
             b.close()
