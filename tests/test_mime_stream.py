@@ -7,7 +7,9 @@ import base64
 import binascii
 import io
 import random
+import threading
 import time
+from collections.abc import Iterator
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -300,3 +302,28 @@ def test_many_small_parts_and_lookalike_lines_are_walked_quickly() -> None:
     assert time.monotonic() - began < 10  # 1.7 s here (100,000 lookalikes looked at, 1,000 headers parsed)
     assert len(leaves) == mime_stream.MAX_PARTS and structure.truncated
     assert b"".join(mime_stream.decode(f, leaves[0])) == lookalikes
+
+
+def test_decoding_ahead_passes_errors_on_and_stops_when_closed() -> None:
+    before = threading.active_count()
+    made: list[int] = []
+
+    def pieces() -> Iterator[bytes]:
+        for i in range(100):
+            made.append(i)
+            yield bytes([i])
+
+    ahead = mail_intake._read_ahead(pieces, depth=2)
+    assert next(ahead) == b"\x00"
+    ahead.close()  # the consumer gives up (a file over the limit): the thread ends, the rest is not decoded
+    assert len(made) <= 5
+    assert threading.active_count() == before
+
+    def broken() -> Iterator[bytes]:
+        yield b"a"
+        raise mime_stream.Undecodable("broken base64")
+
+    with pytest.raises(mime_stream.Undecodable):
+        list(mail_intake._read_ahead(broken))
+    assert threading.active_count() == before
+    assert b"".join(mail_intake._read_ahead(pieces)) == bytes(range(100))

@@ -18,7 +18,7 @@ import logging
 import queue
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
 from email.utils import parseaddr
@@ -148,7 +148,7 @@ class Attachment:
             yield from mime_stream.decode(f, self.leaf, PIECE)
 
 
-def _read_ahead(make: Callable[[], Iterator[bytes]], depth: int = 0) -> Iterator[bytes]:
+def _read_ahead(make: Callable[[], Iterator[bytes]], depth: int = 0) -> Generator[bytes, None, None]:
     """The pieces of ``make()``, produced in a thread at most ``depth`` (``AHEAD``) pieces ahead; its error
     is raised here; closing this generator stops the thread."""
     box: queue.Queue[tuple[bytes | None, BaseException | None]] = queue.Queue(depth or AHEAD)
