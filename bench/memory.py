@@ -109,11 +109,12 @@ def cli(env: dict[str, str], *args: str) -> str:
     return out.stdout
 
 
-def start_server(env: dict[str, str], log: Path, timeout: float = 60) -> Server:
+def start_server(env: dict[str, str], log: Path, timeout: float = 60, args: tuple[str, ...] = ()) -> Server:
+    """``payoutdesk serve *args``, once it answers on its HTTP port."""
     code = "import sys; from payoutdesk.cli import main; sys.exit(main())"
     port = int(env["PAYOUTDESK_HTTP_PORT"])
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", code, "serve"], env=env, stdout=out,
+        proc = subprocess.Popen([sys.executable, "-c", code, "serve", *args], env=env, stdout=out,
                                 stderr=subprocess.STDOUT, cwd=tempfile.gettempdir())
     server = Server(proc, port, log)
     deadline = time.monotonic() + timeout
