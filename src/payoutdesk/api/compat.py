@@ -58,7 +58,7 @@ from payoutdesk.submissions import service as sub_service
 from payoutdesk.submissions.rows import RowError, command_for, interpret
 
 ACTIONS_PAGE = (2000, 20_000)  # default and largest PageSize of GET /Actions
-SUBMISSIONS_PAGE = (100, 1000)
+SUBMISSIONS_PAGE = (100, 20_000)  # impact.com's clients ask for 20,000 a page (tap-impact does)
 ERRORS_PAGE = (1000, 20_000)
 MAX_INLINE_ERRORS = 100  # errors shown inside an APISubmission
 MAX_PAYLOAD_BYTES = 64 * 1024  # an APISubmission shows its row only when the batch is this small
@@ -660,6 +660,7 @@ def _file_dict(sid: str, sub: Row[Any], currency: str) -> dict[str, Any]:
     out.update({
         "FileName": sub.file_name or "",
         "Format": sub.format or "",
+        "TotalErrors": str(sub.errors),  # a text in impact.com's FtpSubmission (tap-impact's schema)
         "Type": "Modification",
         "ErrorsUri": f"/Advertisers/{sid}/FTPFileSubmissions/{label}/ErrorDetails",
         "Uri": f"/Advertisers/{sid}/FTPFileSubmissions/{label}",

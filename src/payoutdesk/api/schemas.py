@@ -498,6 +498,7 @@ class CompatAPISubmission(CompatSubmissionCommon):
 class CompatFileSubmission(CompatSubmissionCommon):
     FileName: str
     Format: str
+    TotalErrors: str = Field(examples=["3"])  # type: ignore[assignment]  # a text here, as impact.com sends it
     Type: str
     ErrorsUri: str
 
