@@ -329,7 +329,7 @@ def test_ftp_file_submissions_and_error_details(api: TestClient, world: World, e
     assert listing["@total"] == "2" and listing["@numpages"] == "1"
     sub = listing["FTPFileSubmissions"][1]
     assert sub["FileName"] == "returns.csv" and sub["Status"] == "Complete" and sub["Channel"] == "file"
-    assert (sub["TotalRecords"], sub["Applied"], sub["TotalErrors"]) == (4, 1, "3")  # TotalErrors is a text (impact.com, tap-impact)
+    assert (sub["TotalRecords"], sub["Applied"], sub["TotalErrors"]) == (4, 1, "3")  # TotalErrors: a text
     assert sub["ErrorsUri"] == f"/Advertisers/{world.sid}/FTPFileSubmissions/{good}/ErrorDetails"
     assert get(api, world, sub["Uri"])["BatchId"] == good
     assert get(api, world, f"{base(world)}/FTPFileSubmissions?PageSize=1&Page=2")["FTPFileSubmissions"][0][
