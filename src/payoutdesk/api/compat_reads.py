@@ -3,8 +3,9 @@
 impact.com's change log) and the list of ``APISubmissions``, on impact.com's paths, with its PascalCase
 field names and its paging (``Page``, ``PageSize`` and the ``@page`` … ``@nextpageuri`` envelope).
 
-The reference for names and types is the Singer tap ``tap-impact`` 2.1.1 (its JSON schemas, which
-``tests/samples/tap_impact_schemas/`` keeps a copy of): the tap turns each key into snake_case
+The reference for names and types is the Singer tap ``tap-impact`` 2.1.1 (its JSON schemas: the types are
+written down in tests/test_compat_reads.py, and tests/test_tap_impact.py checks every answer against the
+schemas of the tap installed from PyPI): the tap turns each key into snake_case
 (``ActionTrackerId`` → ``action_tracker_id``) and loads the value with its schema's type, so every field
 here has that type: integers for ids typed integer (``CampaignId``), strings for ids typed string
 (``Id`` and ``ActionId`` of an update), ISO 8601 UTC with ``Z`` for date-times (``""`` when there is
