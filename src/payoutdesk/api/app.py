@@ -90,7 +90,16 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     def healthz() -> Response:
         return Response("ok", media_type="text/plain")
 
-    from payoutdesk.api import account, compat, compat_reads, limits, native, salesforce, submissions
+    from payoutdesk.api import (
+        account,
+        compat,
+        compat_reads,
+        compat_submissions,
+        limits,
+        native,
+        salesforce,
+        submissions,
+    )
 
     app.include_router(native.router, prefix="/api/v1")
     app.include_router(account.router, prefix="/api/v1")
@@ -108,7 +117,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     from payoutdesk.api import intake as intake_routes  # returns processing: run now, the runs
 
     app.include_router(intake_routes.router, prefix="/api/v1")
-    app.include_router(compat.router)  # impact.com paths
+    app.include_router(compat.router)  # impact.com paths: actions
+    app.include_router(compat_submissions.router)  # impact.com paths: API and file submissions
     app.include_router(compat_reads.router)  # impact.com paths: company, campaigns, partners, action updates
     app.include_router(salesforce.router)  # Salesforce Outbound Messages: SOAP, outside the OpenAPI document
     openapi.install(app)  # the completed OpenAPI document and the offline /docs

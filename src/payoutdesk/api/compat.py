@@ -1,6 +1,7 @@
-"""The impact.com-compatible API (DESIGN §4): impact's brand paths, parameter names and shapes.
+"""The impact.com-compatible API (DESIGN §4): impact's brand paths, parameter names and shapes; here the
+Actions (the submissions are in compat_submissions.py, the other reads in compat_reads.py).
 
-A thin adapter. Reads use the ledger's filters and the submissions' results; a PUT or DELETE on
+A thin adapter. Reads use the ledger's filters; a PUT or DELETE on
 ``/Actions`` becomes a one-row ``A-…`` submission (the same row a returns file would carry),
 queued for the worker, and is answered ``{"Status": "QUEUED", "QueuedUri": …}`` as impact.com does.
 What is covered and what differs is written down in docs/COMPAT.md.
@@ -16,7 +17,6 @@ from datetime import datetime
 from decimal import Decimal
 from json.encoder import encode_basestring
 from typing import Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -30,6 +30,7 @@ from payoutdesk.api.compat_common import (
     CompatRoute,
     Owner,
     Refused,
+    campaign_currency,
     day_of,
     digits,
     envelope,
@@ -39,7 +40,6 @@ from payoutdesk.api.compat_common import (
     query_of,
     text_ok,
     upper_bound,
-    when,
 )
 from payoutdesk.api.plumbing import IdemKey
 from payoutdesk.catalog import repository as catalog_repo
@@ -53,18 +53,11 @@ from payoutdesk.kit.money import exponent, format_amount
 from payoutdesk.ledger import repository as ledger_repo
 from payoutdesk.ledger import workflow as wf
 from payoutdesk.models import action_updates, actions, campaigns, event_types, partners
-from payoutdesk.submissions import repository as sub_repo
 from payoutdesk.submissions import service as sub_service
 from payoutdesk.submissions.rows import RowError, command_for, interpret
 
 ACTIONS_PAGE = (2000, 20_000)  # default and largest PageSize of GET /Actions
-SUBMISSIONS_PAGE = (100, 20_000)  # impact.com's clients ask for 20,000 a page (tap-impact does)
-ERRORS_PAGE = (1000, 20_000)
-MAX_INLINE_ERRORS = 100  # errors shown inside an APISubmission
-MAX_PAYLOAD_BYTES = 64 * 1024  # an APISubmission shows its row only when the batch is this small
 
-_STATUS = {"QUEUED": "Queued", "IN_PROGRESS": "In Progress", "COMPLETE": "Complete", "FAILED": "Failed"}
-_ERROR_STATUS = {"VALIDATION": "Validation", "CONTRACT": "Contract Error"}
 _STATES = ("PENDING", "APPROVED", "REVERSED")
 
 
@@ -463,7 +456,7 @@ def _queue(conn: Connection, actor: Actor, account: AccountRef, fields: dict[str
            ) -> dict[str, Any]:
     campaign_id, et_id, ident = _identify(conn, account, fields)
     row = {**ident, **{k: v for k, v in fields.items() if k not in ("ActionId", "ActionTrackerId", "Oid")}}
-    currency = _currency(conn, account, campaign_id)
+    currency = campaign_currency(conn, account, campaign_id)
     has_change = any(k == "Amount" or k.startswith(("Sku", "Quantity", "Amount")) for k in row)
     if method == "DELETE":
         if has_change:
@@ -518,201 +511,3 @@ async def update_action(request: Request, account: Owner, key: IdemKey = None) -
 async def reverse_action(request: Request, account: Owner, key: IdemKey = None) -> Response:
     """Reverse an action (DispositionCode or Reason, default REJECTED); queued."""
     return await _change(request, account, key, "DELETE")
-
-
-# --- submissions -------------------------------------------------------------------------------
-
-
-def _currency(conn: Connection, account: AccountRef, campaign_id: int) -> str:
-    return str(get_owned(conn, campaigns, account.id, campaign_id, "campaign").currency)
-
-
-def _error_dicts(conn: Connection, sub: Row[Any], rows: Sequence[Row[Any]]) -> list[dict[str, Any]]:
-    found = ledger_repo.order_keys(conn, int(sub.account_id), [int(r.action_id) for r in rows
-                                                               if r.action_id is not None])
-    out = []
-    for r in rows:
-        a = found.get(int(r.action_id)) if r.action_id is not None else None
-        out.append({
-            "Line": r.row_no,
-            "Row": r.row_no,
-            "Column": r.column_name or "",
-            "Status": _ERROR_STATUS.get(r.error_type or "", r.error_type or ""),
-            "Type": r.error_type or "",
-            "Code": r.code or "",
-            "Reason": (r.code or "").upper(),
-            "Message": r.message or "",
-            "ActionId": str(r.action_id) if r.action_id is not None else "",
-            "CampaignId": sub.campaign_id,
-            "ActionTrackerId": a.event_type_id if a is not None else "",
-            "OrderId": a.order_id if a is not None else "",
-            "MediaPartnerId": a.partner_id if a is not None else "",
-        })
-    return out
-
-
-def _file_failure(sub: Row[Any]) -> dict[str, Any]:
-    return {"Line": 0, "Row": 0, "Column": "", "Status": "Validation", "Type": "VALIDATION",
-            "Code": "file_rejected", "Reason": "FILE_REJECTED", "Message": sub.failure or "", "ActionId": "",
-            "CampaignId": sub.campaign_id, "ActionTrackerId": "", "OrderId": "", "MediaPartnerId": ""}
-
-
-def _common(sub: Row[Any], currency: str) -> dict[str, Any]:
-    label = sub_service.label(sub)
-    return {
-        "Id": label,
-        "BatchId": label,
-        "AccountId": sub.account_id,
-        "CampaignId": sub.campaign_id,
-        "Status": _STATUS.get(sub.status, sub.status),
-        "StatusCode": sub.status,
-        "Channel": sub.channel,
-        "DryRun": bool(sub.dry_run),
-        "SubmissionDate": when(sub.created_at),
-        "CreatedDate": when(sub.created_at),
-        "StartedDate": when(sub.started_at),
-        "CompletionDate": when(sub.finished_at),
-        "TotalRecords": sub.total_records or 0,
-        "ProcessedRecords": sub.processed_records,
-        "Applied": sub.applied,
-        "Unchanged": sub.unchanged,
-        "TotalErrors": sub.errors,
-        "ErrorCount": sub.errors,
-        "AmountDelta": format_amount(sub.amount_delta, currency),
-        "PayoutDelta": format_amount(sub.payout_delta, currency),
-        "Currency": currency,
-        "Failure": sub.failure or "",
-    }
-
-
-def _payload(conn: Connection, sub: Row[Any]) -> list[dict[str, Any]] | None:
-    if sub.undo_of is not None or sub.content_type != "application/json" or sub.size > MAX_PAYLOAD_BYTES:
-        return None
-    try:
-        rows = json.loads(sub_repo.file_of(conn, int(sub.id)))
-    except ValueError:
-        return None
-    return rows if isinstance(rows, list) else None
-
-
-def _api_submission(conn: Connection, account: AccountRef, sub: Row[Any]) -> dict[str, Any]:
-    out = _common(sub, _currency(conn, account, sub.campaign_id))
-    rows = _payload(conn, sub)
-    one = rows[0] if rows is not None and len(rows) == 1 and isinstance(rows[0], dict) else None
-    results = sub_repo.results(conn, int(sub.id), errors_only=False, after_row=0, limit=2)
-    first = results[0] if len(results) == 1 and one is not None else None
-    action = None
-    if first is not None and first.action_id is not None:
-        action = ledger_repo.load(conn, sub.account_id, int(first.action_id), for_update=False)
-    if sub.undo_of is not None:
-        kind = "Undo"
-    elif one is not None:
-        kind = str(one.get("Type") or "Modification")
-    else:
-        kind = "Modification"
-    payload = "" if one is None else urlencode(
-        [(k, str(v)) for k, v in one.items() if k not in ("Type", "Method") and v not in (None, "")])
-    errors = _error_dicts(conn, sub, sub_repo.results(conn, int(sub.id), errors_only=True, after_row=0,
-                                                      limit=MAX_INLINE_ERRORS))
-    if sub.status == "FAILED":
-        errors.insert(0, _file_failure(sub))
-    out.update({
-        "Type": kind,
-        "ActionId": str(action.id) if action is not None else str((one or {}).get("ActionId") or ""),
-        "ActionTrackerId": action.event_type_id if action is not None else (one or {}).get("ActionTrackerId", ""),
-        "OrderId": action.order_id if action is not None else (one or {}).get("Oid", ""),
-        "MediaPartnerId": action.partner_id if action is not None else "",
-        "Payload": payload,
-        "Outcome": first.outcome if first is not None else "",
-        "ErrorType": errors[0]["Status"] if errors else "",
-        "ErrorReason": " ".join(dict.fromkeys(e["Reason"] for e in errors)),
-        "ErrorMessage": errors[0]["Message"] if errors else "",
-        "Errors": errors,
-        "Uri": f"/Advertisers/{account.sid}/APISubmissions/{sub_service.label(sub)}",
-    })
-    return out
-
-
-def _owned_submission(conn: Connection, account: AccountRef, raw: str, kind: str) -> Row[Any]:
-    what = "API submission" if kind == "A" else "file submission"
-    text = raw.strip().upper()
-    if text[:2] in ("A-", "F-") and text[0] != kind:
-        raise NotFound(f"No {what} {quote(raw)}.")
-    try:
-        sub = sub_service.owned(conn, account.id, raw)
-    except NotFound:
-        raise NotFound(f"No {what} {quote(raw)}.") from None
-    if sub.kind != kind:
-        raise NotFound(f"No {what} {quote(raw)}.")
-    return sub
-
-
-@router.get(BASE + "/APISubmissions/{BatchId}")
-def get_api_submission(request: Request, BatchId: str, account: Owner) -> Response:  # noqa: N803
-    """An API submission (A-…): status, counts and, for a one-row submission, why it failed."""
-    return plumbing.read(request, lambda conn: _api_submission(conn, account,
-                                                               _owned_submission(conn, account, BatchId, "A")))
-
-
-def _file_dict(sid: str, sub: Row[Any], currency: str) -> dict[str, Any]:
-    out = _common(sub, currency)
-    label = sub_service.label(sub)
-    out.update({
-        "FileName": sub.file_name or "",
-        "Format": sub.format or "",
-        "TotalErrors": str(sub.errors),  # a text in impact.com's FtpSubmission (tap-impact's schema)
-        "Type": "Modification",
-        "ErrorsUri": f"/Advertisers/{sid}/FTPFileSubmissions/{label}/ErrorDetails",
-        "Uri": f"/Advertisers/{sid}/FTPFileSubmissions/{label}",
-    })
-    return out
-
-
-@router.get(BASE + "/FTPFileSubmissions")
-def list_file_submissions(request: Request, account: Owner) -> Response:
-    """Every file submission of the account (F-…, whatever channel brought it), newest first."""
-    q = query_of(request)
-    page, size = page_of(q, SUBMISSIONS_PAGE)
-    campaign_id = query_id(q, "CampaignId")
-    created_from, created_to = lower_bound(q, "SubmissionDateStart"), upper_bound(q, "SubmissionDateEnd")
-    finished_from, finished_to = lower_bound(q, "CompletedDateStart"), upper_bound(q, "CompletedDateEnd")
-
-    def read(conn: Connection) -> dict[str, Any]:
-        if campaign_id is not None:
-            get_owned(conn, campaigns, account.id, campaign_id, "campaign")
-        total, rows = sub_repo.files_page(
-            conn, account.id, (page - 1) * size, size, campaign_id=campaign_id, created_from=created_from,
-            created_to=created_to, finished_from=finished_from, finished_to=finished_to)
-        currency = {int(r.id): str(r.currency) for r in catalog_repo.list_rows(conn, campaigns, account.id)}
-        items = [_file_dict(account.sid, r, currency[int(r.campaign_id)]) for r in rows]
-        return envelope(request, "FTPFileSubmissions", items, page, size, total)
-
-    return plumbing.read(request, read)
-
-
-@router.get(BASE + "/FTPFileSubmissions/{BatchId}")
-def get_file_submission(request: Request, BatchId: str, account: Owner) -> Response:  # noqa: N803
-    def read(conn: Connection) -> dict[str, Any]:
-        sub = _owned_submission(conn, account, BatchId, "F")
-        return _file_dict(account.sid, sub, _currency(conn, account, sub.campaign_id))
-
-    return plumbing.read(request, read)
-
-
-@router.get(BASE + "/FTPFileSubmissions/{BatchId}/ErrorDetails")
-def file_submission_errors(request: Request, BatchId: str, account: Owner) -> Response:  # noqa: N803
-    """The rows of a file that had errors (a file refused as a whole shows one entry, Line 0)."""
-    q = query_of(request)
-    page, size = page_of(q, ERRORS_PAGE)
-
-    def read(conn: Connection) -> dict[str, Any]:
-        sub = _owned_submission(conn, account, BatchId, "F")
-        total, rows = sub_repo.errors_page(conn, int(sub.id), (page - 1) * size, size)
-        items = _error_dicts(conn, sub, rows)
-        if sub.status == "FAILED":
-            total += 1
-            if page == 1:
-                items.insert(0, _file_failure(sub))
-        return envelope(request, "ErrorDetail", items, page, size, total)
-
-    return plumbing.read(request, read)

@@ -1,4 +1,4 @@
-"""What the impact.com-compatible routes share (api/compat.py and api/compat_reads.py): impact.com's
+"""What the impact.com-compatible routes share (api/compat.py, compat_submissions.py and compat_reads.py): impact.com's
 refusals (problem+json with ``Status``/``Message``), the signed-in owner of the path's AccountSID, the
 query parameters each route takes (any other is refused, DESIGN §6), the parsers of impact.com's query
 values, and the paged list envelope (``@page``, ``@nextpageuri`` …)."""
@@ -14,15 +14,17 @@ from urllib.parse import urlencode
 from fastapi import Depends, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
+from sqlalchemy import Connection
 
 from payoutdesk.accounts.service import AccountRef
 from payoutdesk.api import plumbing
 from payoutdesk.api.compat_format import SUFFIX_KEY
 from payoutdesk.api.plumbing import authenticate, problem
-from payoutdesk.catalog.service import parse_time
+from payoutdesk.catalog.service import get_owned, parse_time
 from payoutdesk.errors import NotFound, PayoutdeskError, ValidationFailed, quote, shorten
 from payoutdesk.kit.ids import MAX_ID, MAX_ID32, parse_id
 from payoutdesk.kit.time import iso
+from payoutdesk.models import campaigns
 
 # --- errors: problem+json, plus impact.com's Status/Message ------------------------------------
 
@@ -278,9 +280,6 @@ QUERY_PARAMETERS.update({
 })
 
 
-def api_submission(conn: Any, account: AccountRef, sub: Any) -> dict[str, Any]:
-    """An API submission (a ``submissions`` row of kind A) in impact.com's shape, exactly as
-    ``GET /APISubmissions/{BatchId}`` answers it (api/compat.py), for the list of api/compat_reads.py."""
-    from payoutdesk.api import compat  # compat imports this module
-
-    return compat._api_submission(conn, account, sub)  # the one shape, kept in compat.py
+def campaign_currency(conn: Connection, account: AccountRef, campaign_id: int) -> str:
+    """The currency of one of the account's campaigns (NotFound for another account's)."""
+    return str(get_owned(conn, campaigns, account.id, campaign_id, "campaign").currency)

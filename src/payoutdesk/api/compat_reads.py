@@ -39,7 +39,6 @@ from payoutdesk.api.compat_common import (
     BASE,
     CompatRoute,
     Owner,
-    api_submission,
     day_time,
     digits,
     envelope,
@@ -51,6 +50,7 @@ from payoutdesk.api.compat_common import (
     upper_bound,
     when,
 )
+from payoutdesk.api.compat_submissions import api_submission
 from payoutdesk.catalog import repository as catalog_repo
 from payoutdesk.catalog.service import get_owned
 from payoutdesk.errors import NotFound, ValidationFailed, quote

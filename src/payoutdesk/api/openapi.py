@@ -30,7 +30,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
-from payoutdesk.api import compat, compat_common, compat_reads
+from payoutdesk.api import compat, compat_common, compat_reads, compat_submissions
 from payoutdesk.api import intake as intake_routes
 from payoutdesk.api import schemas as s
 from payoutdesk.kit.money import ISO_4217
@@ -125,9 +125,9 @@ COMPAT_FILES_QUERY = (
     _q("SubmissionDateEnd", _WHEN, "Submitted until (inclusive)."),
     _q("CompletedDateStart", _WHEN, "Completed from (inclusive)."),
     _q("CompletedDateEnd", _WHEN, "Completed until (inclusive)."),
-    *_pages(compat.SUBMISSIONS_PAGE),
+    *_pages(compat_submissions.SUBMISSIONS_PAGE),
 )
-COMPAT_ERRORS_QUERY = _pages(compat.ERRORS_PAGE)
+COMPAT_ERRORS_QUERY = _pages(compat_submissions.ERRORS_PAGE)
 
 _TEXT: dict[str, Any] = {"type": "string"}
 _CHANGE_FIELDS: dict[str, Any] = {
