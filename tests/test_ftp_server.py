@@ -174,16 +174,16 @@ def test_curl_upload_and_download(site: Site, engine: Engine, tmp_path: Path) ->
     path = tmp_path / "daily returns.csv"
     path.write_bytes(returns_csv((a, "70.00", "ORDER_UPDATE"), (999_999_999, "0", "CONS_FRAUD")))
     url = f"ftp://{site.user}:{site.password}@127.0.0.1:{site.port}/"
-    done = subprocess.run([CURL, "-sS", "--max-time", "20", "-T", str(path), url], capture_output=True, text=True,
+    done = subprocess.run([CURL, "-sS", "--max-time", "60", "-T", str(path), url], capture_output=True, text=True,
                           check=False)
     assert done.returncode == 0, done.stderr
     (sub,) = subs_of(engine, w)
     assert sub.file_name == "daily returns.csv" and sub.channel == "ftp"
     drain(engine)
     assert amount_of(engine, tmp_path, w, a) == "70.00"
-    listed = subprocess.run([CURL, "-sS", "--max-time", "20", "-l", url + "results/"], capture_output=True, check=False)
+    listed = subprocess.run([CURL, "-sS", "--max-time", "60", "-l", url + "results/"], capture_output=True, check=False)
     assert listed.returncode == 0 and listed.stdout.split() == [b"result_daily", b"returns.csv"], listed
-    got = subprocess.run([CURL, "-sS", "--max-time", "20", url + "results/result_daily%20returns.csv"],
+    got = subprocess.run([CURL, "-sS", "--max-time", "60", url + "results/result_daily%20returns.csv"],
                          capture_output=True, check=False)
     assert got.returncode == 0, got.stderr
     assert got.stdout == expected_result(engine, f"F-{sub.id}")

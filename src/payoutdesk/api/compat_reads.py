@@ -42,15 +42,13 @@ from payoutdesk.api.compat_common import (
     day_time,
     digits,
     envelope,
-    lower_bound,
     page_of,
     query_id,
     query_of,
     time_of,
-    upper_bound,
     when,
 )
-from payoutdesk.api.compat_submissions import api_submission
+from payoutdesk.api.compat_submissions import api_submission, submissions_list
 from payoutdesk.catalog import repository as catalog_repo
 from payoutdesk.catalog.service import get_owned
 from payoutdesk.errors import NotFound, ValidationFailed, quote
@@ -61,7 +59,6 @@ from payoutdesk.kit.money import format_amount
 from payoutdesk.ledger import repository as ledger_repo
 from payoutdesk.ledger import workflow as wf
 from payoutdesk.models import campaigns, event_types, partners
-from payoutdesk.submissions import repository as sub_repo
 
 CATALOG_PAGE = (1000, 20_000)  # default and largest PageSize of Campaigns and MediaPartners
 ACTION_UPDATES_PAGE = (2000, 20_000)
@@ -415,19 +412,5 @@ def get_action_update(request: Request, Id: str, account: Owner) -> Response:  #
 def list_api_submissions(request: Request, account: Owner) -> Response:
     """The account's API submissions (A-…), newest first, each as ``GET /APISubmissions/{BatchId}``
     shows it, under impact.com's key ``APISubmission``."""
-    q = query_of(request)
-    page, size = page_of(q, API_SUBMISSIONS_PAGE)
-    campaign_id = query_id(q, "CampaignId")
-    created_from, created_to = lower_bound(q, "SubmissionDateStart"), upper_bound(q, "SubmissionDateEnd")
-    finished_from, finished_to = lower_bound(q, "CompletedDateStart"), upper_bound(q, "CompletedDateEnd")
-
-    def read(conn: Connection) -> dict[str, Any]:
-        if campaign_id is not None:
-            get_owned(conn, campaigns, account.id, campaign_id, "campaign")
-        total, rows = sub_repo.api_submissions_page(
-            conn, account.id, (page - 1) * size, size, campaign_id=campaign_id, created_from=created_from,
-            created_to=created_to, finished_from=finished_from, finished_to=finished_to)
-        items = [api_submission(conn, account, r) for r in rows]
-        return envelope(request, "APISubmission", items, page, size, total)
-
-    return _read(request, read)
+    return submissions_list(request, account, "A", "APISubmission", API_SUBMISSIONS_PAGE,
+                            lambda conn, rows: [api_submission(conn, account, r) for r in rows])

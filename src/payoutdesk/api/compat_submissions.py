@@ -5,7 +5,7 @@ an API submission, which the list of api/compat_reads.py uses too."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -192,11 +192,12 @@ def _file_dict(sid: str, sub: Row[Any], currency: str) -> dict[str, Any]:
     return out
 
 
-@router.get(BASE + "/FTPFileSubmissions")
-def list_file_submissions(request: Request, account: Owner) -> Response:
-    """Every file submission of the account (F-…, whatever channel brought it), newest first."""
+def submissions_list(request: Request, account: AccountRef, kind: str, key: str, sizes: tuple[int, int],
+                     render: Callable[[Connection, Sequence[Row[Any]]], list[dict[str, Any]]]) -> Response:
+    """A paged list of the account's submissions of ``kind``, newest first, under ``key``: the filters
+    ``CampaignId``, ``SubmissionDateStart``/``End``, ``CompletedDateStart``/``End``, ``Page``, ``PageSize``."""
     q = query_of(request)
-    page, size = page_of(q, SUBMISSIONS_PAGE)
+    page, size = page_of(q, sizes)
     campaign_id = query_id(q, "CampaignId")
     created_from, created_to = lower_bound(q, "SubmissionDateStart"), upper_bound(q, "SubmissionDateEnd")
     finished_from, finished_to = lower_bound(q, "CompletedDateStart"), upper_bound(q, "CompletedDateEnd")
@@ -204,14 +205,23 @@ def list_file_submissions(request: Request, account: Owner) -> Response:
     def read(conn: Connection) -> dict[str, Any]:
         if campaign_id is not None:
             get_owned(conn, campaigns, account.id, campaign_id, "campaign")
-        total, rows = sub_repo.files_page(
-            conn, account.id, (page - 1) * size, size, campaign_id=campaign_id, created_from=created_from,
+        total, rows = sub_repo.submissions_page(
+            conn, account.id, kind, (page - 1) * size, size, campaign_id=campaign_id, created_from=created_from,
             created_to=created_to, finished_from=finished_from, finished_to=finished_to)
-        currency = {int(r.id): str(r.currency) for r in catalog_repo.list_rows(conn, campaigns, account.id)}
-        items = [_file_dict(account.sid, r, currency[int(r.campaign_id)]) for r in rows]
-        return envelope(request, "FTPFileSubmissions", items, page, size, total)
+        return envelope(request, key, render(conn, rows), page, size, total)
 
     return plumbing.read(request, read)
+
+
+@router.get(BASE + "/FTPFileSubmissions")
+def list_file_submissions(request: Request, account: Owner) -> Response:
+    """Every file submission of the account (F-…, whatever channel brought it), newest first."""
+
+    def render(conn: Connection, rows: Sequence[Row[Any]]) -> list[dict[str, Any]]:
+        currency = {int(r.id): str(r.currency) for r in catalog_repo.list_rows(conn, campaigns, account.id)}
+        return [_file_dict(account.sid, r, currency[int(r.campaign_id)]) for r in rows]
+
+    return submissions_list(request, account, "F", "FTPFileSubmissions", SUBMISSIONS_PAGE, render)
 
 
 @router.get(BASE + "/FTPFileSubmissions/{BatchId}")

@@ -32,6 +32,7 @@ from typing import IO, Any
 from pyftpdlib.exceptions import FilesystemError
 from pyftpdlib.filesystems import AbstractedFS
 
+from payoutdesk.intake import spool
 from payoutdesk.kit import db
 from payoutdesk.kit.time import as_utc, utcnow
 from payoutdesk.submissions import repository as sub_repo
@@ -72,26 +73,12 @@ def normalise(cwd: str, path: str) -> str | None:
 
 def spool_dir(data_dir: Path) -> Path:
     """The private folder of uploads in flight and downloads being rendered (mode 0700)."""
-    folder = data_dir / SPOOL_FOLDER
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    folder.chmod(0o700)
-    return folder
+    return spool.spool_dir(data_dir, SPOOL_FOLDER)
 
 
 def clean_spool(data_dir: Path, older_than_seconds: float = 86_400) -> int:
-    """Delete spool files left by a process that died (older than a day: other processes sharing the data
-    folder may have uploads in flight); how many."""
-    folder = spool_dir(data_dir)
-    cutoff = time.time() - older_than_seconds
-    gone = 0
-    for entry in folder.iterdir():
-        try:
-            if entry.is_file() and entry.stat().st_mtime < cutoff:
-                entry.unlink()
-                gone += 1
-        except OSError:
-            continue
-    return gone
+    """Delete spool files left by a process that died; how many (intake/spool.py)."""
+    return spool.clean_spool(data_dir, SPOOL_FOLDER, older_than_seconds)
 
 
 class Upload:

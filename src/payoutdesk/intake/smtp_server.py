@@ -26,14 +26,13 @@ import os
 import socket
 import tempfile
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
-from payoutdesk.intake import mail_intake
+from payoutdesk.intake import mail_intake, spool
 from payoutdesk.intake.common import IntakeContext
 from payoutdesk.kit import logs, net
 
@@ -50,25 +49,12 @@ END = b"\r\n.\r\n"  # the end of DATA (RFC 5321 §4.1.1.4)
 
 def spool_dir(data_dir: Path) -> Path:
     """The private folder of mails being received and taken (mode 0700)."""
-    folder = data_dir / SPOOL_FOLDER
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    folder.chmod(0o700)
-    return folder
+    return spool.spool_dir(data_dir, SPOOL_FOLDER)
 
 
 def clean_spool(data_dir: Path, older_than_seconds: float = 86_400) -> int:
-    """Delete spool files left by a process that died (older than a day: other processes sharing the data
-    folder may have mails in flight); how many."""
-    cutoff = time.time() - older_than_seconds
-    gone = 0
-    for entry in spool_dir(data_dir).iterdir():
-        try:
-            if entry.is_file() and entry.stat().st_mtime < cutoff:
-                entry.unlink()
-                gone += 1
-        except OSError:
-            continue
-    return gone
+    """Delete spool files left by a process that died; how many (intake/spool.py)."""
+    return spool.clean_spool(data_dir, SPOOL_FOLDER, older_than_seconds)
 
 
 def open_spool(fd: int) -> IO[bytes]:

@@ -556,15 +556,16 @@ def _chunks(seq: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
 # --- reads of the impact.com-compatible API (api/compat.py) ------------------------------------
 
 
-def files_page(conn: Connection, account_id: int, offset: int, limit: int, *, campaign_id: int | None = None,
-               created_from: datetime | None = None, created_to: datetime | None = None,
-               finished_from: datetime | None = None, finished_to: datetime | None = None,
-               ) -> tuple[int, list[Row[Any]]]:
-    """How many of the account's file submissions (kind F, whatever the channel) match, and one page of
-    them, newest first, from row ``offset`` on. The ``_from`` bounds are inclusive, the ``_to`` ones
-    exclusive; ``created`` bounds the submission time, ``finished`` the completion time."""
+def submissions_page(conn: Connection, account_id: int, kind: str, offset: int, limit: int, *,
+                     campaign_id: int | None = None, created_from: datetime | None = None,
+                     created_to: datetime | None = None, finished_from: datetime | None = None,
+                     finished_to: datetime | None = None) -> tuple[int, list[Row[Any]]]:
+    """How many of the account's submissions of ``kind`` (F: files, whatever the channel; A: API batches,
+    single changes of the compatible API, undos) match, and one page of them, newest first, from row
+    ``offset`` on. The ``_from`` bounds are inclusive, the ``_to`` ones exclusive; ``created`` bounds the
+    submission time, ``finished`` the completion time."""
     s = submissions.c
-    conds = [s.account_id == account_id, s.kind == "F"]
+    conds = [s.account_id == account_id, s.kind == kind]
     if campaign_id is not None:
         conds.append(s.campaign_id == campaign_id)
     for col, lo, hi in ((s.created_at, created_from, created_to), (s.finished_at, finished_from, finished_to)):
@@ -584,24 +585,4 @@ def errors_page(conn: Connection, submission_id: int, offset: int, limit: int) -
     conds = [r.submission_id == submission_id, r.outcome == "error"]
     total = int(conn.execute(select(func.count()).select_from(submission_results).where(*conds)).scalar_one())
     rows = list(conn.execute(select(submission_results).where(*conds).order_by(r.row_no).offset(offset).limit(limit)))
-    return total, rows
-
-
-def api_submissions_page(conn: Connection, account_id: int, offset: int, limit: int, *,
-                         campaign_id: int | None = None, created_from: datetime | None = None,
-                         created_to: datetime | None = None, finished_from: datetime | None = None,
-                         finished_to: datetime | None = None) -> tuple[int, list[Row[Any]]]:
-    """``files_page`` for the account's API submissions (kind A: single-action changes of the compatible
-    API, JSON batches, undos), newest first (api/compat_reads.py: GET /APISubmissions)."""
-    s = submissions.c
-    conds = [s.account_id == account_id, s.kind == "A"]
-    if campaign_id is not None:
-        conds.append(s.campaign_id == campaign_id)
-    for col, lo, hi in ((s.created_at, created_from, created_to), (s.finished_at, finished_from, finished_to)):
-        if lo is not None:
-            conds.append(col >= lo)
-        if hi is not None:
-            conds.append(col < hi)
-    total = int(conn.execute(select(func.count()).select_from(submissions).where(*conds)).scalar_one())
-    rows = list(conn.execute(select(submissions).where(*conds).order_by(s.id.desc()).offset(offset).limit(limit)))
     return total, rows
