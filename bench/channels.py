@@ -35,7 +35,6 @@ import http.client
 import io
 import json
 import smtplib
-import subprocess
 import sys
 import tempfile
 import threading
@@ -44,7 +43,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.memory import MiB, Server, cli, free_port, multipart, send_streamed, server_env
+from bench.memory import MiB, Server, cli, free_port, multipart, send_streamed, server_env, start_server
 from bench.stats import median
 
 
@@ -97,29 +96,6 @@ def mail_parts(size: int, tag: str, sender: str, to: str) -> Iterator[bytes]:
     yield b"--=-bench-=--\r\n"
 
 
-def start_serve(env: dict[str, str], log: Path, args: tuple[str, ...], timeout: float = 60) -> Server:
-    """``payoutdesk serve *args`` in a child process, once it answers on its HTTP port."""
-    code = "import sys; from payoutdesk.cli import main; sys.exit(main())"
-    port = int(env["PAYOUTDESK_HTTP_PORT"])
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", code, "serve", *args], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, cwd=tempfile.gettempdir())
-    server = Server(proc, port, log)
-    deadline = time.monotonic() + timeout
-    while proc.poll() is None and time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                conn.close()
-                return server
-        except OSError:
-            pass
-        time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(f"the server did not start: {log.read_text()[-2000:]}")
-
-
 def measure(server: Server, send: Callable[[], Any]) -> tuple[float, float]:
     server.reset_peak()
     before = server.rss_mb()
@@ -149,7 +125,7 @@ def main() -> int:
     cli(env, "init")
     made = json.loads(cli(env, "account", "create", "bench-channels", "--json"))
     sid, token = made["account_sid"], made["auth_token"]
-    server = start_serve(env, work / "serve.log", ("--only", "http,ftp,smtp"))  # no worker: intake alone
+    server = start_server(env, work / "serve.log", args=("--only", "http,ftp,smtp"))  # no worker: intake alone
     try:
         auth = "Basic " + base64.b64encode(f"{sid}:{token}".encode()).decode()
         conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=30)

@@ -25,6 +25,8 @@ from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser
 from typing import BinaryIO
 
+from payoutdesk.kit.chunks import in_pieces
+
 PIECE = 1024 * 1024  # decoded bodies come in pieces of this size (the last one shorter)
 BLOCK = 1024 * 1024  # the file is searched and read in blocks of this size
 MAX_HEADER_BYTES = 1024 * 1024  # header lines beyond this, in one header block, are skipped
@@ -287,27 +289,13 @@ def decode_quoted_printable(blocks: Iterator[bytes]) -> Iterator[bytes]:
         yield binascii.a2b_qp(rest)
 
 
-def _pieces(decoded: Iterator[bytes], size: int) -> Iterator[bytes]:
-    buf = bytearray()
-    for data in decoded:
-        if not buf and len(data) == size:
-            yield data
-            continue
-        buf += data
-        while len(buf) >= size:
-            yield bytes(buf[:size])
-            del buf[:size]
-    if buf:
-        yield bytes(buf)
-
-
 def decode(f: BinaryIO, leaf: Leaf, piece: int = PIECE) -> Iterator[bytes]:
     """The decoded body of ``leaf`` read from ``f``, in pieces of ``piece`` bytes (the last shorter);
     ``Undecodable`` for base64 that is broken."""
     blocks = _ranges(f, leaf.start, leaf.end)
     if leaf.encoding == "base64":
-        yield from _pieces(decode_base64(blocks), piece)
+        yield from in_pieces(decode_base64(blocks), piece)
     elif leaf.encoding == "quoted-printable":
-        yield from _pieces(decode_quoted_printable(blocks), piece)
+        yield from in_pieces(decode_quoted_printable(blocks), piece)
     else:
-        yield from _pieces(blocks, piece)
+        yield from in_pieces(blocks, piece)

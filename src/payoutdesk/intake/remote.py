@@ -34,6 +34,8 @@ from typing import Any
 
 import paramiko
 
+from payoutdesk.kit.chunks import in_pieces
+
 log = logging.getLogger("payoutdesk.intake")
 
 TIMEOUT_SECONDS = 30.0  # connecting, and every read or write on a connection
@@ -296,17 +298,7 @@ class FtpRemote(Remote):
         complete = False
         try:
             conn.settimeout(TIMEOUT_SECONDS)
-            buffer = bytearray()
-            while True:
-                data = conn.recv(256 * 1024)
-                if not data:
-                    break
-                buffer += data
-                while len(buffer) >= CHUNK_BYTES:
-                    yield bytes(buffer[:CHUNK_BYTES])
-                    del buffer[:CHUNK_BYTES]
-            if buffer:
-                yield bytes(buffer)
+            yield from in_pieces(iter(lambda: conn.recv(256 * 1024), b""), CHUNK_BYTES)
             self._data_done(conn)
             self.ftp.voidresp()
             complete = True

@@ -32,6 +32,7 @@ from sqlalchemy import Connection, Engine
 
 from payoutdesk.errors import FileRejected, FileTooLarge
 from payoutdesk.kit import db
+from payoutdesk.kit.chunks import in_pieces
 from payoutdesk.kit.time import utcnow
 from payoutdesk.submissions import repository as repo
 from payoutdesk.submissions.formats.blob import Blob
@@ -52,23 +53,6 @@ class StoredFile:
     size: int
     sha256: str
     chunks: int
-
-
-def _in_chunks(parts: Iterable[bytes], size: int = CHUNK_BYTES) -> Iterator[bytes]:
-    """The bytes of ``parts`` again, cut or joined into pieces of exactly ``size`` bytes (the last shorter)."""
-    pending = bytearray()
-    for part in parts:
-        if not part:
-            continue
-        if not pending and len(part) == size:
-            yield bytes(part)
-            continue
-        pending += part
-        while len(pending) >= size:
-            yield bytes(pending[:size])
-            del pending[:size]
-    if pending:
-        yield bytes(pending)
 
 
 def _too_large(limit: int) -> FileTooLarge:
@@ -96,7 +80,7 @@ def store_stream(engine: Engine, parts: Iterable[bytes], *, max_bytes: int | Non
     digest = hashlib.sha256()
     size = seq = 0
     try:
-        for chunk in _limited(_in_chunks(parts), max_bytes):
+        for chunk in _limited(in_pieces(parts, CHUNK_BYTES), max_bytes):
             size += len(chunk)
             digest.update(chunk)
             with db.write(engine) as conn, repo.lean_cache(conn):
