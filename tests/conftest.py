@@ -149,3 +149,7 @@ def world(engine: Engine) -> World:
 def api(engine: Engine, tmp_path: Path) -> TestClient:
     """An API client on ``engine`` without rate limits (tests.helpers.client_for)."""
     return client_for(engine, tmp_path)
+
+
+# --- the browser tests (tests/browser.py) --------------------------------------------------------
+from tests.browser import browser, site  # noqa: E402, F401 - fixtures of the browser tests

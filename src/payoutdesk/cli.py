@@ -308,6 +308,7 @@ def print_demo(info: dict[str, Any]) -> None:
     print("Demo account ready (credentials also in $PAYOUTDESK_DATA_DIR/demo.json).")
     print(f"  Account SID: {info['account_sid']}")
     print(f"  Auth token:  {info['auth_token']}")
+    print(f"  Sign in at:  {_settings().public_url}/  with one of these users:")
     for u in info["users"]:
         print(f"  User:        {u['email']} / {u['password']} ({u['role']})")
     for c in info["campaigns"]:

@@ -141,7 +141,8 @@ def _run_http(app: Any, sock: socket.socket, host: str, stop: threading.Event) -
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
             if not self.should_exit:
-                logs.event(log, f"payoutdesk serving on http://{shown}:{bound}  (API: /api/v1, docs: /docs)",
+                logs.event(log, f"payoutdesk serving on http://{shown}:{bound}  (pages: sign in at /, "
+                                "API: /api/v1, docs: /docs)",
                            event="bound", server="http", address=host, port=bound)
 
     config = uvicorn.Config(app, log_level="warning", access_log=False,

@@ -6,7 +6,7 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -20,6 +20,7 @@ from payoutdesk.errors import PayoutdeskError, RateLimited, Unauthorized, quote
 from payoutdesk.intake.common import IntakeContext
 from payoutdesk.kit import db
 from payoutdesk.kit.crypto import SecretBox, load_secret_key
+from payoutdesk.web.app import page_error, wants_page
 
 log = logging.getLogger("payoutdesk.api")
 
@@ -42,29 +43,33 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.state.intake = IntakeContext(settings, app.state.engine, app.state.box)  # for the channels' routes
 
     @app.exception_handler(PayoutdeskError)
-    def _domain_error(request: Request, exc: PayoutdeskError) -> JSONResponse:
+    def _domain_error(request: Request, exc: PayoutdeskError) -> Response:
         headers = request_rate_headers(request)
         if isinstance(exc, RateLimited):
             headers["Retry-After"] = str(exc.retry_after)
             headers.setdefault("X-RateLimit-Limit", str(exc.limit))
             headers["X-RateLimit-Remaining"] = "0"
             headers.setdefault("X-RateLimit-Reset", str(exc.retry_after))
-        if isinstance(exc, Unauthorized):
+        if isinstance(exc, Unauthorized) and not wants_page(request):
             headers["WWW-Authenticate"] = 'Basic realm="payoutdesk"'
+        if wants_page(request):
+            return page_error(request, exc.status, exc.detail, headers)
         return problem(exc.status, exc.code, exc.title, exc.detail, headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
-    def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         in_path = [err for err in exc.errors() if tuple(err.get("loc", ()))[:1] == ("path",)]
         if in_path:  # a path that names nothing that can exist: not found (DESIGN §6)
             name = str(in_path[0]["loc"][-1])
             detail = f"No {name} {quote(in_path[0].get('input'))} here: {ID_RULE}."
             return problem(404, "not_found", "Not found", detail, request_rate_headers(request))
         status, code, detail = human_validation(exc)
+        if wants_page(request):
+            return page_error(request, status, detail)
         return problem(status, code, "Invalid request", detail, request_rate_headers(request))
 
     @app.exception_handler(StarletteHTTPException)
-    def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
             # FastAPI's answer to a body that is not even text (not UTF-8)
             return problem(400, "malformed_json", "Invalid request",
@@ -76,14 +81,20 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         elif exc.status_code == 405 and detail == "Method Not Allowed":
             detail = f"{request.method} is not allowed on {request.url.path}."
         headers = dict(exc.headers or {})
+        if wants_page(request):
+            if exc.status_code == 404 and str(exc.detail) == "Not Found":
+                detail = f"There is no page {request.url.path} here."
+            return page_error(request, exc.status_code, detail, headers)
         allow = openapi.allowed_methods(request) if exc.status_code == 405 else None
         if allow:  # every method of the path, not only those of its first route
             headers["Allow"] = allow
         return problem(exc.status_code, code, str(exc.detail), detail, headers)
 
     @app.exception_handler(Exception)
-    def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
+        if wants_page(request):
+            return page_error(request, 500, "Something went wrong on our side; it is logged. Try again.")
         return problem(500, "internal_error", "Internal error", "Something went wrong on our side; it is logged.")
 
     @app.get("/healthz", include_in_schema=False)
@@ -122,4 +133,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.include_router(compat_reads.router)  # impact.com paths: company, campaigns, partners, action updates
     app.include_router(salesforce.router)  # Salesforce Outbound Messages: SOAP, outside the OpenAPI document
     openapi.install(app)  # the completed OpenAPI document and the offline /docs
+    from payoutdesk.web import app as pages
+
+    pages.install(app)  # the pages (web/): sign-in, Pending Payouts, settings, file submissions
     return app

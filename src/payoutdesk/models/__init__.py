@@ -30,6 +30,7 @@ from payoutdesk.models.tables import (
     metadata,
     partners,
     users,
+    web_sessions,
 )
 
 __all__ = [
@@ -58,4 +59,5 @@ __all__ = [
     "submission_results",
     "submissions",
     "users",
+    "web_sessions",
 ]

@@ -55,6 +55,17 @@ users = Table(
     Column("created_at", UTCDateTime, nullable=False),
 )
 
+web_sessions = Table(
+    "web_sessions",  # the pages' sign-ins (web/session.py): the cookie holds a random token, this its hash
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
+    Column("csrf_token", String(64), nullable=False),  # the token every form of this sign-in carries
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+
 campaigns = Table(
     "campaigns",
     metadata,
