@@ -7,7 +7,7 @@ import itertools
 import json
 import re
 from collections.abc import Awaitable, Callable, Generator
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -334,22 +334,6 @@ def record_conversion(request: Request, body: ConversionIn, account: Account, ke
 StateParam = Literal["PENDING", "APPROVED", "REVERSED"]
 
 
-def _day_bound(value: str | None, what: str, *, end: bool) -> datetime | None:
-    """A date (whole day; ``end`` makes it inclusive) or a time, as an aware UTC bound."""
-    if value is None:
-        return None
-    try:
-        if len(value) == 10:
-            d = date.fromisoformat(value)
-            start = datetime.combine(d, time(), tzinfo=UTC)
-            if end:
-                return start + timedelta(days=1) if d < date.max else None
-            return start
-        return catalog.parse_time(value, what)
-    except ValueError:
-        raise ValidationFailed(f"{what} must be a date like 2026-01-15 or a time like 2026-01-15T10:00:00Z.") from None
-
-
 def action_filters(
     state: StateParam | None = None,
     campaign_id: QueryId = None,
@@ -371,8 +355,8 @@ def action_filters(
         # a 32-bit table's id beyond 2^31-1 is well formed and names nothing: the list is empty
         state=state, campaign_id=ref32(campaign_id), partner_id=ref32(partner_id), event_type_id=ref32(event_type_id),
         order_id=order_id, action_id=action_id, promo_code=promo_code, reason=reason,
-        event_date_from=_day_bound(event_date_from, "event_date_from", end=False),
-        event_date_to=_day_bound(event_date_to, "event_date_to", end=True),
+        event_date_from=ledger.day_bound(event_date_from, "event_date_from", end=False),
+        event_date_to=ledger.day_bound(event_date_to, "event_date_to", end=True),
         locking_date_from=locking_date_from, locking_date_to=locking_date_to,
     )
 

@@ -534,3 +534,61 @@ def action_row(conn: Connection, account_id: int, action_id: int) -> Row[Any]:
 
 
 __all__ = ["Applied", "apply", "catalog_repo", "parse_amount"]
+
+
+# --- reading a filter, previewing a change (the pages) -------------------------------------------
+
+
+def day_bound(value: str | None, what: str, *, end: bool) -> datetime | None:
+    """A date (whole day; ``end`` makes it inclusive) or a time, as an aware UTC bound of a list filter."""
+    from datetime import UTC, time
+
+    if value is None:
+        return None
+    try:
+        if len(value) == 10:
+            d = date.fromisoformat(value)
+            start = datetime.combine(d, time(), tzinfo=UTC)
+            if end:
+                return start + timedelta(days=1) if d < date.max else None
+            return start
+        return parse_time(value, what)
+    except ValueError:
+        raise ValidationFailed(f"{what} must be a date like 2026-01-15 or a time like 2026-01-15T10:00:00Z.") from None
+
+
+def preview(conn: Connection, actor: Actor, action_id: int, command: wf.Command | CommandOf,
+            now: datetime | None = None) -> dict[str, Any]:
+    """What ``change`` would do, without locking or writing anything: the action's amount and payout
+    before and after under the terms in force now, and each item after. Refused as the change would be
+    (an unknown reason, a locked action, a state that does not allow it)."""
+    now = now or utcnow()
+    today = now.date()
+    row = repo.load(conn, actor.account_id, action_id, for_update=False)
+    if row is None:
+        raise NotFound(f"No action with id {action_id}.")
+    if callable(command):
+        command = command(row)
+    command = _resolve_command(conn, actor, row.event_type_id, command)
+    items, terms_row = repo.items_and_terms(conn, action_id, row.campaign_id, row.partner_id, row.event_type_id,
+                                            today)
+    terms = terms_from_row(terms_row, "t_") or current_terms(conn, row, today)
+    before = repo.to_domain(row, items)
+    outcome = wf.decide(before, command, terms, now)
+    after = outcome.after if isinstance(outcome, wf.Change) else outcome.action
+    fmt = _amount_format(row.currency)
+    return {
+        "action_id": action_id,
+        "currency": row.currency,
+        "outcome": "unchanged" if isinstance(outcome, wf.Unchanged) else "change",
+        "kind": outcome.kind.value if isinstance(outcome, wf.Change) else None,
+        "reason": outcome.reason if isinstance(outcome, wf.Change) else None,
+        "state": after.state.value,
+        "before": {"amount": fmt(before.amount), "payout": fmt(before.payout)},
+        "after": {"amount": fmt(after.amount), "payout": fmt(after.payout)},
+        "items": [
+            {"sku": a.sku, "quantity": a.quantity, "amount": fmt(a.amount), "payout": fmt(a.payout),
+             "before_quantity": b.quantity, "before_amount": fmt(b.amount), "before_payout": fmt(b.payout)}
+            for b, a in zip(before.items, after.items, strict=True)
+        ],
+    }
