@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export PAYOUTDESK_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: install lint
 	bash scripts/ensure-test-deps.sh
 	PYTHON=$(PYTHON) bash scripts/ensure-tap.sh
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# the pages as docs/screenshots/*.png, from the browser tests (SQLite run)
+screenshots: install
+	bash scripts/ensure-test-deps.sh
+	PAYOUTDESK_SCREENSHOTS=1 $(BIN)/pytest tests/test_pages_*.py -k sqlite $(PYTEST_ARGS)
 
 bench: install
 	bash scripts/ensure-test-deps.sh
