@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date, datetime
 from typing import Any
 
@@ -99,21 +100,33 @@ def contract_payout(conn: Connection, contract_id: int, event_type_id: int) -> R
     ).first()
 
 
-def recent_clicks(conn: Connection, campaign_id: int, customer_id: str, before: datetime, limit: int = 50) -> list[
-    Row[Any]
-]:
-    return list(
-        conn.execute(
-            select(clicks.c.partner_id, clicks.c.clicked_at)
-            .where(
-                clicks.c.campaign_id == campaign_id,
-                clicks.c.customer_id == customer_id,
-                clicks.c.clicked_at <= before,
-            )
-            .order_by(clicks.c.clicked_at.desc(), clicks.c.id.desc())
-            .limit(limit)
+def widest_referral_window(conn: Connection, campaign_id: int) -> int | None:
+    """The longest referral window (days) of the campaign's contracts; None when it has none."""
+    from sqlalchemy import func
+
+    value = conn.execute(select(func.max(contracts.c.referral_window_days))
+                         .where(contracts.c.campaign_id == campaign_id)).scalar()
+    return None if value is None else int(value)
+
+
+def clicks_between(conn: Connection, campaign_id: int, customer_id: str, since: datetime,
+                   until: datetime) -> Iterator[Any]:
+    """The customer's clicks in the campaign from ``since`` to ``until`` (both included), newest first:
+    one range of ``ix_clicks_customer``, read as the caller goes."""
+    result = conn.execute(
+        select(clicks.c.id, clicks.c.partner_id, clicks.c.clicked_at)
+        .where(
+            clicks.c.campaign_id == campaign_id,
+            clicks.c.customer_id == customer_id,
+            clicks.c.clicked_at >= since,
+            clicks.c.clicked_at <= until,
         )
+        .order_by(clicks.c.clicked_at.desc(), clicks.c.id.desc())
     )
+    try:
+        yield from result
+    finally:
+        result.close()
 
 
 def names_of(conn: Connection, table: Table, ids: set[int]) -> dict[int, str]:

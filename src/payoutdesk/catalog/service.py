@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -464,19 +465,59 @@ def record_click(conn: Connection, actor: Actor, data: Mapping[str, Any]) -> dic
     }
 
 
-def attribute(conn: Connection, campaign_id: int, event_type_id: int, customer_id: str, at: datetime) -> int:
-    """Last click of the customer within its contract's referral window before the event."""
-    for click in repo.recent_clicks(conn, campaign_id, customer_id, at):
-        contract = repo.contract_in_force(conn, campaign_id, click.partner_id, at.date())
-        if contract is None or terms_of(conn, contract, event_type_id) is None:
-            continue
-        if at - as_utc(click.clicked_at) <= timedelta(days=contract.referral_window_days):
-            return int(click.partner_id)
-        break  # the last click is too old: earlier ones are older still
+@dataclass(frozen=True)
+class Attribution:
+    """R13's decision: the click that credits a conversion, its partner and that partner's contract."""
+
+    click_id: int
+    partner_id: int
+    contract_id: int
+    clicked_at: datetime
+
+    @property
+    def note(self) -> str:
+        """How the decision reads in the action's CREATED history entry."""
+        return (f"attributed to click {self.click_id} of {iso(self.clicked_at)} "
+                f"(partner {self.partner_id}, contract {self.contract_id})")
+
+
+def attribute_click(conn: Connection, campaign_id: int, event_type_id: int, customer_id: str,
+                    at: datetime) -> Attribution:
+    """R13: the customer's latest click before the event (``clicked_at <= at``) among the clicks whose
+    partner's contract, in force on the event date and paying for the event type, has a referral window
+    covering the event (``at - clicked_at <= window days``: the window's last instant counts). An older
+    click inside its own window wins over a newer one outside its own; ``NotAttributable`` when none
+    qualifies.
+
+    One range scan of ``ix_clicks_customer`` (campaign, customer, clicked_at) back to the widest window
+    of the campaign's contracts, newest first; the terms are looked up once per partner met."""
+    widest = repo.widest_referral_window(conn, campaign_id)
+    if widest is not None:
+        at = as_utc(at)
+        since = at - timedelta(days=widest)
+        terms_by_partner: dict[int, Terms | None] = {}
+        for click in repo.clicks_between(conn, campaign_id, customer_id, since, at):
+            pid = int(click.partner_id)
+            if pid not in terms_by_partner:
+                terms_by_partner[pid] = terms_from_row(conn.execute(
+                    TERMS_IN_FORCE,
+                    {"campaign_id": campaign_id, "partner_id": pid, "on": at.date(), "event_type_id": event_type_id},
+                ).first())
+            terms = terms_by_partner[pid]
+            if terms is None:
+                continue
+            clicked_at = as_utc(click.clicked_at)
+            if at - clicked_at <= timedelta(days=terms.referral_window_days):
+                return Attribution(int(click.id), pid, terms.contract_id, clicked_at)
     raise NotAttributable(
         f"No click of customer {quote(customer_id)} in campaign {campaign_id} within a referral window "
         f"before {iso(at)}; give partner_id to credit a partner."
     )
+
+
+def attribute(conn: Connection, campaign_id: int, event_type_id: int, customer_id: str, at: datetime) -> int:
+    """The partner that ``attribute_click`` credits."""
+    return attribute_click(conn, campaign_id, event_type_id, customer_id, at).partner_id
 
 
 def parse_time(value: object, what: str) -> datetime:

@@ -14,7 +14,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Engine, Row
 
 from payoutdesk.catalog import repository as catalog_repo
-from payoutdesk.catalog.service import attribute, get_owned, parse_time, terms_from_row, terms_in_force, terms_of
+from payoutdesk.catalog.service import attribute_click, get_owned, parse_time, terms_from_row, terms_in_force, terms_of
 from payoutdesk.context import Actor
 from payoutdesk.contracts.terms import Terms, locking_date, open_ended_lock_date
 from payoutdesk.errors import NotFound, UnknownReason, ValidationFailed, WrongCurrency, quote
@@ -126,13 +126,15 @@ def record_conversion(conn: Connection, actor: Actor, data: Mapping[str, Any], n
         raise ValidationFailed(f"event_date {iso(event_at)} is in the future.")
     customer_id = _text(data, "customer_id", required=False)
     promo_code = _text(data, "promo_code", required=False)
+    created_note: str | None = None  # R13: the attribution's decision, when a click credited the action
     if data.get("partner_id") is not None:
         partner_id = _int(data["partner_id"], "partner_id", minimum=1)
         get_owned(conn, partners, actor.account_id, partner_id, "partner")
     else:
         if customer_id is None:
             raise ValidationFailed("Give partner_id, or customer_id so that the last click can credit a partner.")
-        partner_id = attribute(conn, campaign.id, event_type_id, customer_id, event_at)
+        decision = attribute_click(conn, campaign.id, event_type_id, customer_id, event_at)
+        partner_id, created_note = decision.partner_id, decision.note
     terms = terms_in_force(conn, campaign.id, partner_id, event_type_id, event_at.date())
 
     items: list[tuple[str, str | None, str | None, int, int]] = []
@@ -189,7 +191,7 @@ def record_conversion(conn: Connection, actor: Actor, data: Mapping[str, Any], n
             "created_at": now,
         },
         action,
-        {"at": now, "channel": actor.channel.value, "actor": actor.name, "note": None, "reason": None},
+        {"at": now, "channel": actor.channel.value, "actor": actor.name, "note": created_note, "reason": None},
     )
 
 
