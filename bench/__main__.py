@@ -18,12 +18,13 @@ from typing import Any
 
 from . import datagen
 from .backends import Backend, machine, open_backend, reset_database
+from .pages import bench_page
 from .work import bench_api, bench_export, bench_list, bench_lock, count_actions
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
-WORKS = ("list", "export", "lock", "api")
-TARGETS = {"list": 0.050, "export": 150_000, "lock": 200_000, "api": 500}
+WORKS = ("list", "page", "export", "lock", "api")
+TARGETS = {"list": 0.050, "page": 0.100, "export": 150_000, "lock": 200_000, "api": 500}
 
 
 def log(msg: str) -> None:
@@ -94,6 +95,9 @@ def run_backend(name: str, args: argparse.Namespace) -> dict[str, Any]:
         if "list" in args.only:
             log("  actions list (service: db.read + ledger.list_actions, limit 50)")
             out["list"] = bench_list(backend, meta, args.rounds, args.samples, log)
+        if "page" in args.only:
+            log("  Pending Payouts page (HTML, server time; beside the list service)")
+            out["page"] = bench_page(backend, meta, args.rounds, max(4, args.samples // 2), log)
         if "export" in args.only:
             log("  CSV export (ledger.export_rows)")
             out["export"] = bench_export(backend, meta, args.rounds, log)
@@ -125,6 +129,16 @@ def summary(results: list[dict[str, Any]]) -> list[str]:
                         f"| {b} | list {name}, {kind} page | {n:,} | {f[f'{kind}_p50'] * 1e3:.1f} ms | "
                         f"{p95 * 1e3:.1f} ms | {floor * 1e3:.1f} ms | {p95 / floor if floor else 0:.1f}x | "
                         f"p95 <= 50 ms | {'yes' if p95 <= TARGETS['list'] else 'NO'} |")
+        if "page" in r:
+            for name, f in r["page"]["cases"].items():
+                for kind in ("first", "later"):
+                    p95, floor = f[f"{kind}_p95"], f[f"floor_{kind}_p95"]
+                    if p95 != p95:  # nan: no later page
+                        continue
+                    lines.append(
+                        f"| {b} | page {name}, {kind} page | {n:,} | {f[f'{kind}_p50'] * 1e3:.1f} ms | "
+                        f"{p95 * 1e3:.1f} ms | {floor * 1e3:.1f} ms (list) | {p95 / floor if floor else 0:.1f}x | "
+                        f"p95 <= 100 ms | {'yes' if p95 <= TARGETS['page'] else 'NO'} |")
         if "export" in r:
             e = r["export"]
             lines.append(
