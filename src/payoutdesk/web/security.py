@@ -32,9 +32,13 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
+        static = str(scope.get("path", "")).startswith("/static/")
+
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []), *HEADERS]
+                if not static:  # a page shows an account's data: no copy kept by the browser or a proxy
+                    message["headers"].append((b"cache-control", b"no-store"))
                 if scope.get("scheme") == "https":
                     message["headers"].append((b"strict-transport-security", b"max-age=31536000"))
             await send(message)
