@@ -113,6 +113,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     )
 
     app.include_router(native.router, prefix="/api/v1")
+    from payoutdesk.api import clicks  # issue 13: clicks at volume
+
+    app.include_router(clicks.router, prefix="/api/v1")
     app.include_router(account.router, prefix="/api/v1")
     # single-action changes served without FastAPI's dispatch when their input is plainly valid
     app.state.fast_changes = True

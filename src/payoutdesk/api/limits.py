@@ -14,6 +14,8 @@ The limits (docs/SUBMISSIONS.md, "Size limits"):
   64 KiB for the multipart framing and the small fields, code ``file_too_large``;
 - ``POST /api/v1/submissions`` as JSON rows: 32 MiB (``jsonrows.MAX_BODY_BYTES``), or the file limit if
   lower, code ``body_too_large``;
+- ``POST /api/v1/clicks/bulk`` (JSON, CSV or multipart): 32 MiB plus 64 KiB, or the file limit if lower,
+  code ``body_too_large``;
 - every other body (single-action changes, the other JSON bodies, the impact.com-compatible form and
   JSON bodies): 1 MiB, code ``body_too_large``.
 """
@@ -32,6 +34,7 @@ MiB = 1024 * 1024
 BODY_BYTES = 1 * MiB
 MULTIPART_ALLOWANCE = 64 * 1024
 SUBMISSIONS_PATH = "/api/v1/submissions"
+CLICKS_BULK_PATH = "/api/v1/clicks/bulk"  # up to 100,000 clicks (api/clicks.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,8 @@ def _size(n: int) -> str:
 
 def limit_for(method: str, path: str, content_type: str, max_file_bytes: int) -> Limit:
     """The body limit of a request."""
+    if method == "POST" and path.rstrip("/") == CLICKS_BULK_PATH:
+        return Limit(min(ROWS_BODY_BYTES, max_file_bytes) + MULTIPART_ALLOWANCE, BodyTooLarge, "A batch of clicks")
     if method == "POST" and path.rstrip("/") == SUBMISSIONS_PATH:
         if content_type.startswith("multipart/"):
             return Limit(max_file_bytes + MULTIPART_ALLOWANCE, FileTooLarge, "A returns file")

@@ -30,6 +30,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
+from payoutdesk.api import clicks as clicks_routes
 from payoutdesk.api import compat, compat_common, compat_reads, compat_submissions
 from payoutdesk.api import intake as intake_routes
 from payoutdesk.api import schemas as s
@@ -259,6 +260,9 @@ OPERATIONS.update({
     ("get", f"{COMPAT}/ActionUpdates"): Op(200, s.CompatActionUpdateList, _ONE, query=COMPAT_ACTION_UPDATES_QUERY),
     ("get", f"{COMPAT}/ActionUpdates/{{Id}}"): Op(200, s.CompatActionUpdate, _ONE),
     ("get", f"{COMPAT}/APISubmissions"): Op(200, s.CompatAPISubmissionList, _ONE, query=COMPAT_API_SUBMISSIONS_QUERY),
+})
+OPERATIONS.update({  # issue 13: clicks at volume
+    ("post", f"{V1}/clicks/bulk"): Op(200, clicks_routes.ClickBatchReport, (*_BODY, *_READ), body_required=True),
 })
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, insert, select, update
 
 from payoutdesk.accounts.service import hash_password
 from payoutdesk.catalog import repository as repo
@@ -463,6 +463,126 @@ def record_click(conn: Connection, actor: Actor, data: Mapping[str, Any]) -> dic
         "customer_id": customer.strip(),
         "clicked_at": iso(clicked_at),
     }
+
+
+MAX_BULK_CLICKS = 100_000
+CLICK_COLUMNS = ("campaign_id", "customer_id", "partner_id", "clicked_at")
+MAX_SHOWN_CLICK_ERRORS = 1_000
+CLICK_CHUNK = 5_000
+
+
+@dataclass
+class ClickBatch:
+    """A bulk batch of clicks, checked: the rows to insert and the refused rows with their errors (the
+    first ``MAX_SHOWN_CLICK_ERRORS`` kept)."""
+
+    rows: list[tuple[int, int, str, datetime]] = field(default_factory=list)  # campaign, partner, customer, time
+    refused: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def refuse(self, row: int, column: str | None, message: str) -> None:
+        self.refused += 1
+        if len(self.errors) < MAX_SHOWN_CLICK_ERRORS:
+            self.errors.append({"row": row, "column": column, "code": "validation_error", "message": message})
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A row that a reader could not make into fields (a CSV line with too many cells): refused as it is."""
+
+    message: str
+
+
+def _click_id(value: object, what: str, *, from_text: bool) -> int:
+    if from_text and isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID32:
+        raise ValidationFailed(f"{what} must be the id of one of your {what[:-3]}s, not {quote(value)}.")
+    return value
+
+
+class _Refused(Exception):
+    def __init__(self, column: str | None, message: str) -> None:
+        super().__init__(message)
+        self.column, self.message = column, message
+
+
+def _click_fields(row: object, owned: Callable[[Any, int], bool],
+                  from_text: bool) -> tuple[int, int, str, datetime]:
+    """One bulk click's fields, or ``_Refused`` naming the column at fault."""
+    if isinstance(row, BadRow):
+        raise _Refused(None, row.message)
+    if not isinstance(row, Mapping):
+        raise _Refused(None, "A click is an object {campaign_id, customer_id, partner_id, clicked_at}.")
+    unknown = sorted(str(k) for k in row if k not in CLICK_COLUMNS)
+    if unknown:
+        raise _Refused(unknown[0], f"{quote(unknown[0])} is not a field of a click.")
+    ids: list[int] = []
+    for column, table, what in (("campaign_id", campaigns, "campaign"), ("partner_id", partners, "partner")):
+        try:
+            ref = _click_id(row.get(column), column, from_text=from_text)
+        except ValidationFailed as exc:
+            raise _Refused(column, exc.detail) from None
+        if not owned(table, ref):
+            raise _Refused(column, f"No {what} with id {ref}.")
+        ids.append(ref)
+    customer = row.get("customer_id")
+    if not isinstance(customer, str) or not customer.strip() or len(customer) > 200:
+        raise _Refused("customer_id", "customer_id is required (at most 200 characters).")
+    if "\x00" in customer or not _encodable(customer):
+        raise _Refused("customer_id", "customer_id must be text without NUL characters or lone surrogates.")
+    if not row.get("clicked_at"):
+        raise _Refused("clicked_at", "clicked_at is required in a batch, an ISO 8601 time.")
+    try:
+        clicked_at = parse_time(row["clicked_at"], "clicked_at")
+    except ValidationFailed as exc:
+        raise _Refused("clicked_at", exc.detail) from None
+    if not datetime(1900, 1, 1, tzinfo=UTC) <= clicked_at <= datetime(9000, 1, 1, tzinfo=UTC):
+        raise _Refused("clicked_at", f"clicked_at {quote(row['clicked_at'])} is out of range.")
+    return ids[0], ids[1], customer.strip(), clicked_at
+
+
+def check_clicks(conn: Connection, account_id: int, rows: Iterable[tuple[int, Any]], *,
+                 from_text: bool) -> ClickBatch:
+    """Check bulk clicks ``(row number, {campaign_id, customer_id, partner_id, clicked_at})`` (``from_text``:
+    ids may be digit strings, as in a CSV file): a row with an unknown field, an id that is not one of the
+    account's campaigns or partners, a blank customer id or a time that is not ISO 8601 is refused with
+    its error; more than ``MAX_BULK_CLICKS`` rows refuse the whole batch."""
+    batch = ClickBatch()
+    known: dict[tuple[str, int], bool] = {}
+
+    def owned(table: Any, row_id: int) -> bool:
+        if (table.name, row_id) not in known:
+            known[(table.name, row_id)] = repo.owned(conn, table, account_id, row_id) is not None
+        return known[(table.name, row_id)]
+
+    for count, (number, row) in enumerate(rows, 1):
+        if count > MAX_BULK_CLICKS:
+            raise ValidationFailed(f"A batch has at most {MAX_BULK_CLICKS:,} clicks; split it.")
+        try:
+            batch.rows.append(_click_fields(row, owned, from_text))
+        except _Refused as exc:
+            batch.refuse(number, exc.column, exc.message)
+    return batch
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def insert_clicks(conn: Connection, actor: Actor, batch: ClickBatch) -> dict[str, Any]:
+    """Insert the checked clicks set-based, ``CLICK_CHUNK`` rows a statement; the batch's report."""
+    rows = batch.rows
+    for start in range(0, len(rows), CLICK_CHUNK):
+        conn.execute(insert(clicks), [
+            {"account_id": actor.account_id, "campaign_id": c, "partner_id": p, "customer_id": cu, "clicked_at": t}
+            for c, p, cu, t in rows[start:start + CLICK_CHUNK]])
+    return {"inserted": len(rows), "refused": batch.refused, "errors": batch.errors,
+            "errors_truncated": batch.refused > len(batch.errors)}
 
 
 @dataclass(frozen=True)
