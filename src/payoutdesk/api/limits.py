@@ -35,6 +35,7 @@ BODY_BYTES = 1 * MiB
 MULTIPART_ALLOWANCE = 64 * 1024
 SUBMISSIONS_PATH = "/api/v1/submissions"
 CLICKS_BULK_PATH = "/api/v1/clicks/bulk"  # up to 100,000 clicks (api/clicks.py)
+WEB_UPLOAD_PATH = "/settings/file-submissions"  # the pages' upload of a returns file (web/files.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,8 @@ def _size(n: int) -> str:
 
 def limit_for(method: str, path: str, content_type: str, max_file_bytes: int) -> Limit:
     """The body limit of a request."""
+    if method == "POST" and path.rstrip("/") == WEB_UPLOAD_PATH and content_type.startswith("multipart/"):
+        return Limit(max_file_bytes + MULTIPART_ALLOWANCE, FileTooLarge, "A returns file")
     if method == "POST" and path.rstrip("/") == CLICKS_BULK_PATH:
         return Limit(min(ROWS_BODY_BYTES, max_file_bytes) + MULTIPART_ALLOWANCE, BodyTooLarge, "A batch of clicks")
     if method == "POST" and path.rstrip("/") == SUBMISSIONS_PATH:
@@ -81,6 +84,15 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 async def _send_problem(scope: Scope, receive: Receive, send: Send, limit: Limit, max_file_bytes: int) -> None:
+    from starlette.requests import Request
+
+    from payoutdesk.web.app import page_error, wants_page
+
+    request = Request(scope)
+    if wants_page(request):  # a page's upload: the refusal as a page
+        page = page_error(request, 413, _message(limit, max_file_bytes), {"connection": "close"})
+        await page(scope, receive, send)
+        return
     answer = problem(413, limit.error.code, limit.error.title, _message(limit, max_file_bytes), {"connection": "close"},
                      limit_bytes=limit.bytes)
     await answer(scope, receive, send)

@@ -586,3 +586,19 @@ def errors_page(conn: Connection, submission_id: int, offset: int, limit: int) -
     total = int(conn.execute(select(func.count()).select_from(submission_results).where(*conds)).scalar_one())
     rows = list(conn.execute(select(submission_results).where(*conds).order_by(r.row_no).offset(offset).limit(limit)))
     return total, rows
+
+
+# --- reads of the pages (web/files.py) ----------------------------------------------------------
+
+
+def errors_with_orders(conn: Connection, submission_id: int, after_row: int, limit: int) -> list[Row[Any]]:
+    """A page of a submission's error rows in row order, each with the order id of its action when the row
+    named one (``order_id`` None otherwise)."""
+    from payoutdesk.models import actions
+
+    r = submission_results.c
+    stmt = (select(r.row_no, r.action_id, r.column_name, r.error_type, r.code, r.message, actions.c.order_id)
+            .select_from(submission_results.outerjoin(actions, actions.c.id == r.action_id))
+            .where(r.submission_id == submission_id, r.outcome == "error", r.row_no > after_row)
+            .order_by(r.row_no).limit(limit))
+    return list(conn.execute(stmt))

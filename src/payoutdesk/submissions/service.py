@@ -277,3 +277,39 @@ def _insert_undo(conn: Connection, actor: Actor, row: Row[Any], now: Any) -> int
         "dedupe_key": f"undo:{row.id}", "undo_of": row.id, "status": "QUEUED", "processed_records": 0,
         "applied": 0, "unchanged": 0, "errors": 0, "amount_delta": 0, "payout_delta": 0, "created_at": now,
     })
+
+
+# --- the pages (web/files.py) ---------------------------------------------------------------------
+
+
+def campaign_choices(conn: Connection, account_id: int) -> list[dict[str, Any]]:
+    """The account's campaigns for a picker: id, name and currency, by name."""
+    rows = conn.execute(campaigns.select().where(campaigns.c.account_id == account_id)
+                        .order_by(campaigns.c.name, campaigns.c.id))
+    return [{"id": r.id, "name": r.name, "currency": r.currency} for r in rows]
+
+
+def applied_as(conn: Connection, row: Row[Any]) -> Row[Any] | None:
+    """For a dry run of a file: the real (not forced) submission of the same file for the same campaign,
+    when there is one (the one the duplicate guard would name)."""
+    if not row.dry_run or row.kind != "F":
+        return None
+    return repo.by_dedupe_key(conn, f"{row.campaign_id}:{row.sha256}")
+
+
+def apply_dry_run(conn: Connection, actor: Actor, submission_id: str | int, *,
+                  force_hint: str = "send it again with force=true", max_bytes: int = MAX_FILE_BYTES
+                  ) -> dict[str, Any]:
+    """Queue the real submission of a completed dry run's file: a new submission that uses the same stored
+    file (no byte is copied), through ``create`` and so its duplicate guard (applying twice is refused as a
+    duplicate, naming the first)."""
+    row = owned(conn, actor.account_id, submission_id)
+    if not row.dry_run or row.kind != "F" or row.undo_of is not None:
+        raise Conflict(f"{label(row)} is not a dry run of a file; there is nothing to apply.")
+    if row.status != "COMPLETE":
+        raise Conflict(f"{label(row)} is {row.status}; a dry run is applied once it is COMPLETE.")
+    _, stored = original_file(conn, actor.account_id, submission_id)
+    if stored is None:
+        raise NotFound(f"The file of {label(row)} is not in the store.")
+    return create(conn, actor, int(row.campaign_id), stored, file_name=row.file_name, content_type=row.content_type,
+                  dry_run=False, force_hint=force_hint, max_bytes=max_bytes)
