@@ -109,3 +109,32 @@ def add_user(conn: Connection, account_sid: str, email: str, role: str, password
         )
     )
     return email, password
+
+
+@dataclass(frozen=True)
+class UserRow:
+    id: int
+    email: str
+    role: str
+
+
+def list_users(conn: Connection, account_id: int) -> list[UserRow]:
+    """The account's users, by e-mail address."""
+    rows = conn.execute(select(users.c.id, users.c.email, users.c.role).where(users.c.account_id == account_id)
+                        .order_by(users.c.email))
+    return [UserRow(r.id, r.email, r.role) for r in rows]
+
+
+def set_role(conn: Connection, account_id: int, user_id: int, role: str, *, by_user_id: int | None = None) -> UserRow:
+    """Give a user of the account another role; ``by_user_id`` (who asks) cannot change their own, so that
+    an account never loses its last admin by a slip."""
+    if role not in ROLES:
+        raise ValidationFailed(f"Role must be one of {', '.join(ROLES)}, not '{role}'.")
+    row = conn.execute(select(users.c.id, users.c.email).where(users.c.id == user_id,
+                                                               users.c.account_id == account_id)).first()
+    if row is None:
+        raise NotFound(f"No user with id {user_id}.")
+    if by_user_id == user_id:
+        raise Conflict("You cannot change your own role; ask another admin of your account.")
+    conn.execute(update(users).where(users.c.id == user_id).values(role=role))
+    return UserRow(row.id, row.email, role)

@@ -12,13 +12,11 @@ from sqlalchemy import Connection
 
 from payoutdesk.api.plumbing import Account, PathId, json_answer, read, whole_between
 from payoutdesk.api.schemas import Cursor, FailureSpell, IntakeRun, Shape, Submission
-from payoutdesk.catalog.service import get_owned
-from payoutdesk.errors import Conflict, PayoutdeskError, ValidationFailed
-from payoutdesk.intake import pull, runs, salesforce
+from payoutdesk.errors import PayoutdeskError, ValidationFailed
+from payoutdesk.intake import returns_processing
 from payoutdesk.intake.common import IntakeContext
 from payoutdesk.kit import db
 from payoutdesk.kit.ids import parse_id
-from payoutdesk.models import event_types
 from payoutdesk.submissions import service as submissions
 
 router = APIRouter(tags=["returns processing"])
@@ -53,15 +51,7 @@ def run_now(request: Request, event_type_id: PathId, account: Account) -> Respon
     submissions it queued. A run that fails (a server that is down, a refused login) answers 200 too, with
     ``outcome`` failed and ``detail`` saying why; nothing is lost."""
     ctx = _context(request)
-    with db.read(ctx.engine) as conn:
-        et = get_owned(conn, event_types, account.id, event_type_id, "event type")
-    if et.returns_mode == pull.CHANNEL:
-        done = pull.run(ctx, int(et.id), "run_now")
-    elif et.returns_mode == "salesforce":
-        done = salesforce.poll(ctx, int(et.id), trigger="run_now")
-    else:
-        raise Conflict(f"Event type {et.id} has returns processing {et.returns_mode!r}: only an event type that "
-                       "pulls from the brand's server (ftp_pull) or polls Salesforce (salesforce) can be run now.")
+    done = returns_processing.run_now(ctx, account.id, event_type_id)
     details = []
     with db.read(ctx.engine) as conn:
         for name in done.get("submissions") or []:
@@ -86,12 +76,7 @@ def list_runs(request: Request, event_type_id: PathId, account: Account,
             raise ValidationFailed("cursor is not one this API gave out; use next_cursor of the previous page.")
 
     def page(conn: Connection) -> dict[str, Any]:
-        et = get_owned(conn, event_types, account.id, event_type_id, "event type")
-        items = runs.runs_of(conn, account.id, et, limit=limit + 1, before=before)
-        more = len(items) > limit
-        items = items[:limit]
-        return {"items": items, "next_cursor": str(items[-1]["id"]) if more and items else None,
-                "failing": runs.failing(conn, account.id, et)}
+        return returns_processing.runs_page(conn, account.id, event_type_id, limit=limit, before=before)
 
     return read(request, page)
 

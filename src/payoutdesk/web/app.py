@@ -7,7 +7,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from payoutdesk.web import actions, files, login, modify, render, settings
+from payoutdesk.web import actions, contracts, files, login, modify, render, settings, users
 from payoutdesk.web.security import SecurityHeaders, is_page_path
 from payoutdesk.web.session import LoginNeeded
 
@@ -50,6 +50,6 @@ def install(app: FastAPI) -> None:
         return RedirectResponse(exc.location, status_code=303)
 
     app.mount("/static", StaticFiles(directory=render.STATIC), name="static")
-    for module in (login, actions, modify, settings, files):
+    for module in (login, actions, modify, settings, files, contracts, users):
         app.include_router(module.router)
     app.add_middleware(SecurityHeaders)
