@@ -5,6 +5,18 @@
 (() => {
   const pd = window.payoutdesk;
 
+  // --- the filters: a shorter address, without the empty fields ------------------------------------
+  document.querySelectorAll("form.filters").forEach((form) => {
+    form.addEventListener("submit", () => {
+      form.querySelectorAll("input, select").forEach((field) => {
+        if (!field.value) {
+          field.disabled = true;
+        }
+      });
+      window.setTimeout(() => form.querySelectorAll(":disabled").forEach((f) => { f.disabled = false; }), 0);
+    });
+  });
+
   // --- expanding a row: its items and its history, fetched once ---------------------------------
   document.querySelectorAll("button.expand").forEach((button) => {
     button.hidden = false;
