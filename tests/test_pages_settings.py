@@ -194,12 +194,14 @@ def test_every_option_saves_and_refusals_keep_the_form(engine: Engine, tmp_path:
     # a refusal: the rule's message beside the form, the posted values kept, never the secret
     r = _post(client, path, {**base, "mode": "ftp_pull", "pull_username": "brand-user",
                              "pull_password": "hidden-pw-1", "pull_folder": "/x"})
-    assert r.status_code == 422 and "returns_processing.host is required" in r.text
+    assert r.status_code == 422 and "Host is required for this mode." in r.text
     assert 'value="brand-user"' in r.text and 'value="/x"' in r.text and "hidden-pw-1" not in r.text
     assert _event_type(engine, w.sale).returns_mode == "manual"
     r = _post(client, path, {**base, "mode": "ftp_pull", "pull_host": "h.example", "pull_username": "u",
                              "pull_port": "port 22"})
     assert r.status_code == 422 and "The port must be a whole number." in r.text
+    r = _post(client, path, {**base, "mode": "ftp"})
+    assert r.status_code == 422 and "Choose a Returns Processing option." in r.text
     r = _post(client, path, {**base, "mode": "ftp_upload", "ftp_password": "short"})
     assert r.status_code == 422 and "at least 8 characters" in r.text
     assert _event_type(engine, w.sale).returns_mode == "manual"  # the transaction did both or neither
@@ -235,7 +237,8 @@ def test_every_option_saves_and_refusals_keep_the_form(engine: Engine, tmp_path:
           "sf_username": "sf@brand.example", "sf_password": "sf-pw-3", "sf_security_token": "tok-4",
           "sf_poll_every_minutes": "15", "sf_organization_id": "00D5g000000AbCd"}
     r = _post(client, path, {**sf, "sf_operation_1": "modify", "sf_amount_field": ""})
-    assert r.status_code == 422 and "amount_field is required" in r.text and 'value="Closed Lost"' in r.text
+    assert r.status_code == 422 and 'value="Closed Lost"' in r.text
+    assert "Status &#39;Closed Won&#39; modifies the amount: an Amount field is required." in r.text
     assert "sf-pw-3" not in r.text and "tok-4" not in r.text
     assert _post(client, path, sf).status_code == 303
     row = _event_type(engine, w.sale)

@@ -203,12 +203,30 @@ def _whole(form: FormData, name: str, what: str) -> int | None:
 
 
 _SENDER_SPLIT = re.compile(r"[\s,;]+")
+_SETTING = re.compile(r"returns_processing\.([a-z_]+(?:\.[a-z_]+)?)")
+LABELS = {"protocol": "Protocol", "host": "Host", "port": "Port", "username": "User", "folder": "Folder",
+          "pattern": "File pattern", "schedule": "Schedule", "schedule.daily_at": "The daily time",
+          "schedule.every_hours": "Every … hours", "after": "After a file is taken", "move_to": "Move to folder",
+          "object": "Object", "order_id_field": "Order id field", "status_field": "Status field",
+          "amount_field": "Amount field", "status_map": "The status mapping", "instance_url": "Instance URL",
+          "poll_every_minutes": "Poll every … minutes", "organization_id": "Organization id",
+          "allowed_senders": "Allowed senders"}
+
+
+def in_words(detail: str) -> str:
+    """A refusal of ``returns_settings`` in the form's words: "returns_processing.host is required" becomes
+    "Host is required", "status_map['Adjusted']" becomes "Status 'Adjusted'"."""
+    text = _SETTING.sub(lambda m: LABELS.get(m.group(1), m.group(1)), detail)
+    text = re.sub(r"status_map\[([^\]]*)\]", r"Status \1", text)
+    return text.replace("amount_field is required", "an Amount field is required")
 
 
 def settings_from_form(form: FormData) -> dict[str, Any]:
     """The ``returns_processing`` of a posted form: only the fields of the chosen mode; an empty secret
     field is left out (``catalog.patch_event_type`` then keeps the stored one)."""
     mode = _field(form, "mode")
+    if mode not in MODE_NAMES:
+        raise ValidationFailed("Choose a Returns Processing option.")
     rp: dict[str, Any] = {"mode": mode}
     if mode == "email":
         senders = [s for s in _SENDER_SPLIT.split(_field(form, "email_allowed_senders")) if s]
@@ -305,7 +323,7 @@ async def save_returns_processing_form(request: Request, event_type_id: str, use
     except ValidationFailed as exc:
         et, recent = await run_in_threadpool(_one, request, user.account.id, et_id)
         values = {k: v for k, v in form.items() if isinstance(v, str) and k not in SECRET_FIELDS}
-        return _edit_page(request, user, et, recent, values, _posted_rows(form), error=exc.detail,
+        return _edit_page(request, user, et, recent, values, _posted_rows(form), error=in_words(exc.detail),
                           status=exc.status)
     mode = _field(form, "mode")
     message = f"Returns Processing saved: {MODE_NAMES.get(mode, mode)}."
