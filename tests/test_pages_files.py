@@ -87,7 +87,7 @@ def test_upload_dry_run_apply_undo_in_the_browser(browser: Any, site: Any, tmp_p
     dry_id = page.url.rsplit("/", 1)[1]
     _wait_complete(page)
     preview = page.locator(".note-box").inner_text()
-    assert "dry run" in preview and "2 rows would apply" in preview and "1 have errors" in preview
+    assert "dry run" in preview and "would apply: 2" in preview and "with errors: 1" in preview
     assert "-9.00 USD" in page.locator(".payout-change").inner_text()
     assert "unknown_action" in page.locator(".errors-table").inner_text()
     assert page.get_by_role("heading", name="What each row would do").is_visible()

@@ -35,7 +35,7 @@
       if (bar) {
         bar.remove();
       }
-      set("finished_at", sub.finished_at ? `${sub.finished_at.slice(0, 10)} ${sub.finished_at.slice(11, 16)} UTC` : "");
+      set("finished_at", sub.finished_at ? `finished ${sub.finished_at.slice(0, 10)} ${sub.finished_at.slice(11, 16)} UTC` : "");
       element.removeAttribute("data-live");
     }
   };
