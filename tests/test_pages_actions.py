@@ -224,7 +224,7 @@ def test_pending_payouts_in_a_browser(browser: Any, site: Site) -> None:
     page.get_by_label("Reversal Reason").select_option("CONS_FRAUD")
     page.get_by_role("button", name="Apply filters").click()
     row = page.locator(f"#row-{to_reverse}")
-    assert row.get_by_text("Cons fraud").is_visible()
+    assert row.get_by_text("Consumer fraud").is_visible()
     row.get_by_role("button", name=f"Details of action {to_reverse}").click()
     details = page.locator(f"#details-{to_reverse}")
     details.get_by_text(XSS_NOTE).wait_for()

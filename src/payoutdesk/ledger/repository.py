@@ -1260,3 +1260,17 @@ def history_page(conn: Connection, account_id: int, f: HistoryFilters, offset: i
     if page:
         return int(page[0].total_), page
     return int(conn.execute(select(func.count()).select_from(both)).scalar_one()), []
+
+
+def disposition_codes_of_account(conn: Connection, account_id: int) -> list[Row[Any]]:
+    """Every custom disposition code of the account's event types (code, name, operation, event_type_id), in
+    one query: the reasons a page offers beside the predefined ones."""
+    from payoutdesk.models import disposition_codes, event_types
+
+    return list(conn.execute(
+        select(disposition_codes.c.code, disposition_codes.c.name, disposition_codes.c.operation,
+               disposition_codes.c.event_type_id)
+        .join(event_types, event_types.c.id == disposition_codes.c.event_type_id)
+        .where(event_types.c.account_id == account_id)
+        .order_by(disposition_codes.c.event_type_id, disposition_codes.c.id)
+    ))

@@ -131,17 +131,16 @@ def names(conn: Connection, account_id: int) -> tuple[dict[int, str], dict[int, 
     )
 
 
-def reason_choices(conn: Connection, account_id: int, event_type_ids: list[int]) -> list[dict[str, str]]:
+def reason_choices(conn: Connection, account_id: int) -> list[dict[str, str]]:
     """The reasons a person may give: the predefined ones (not the system's, not RESET) and the disposition
-    codes of the event types, each once."""
+    codes of the account's event types, each once (one query)."""
     out = [{"code": code, "name": name} for code, name in wf.PREDEFINED_REASONS.items()
            if code not in wf.SYSTEM_ONLY_REASONS and code != "RESET"]
     seen = {r["code"] for r in out}
-    for et in event_type_ids:
-        for c in catalog_repo.codes_of(conn, et):
-            if c.code not in seen:
-                seen.add(c.code)
-                out.append({"code": c.code, "name": f"{c.name} ({c.code})"})
+    for c in ledger_repo.disposition_codes_of_account(conn, account_id):
+        if c.code not in seen:
+            seen.add(c.code)
+            out.append({"code": c.code, "name": f"{c.name} ({c.code})"})
     return out
 
 
@@ -164,8 +163,18 @@ def controls(action: Mapping[str, Any], today: str) -> dict[str, bool]:
     }
 
 
+def reason_names(choices: list[dict[str, str]]) -> dict[str, str]:
+    """Each reason's name by code: the predefined names (the system's too) and ``choices``."""
+    return {**wf.PREDEFINED_REASONS, **{r["code"]: r["name"] for r in choices}}
+
+
 def _decorate(action: dict[str, Any], partner_names: Mapping[int, str], type_names: Mapping[int, str],
-              today: str) -> dict[str, Any]:
+              today: str, reason_name: Mapping[str, str] | None = None) -> dict[str, Any]:
+    names_of = reason_name or wf.PREDEFINED_REASONS
+    detail = action["status_detail"]
+    action["reason_name"] = names_of.get(detail, detail) if detail else ""
+    for u in action.get("updates") or ():
+        u["reason_name"] = names_of.get(u["reason"], u["reason"]) if u["reason"] else ""
     action["partner_name"] = partner_names.get(action["partner_id"], f"Partner {action['partner_id']}")
     action["event_type_name"] = type_names.get(action["event_type_id"], f"Event type {action['event_type_id']}")
     action["can"] = controls(action, today)
@@ -200,13 +209,13 @@ def _list_page(request: Request, user: Any, tab: str) -> Response:
                 page = ledger.list_actions(conn, account_id, filters, PAGE_SIZE, cursor, sort)
             except PayoutdeskError as exc:  # a cursor of another sort, say
                 page["error"] = exc.detail
-        reasons = reason_choices(conn, account_id, sorted(type_names)) if tab == "reversed" or user.can_change \
-            else []
+        reasons = reason_choices(conn, account_id)
         return {"partners": partner_names, "event_types": type_names, "page": page, "reasons": reasons}
 
     data = read(request, load)
     error = error or data["page"].get("error", "")
-    rows = [_decorate(a, data["partners"], data["event_types"], today) for a in data["page"]["items"]]
+    known = reason_names(data["reasons"])
+    rows = [_decorate(a, data["partners"], data["event_types"], today, known) for a in data["page"]["items"]]
     here = f"{BASE}/{tab}"
     filter_query = _query(form)
     headers = []
@@ -292,7 +301,8 @@ def action_view(conn: Connection, account_id: int, action_id: int) -> dict[str, 
     """An action with its history, its partner's and event type's names and what may be done to it."""
     action = ledger.get_action(conn, account_id, action_id)
     partner_names, type_names = names(conn, account_id)
-    return _decorate(action, partner_names, type_names, utcnow().date().isoformat())
+    known = reason_names(reasons_for(conn, account_id, action["event_type_id"]))
+    return _decorate(action, partner_names, type_names, utcnow().date().isoformat(), known)
 
 
 @router.get(BASE + "/actions/{action_id}/details")
