@@ -246,6 +246,9 @@ def test_apply_twice_is_a_duplicate(engine: Engine, tmp_path: Path) -> None:
     again = client.post(f"{BASE}/{dry}/apply", data={"csrf_token": token}, follow_redirects=False)
     assert again.status_code == 409 and "already submitted" in again.text and real in again.text
     assert "submitted for real as" in client.get(f"{BASE}/{dry}").text  # no Apply button any more
+    direct = _upload(client, token, w.campaign_id, f"ActionId,Amount,Reason\n{a},70.00,ORDER_UPDATE\n".encode(),
+                     dry_run=False)
+    assert direct.status_code == 409 and real in direct.text and "Submit even if" in direct.text
     assert len(_queued(engine, w)) == 2
     drain(engine)
     assert client.get(f"{BASE}/{real}/progress").json()["status"] == "COMPLETE"
