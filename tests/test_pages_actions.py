@@ -22,11 +22,12 @@ from payoutdesk.accounts.sessions import open_session
 from payoutdesk.kit import db
 from payoutdesk.ledger import service as ledger
 from tests.browser import PASSWORD, Site, assert_accessible, screenshot, sign_in
-from tests.helpers import World, client_for, conversion
+from tests.helpers import World, bulk_actions, client_for, conversion
 
 ITEMS = [{"sku": "SHIRT", "name": "Shirt", "category": "apparel", "quantity": 1, "amount": "60.00"},
          {"sku": "SOCKS", "name": "Socks", "category": "apparel", "quantity": 2, "amount": "40.00"}]
 XSS_ORDER = "<script>window.pwned=1</script>"
+ROW_ID = re.compile(r'<tr id="row-([0-9]+)"')
 XSS_NOTE = "<img src=x onerror=\"window.pwned=2\">"
 
 
@@ -158,6 +159,11 @@ def test_viewer_forged_posts_escaping_and_csv(engine: Engine, world: World, tmp_
     assert "&lt;img src=x onerror=" in details.text and "<img" not in details.text
     full = manager.get(f"/pending-payouts/actions/{evil}")
     assert full.status_code == 200 and "&lt;script&gt;" in full.text and XSS_ORDER not in full.text
+    # the Reverse form without the page's script (a page) and for its dialog (a fragment)
+    form = manager.get(f"/pending-payouts/actions/{other}/reverse")
+    assert form.status_code == 200 and '<h1 id="reverse-title">' in form.text and 'value="Wrong_Size"' in form.text
+    part = manager.get(f"/pending-payouts/actions/{other}/reverse", params={"part": "form"})
+    assert part.text.lstrip().startswith("<form") and '<h2 id="reverse-title">' in part.text
     # an unknown reason: the rule's message as a page
     r = manager.post(f"/pending-payouts/actions/{other}/reverse", data={"csrf_token": token, "reason": "NOPE"})
     assert r.status_code == 422 and "Unknown reason &#39;NOPE&#39;" in r.text
@@ -172,6 +178,28 @@ def test_viewer_forged_posts_escaping_and_csv(engine: Engine, world: World, tmp_
     # a bad filter is said on the page, not a 500
     r = manager.get("/pending-payouts/actions", params={"action_id": "abc", "event_date_from": "nope"})
     assert r.status_code == 200 and "Action ID must be a whole number" in r.text
+
+
+def test_sorting_and_keyset_pages(engine: Engine, world: World, tmp_path: Path) -> None:
+    client, _ = _client(engine, world, tmp_path, "viewer")
+    ids = bulk_actions(world, 55)
+    priced = [conversion(world, f"S-{n}", amount, partner=world.partners[1])
+              for n, amount in enumerate(("30.00", "10.00", "20.00"))]
+    first = client.get("/pending-payouts/actions")
+    shown = [int(x) for x in ROW_ID.findall(first.text)]
+    assert len(shown) == 50 and 'aria-sort="descending"' in first.text
+    assert first.text.count('aria-sort=') == 1
+    more = re.search(r'href="([^"]+)" rel="next">Next page', first.text)
+    assert more, "no Next page link"
+    second = client.get(more.group(1).replace("&amp;", "&"))
+    rest = [int(x) for x in ROW_ID.findall(second.text)]
+    assert sorted(shown + rest) == sorted(ids + priced) and not set(shown) & set(rest)
+    assert "First page" in second.text and "Next page" not in second.text
+    # sorted by sale amount, smallest first, under a partner filter; the header says so
+    page = client.get("/pending-payouts/actions", params={"partner_id": world.partners[1], "sort": "amount"})
+    assert [int(x) for x in ROW_ID.findall(page.text)] == [priced[1], priced[2], priced[0]]
+    header = re.search(r'<th scope="col" class="num" aria-sort="ascending"><a href="([^"]+)">Sale amount', page.text)
+    assert header and "sort=-amount" in header.group(1) and f"partner_id={world.partners[1]}" in header.group(1)
 
 
 def test_pending_payouts_in_a_browser(browser: Any, site: Site) -> None:

@@ -373,7 +373,7 @@ def reverse_form(request: Request, action_id: str, user: Manager) -> Response:
     data = read(request, load)
     back = back_of(request.query_params.get("back"))
     if request.query_params.get("part") == "form":
-        return render.fragment("_action_reverse.html", csrf=user.csrf_token, back=back, **data)
+        return render.fragment("_action_reverse.html", csrf=user.csrf_token, back=back, in_dialog=True, **data)
     return render.page(request, "action_reverse.html", title=f"Reverse action {number}", user=user,
                        section="actions", back=back, **data)
 
