@@ -193,9 +193,10 @@ def test_every_option_saves_and_refusals_keep_the_form(engine: Engine, tmp_path:
 
     # a refusal: the rule's message beside the form, the posted values kept, never the secret
     r = _post(client, path, {**base, "mode": "ftp_pull", "pull_username": "brand-user",
-                             "pull_password": "hidden-pw-1", "pull_folder": "/x"})
+                             "pull_password": "hidden-pw-1", "pull_folder": '/x"><script>alert(1)</script>'})
     assert r.status_code == 422 and "Host is required for this mode." in r.text
-    assert 'value="brand-user"' in r.text and 'value="/x"' in r.text and "hidden-pw-1" not in r.text
+    assert 'value="brand-user"' in r.text and "hidden-pw-1" not in r.text
+    assert 'value="/x&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"' in r.text and "<script>alert" not in r.text
     assert _event_type(engine, w.sale).returns_mode == "manual"
     r = _post(client, path, {**base, "mode": "ftp_pull", "pull_host": "h.example", "pull_username": "u",
                              "pull_port": "port 22"})
@@ -252,6 +253,8 @@ def test_every_option_saves_and_refusals_keep_the_form(engine: Engine, tmp_path:
     r = _post(client, path + "/run", {**base, "back": "edit"})
     assert r.status_code == 303 and r.headers["location"] == path
     assert "Not run" in client.get(path).text
+    r = _post(client, path + "/run", base)  # from the event type's page: back there
+    assert r.status_code == 303 and r.headers["location"] == f"/settings/event-types/{w.sale}"
     assert "The run" not in client.get(path + "?run=1").text  # not a run of this event type: nothing shown
 
     # what a brand typed is shown as text
