@@ -242,6 +242,8 @@ def test_pending_payouts_in_a_browser(browser: Any, site: Site) -> None:
     page.locator(f"#row-{to_reverse} details.menu summary").click()
     page.get_by_role("link", name="Reverse", exact=True).click()
     dialog = page.locator("#reverse-dialog")
+    dialog.get_by_label("Reason").wait_for()
+    assert_accessible(page)
     dialog.get_by_label("Reason").select_option("CONS_FRAUD")
     dialog.get_by_label("Note (optional)").fill(XSS_NOTE)
     dialog.get_by_role("button", name="Reverse").click()
@@ -266,6 +268,9 @@ def test_pending_payouts_in_a_browser(browser: Any, site: Site) -> None:
     row.get_by_role("button", name="Approve (restore)").click()
     assert page.locator(".flash").inner_text() == f"Action {to_reverse} restored (pending again)."
     assert _action(w, to_reverse)["state"] == "PENDING"
+    page.goto(site.at(f"/pending-payouts/actions/{to_reverse}"))  # the action's own page (without script)
+    assert page.get_by_role("cell", name="Restored").is_visible()
+    assert_accessible(page)
 
     # the Actions tab, expanded row
     page.goto(site.at("/pending-payouts/actions?order_id=ORDER-ITEMS"))
