@@ -41,7 +41,29 @@ def test_add_months_clamps() -> None:
     assert add_months(date(2026, 1, 31), 1) == date(2026, 2, 28)
     assert add_months(date(2028, 1, 31), 1) == date(2028, 2, 29)
     assert add_months(date(2026, 12, 15), 1) == date(2027, 1, 15)
-    assert payment_date(date(2026, 2, 28), Period(0, 20)) == date(2026, 3, 20)
+
+
+@pytest.mark.parametrize(
+    ("locked", "months", "days", "expected"),
+    [
+        (date(2026, 2, 10), 0, 20, date(2026, 3, 20)),  # impact.com's example: locked 10 or 28 February
+        (date(2026, 2, 28), 0, 20, date(2026, 3, 20)),
+        (date(2026, 2, 1), 0, 0, date(2026, 2, 28)),  # the month's end itself
+        (date(2028, 2, 3), 0, 0, date(2028, 2, 29)),  # leap year
+        (date(2026, 1, 5), 1, 0, date(2026, 2, 28)),  # 31 January + 1 month: clamped to 28 February
+        (date(2028, 1, 31), 1, 1, date(2028, 3, 1)),  # 29 February + 1 day
+        (date(2026, 2, 14), 1, 0, date(2026, 3, 28)),  # 28 February + 1 month: 28 March (the day is kept)
+        (date(2026, 12, 1), 0, 20, date(2027, 1, 20)),  # year end
+        (date(2026, 12, 31), 0, 1, date(2027, 1, 1)),
+        (date(2026, 11, 30), 2, 0, date(2027, 1, 30)),  # 30 November + 2 months, across the year
+        (date(2026, 10, 15), 3, 5, date(2027, 2, 5)),  # 31 October + 3 months = 31 January, + 5 days
+        (date(2026, 8, 15), 6, 0, date(2027, 2, 28)),  # 31 August + 6 months: clamped
+    ],
+)
+def test_payment_date(locked: date, months: int, days: int, expected: date) -> None:
+    """R16: the last day of the month the action locked in + N months (clamped) + D days, whichever day of
+    the month it locked on (the old rule added the period to the locking day itself)."""
+    assert payment_date(locked, Period(months, days)) == expected
 
 
 def _terms(**kw: object) -> Terms:

@@ -153,6 +153,47 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forecast(args: argparse.Namespace) -> int:
+    """The lock forecast (ledger/forecast.py) as a table: one line per locking date and partner."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from payoutdesk.accounts.service import account_by_sid
+    from payoutdesk.kit import db
+    from payoutdesk.ledger.forecast import ForecastFilters, forecast
+
+    s = _settings()
+    with db.read(_engine(s)) as conn:
+        if args.account:
+            account = account_by_sid(conn, args.account)
+        elif args.campaign is not None:
+            account = _account_of_campaign(conn, args.campaign)
+        else:
+            account = _only_account(conn)
+        f = ForecastFilters(ref32(args.campaign), ref32(args.partner), args.date_from, args.date_to)
+        out = forecast(conn, account.id, f)
+
+    def money(payout: dict[str, str]) -> str:
+        return "  ".join(f"{v} {cur}" for cur, v in payout.items()) or "0"
+
+    table = Table(title=f"Lock forecast of {account.name}", show_lines=False)
+    for name, justify in (("Locking date", "left"), ("Partner", "left"), ("Actions", "right"),
+                          ("Payout", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    sections = [(d["locking_date"], d) for d in out["dates"]]
+    if out["open_ended"]["count"]:
+        sections.append(("open-ended", out["open_ended"]))
+    for label, group in sections:
+        for p in group["partners"]:
+            table.add_row(label, f"{p['partner_name']} ({p['partner_id']})", f"{p['count']:,}", money(p["payout"]))
+        table.add_row(label, "[bold]all partners[/bold]", f"[bold]{group['count']:,}[/bold]",
+                      f"[bold]{money(group['payout'])}[/bold]", end_section=True)
+    table.add_row("[bold]total[/bold]", "", f"[bold]{out['total']['count']:,}[/bold]",
+                  f"[bold]{money(out['total']['payout'])}[/bold]")
+    Console(width=max(100, Console().width)).print(table)
+    return 0
+
+
 def _account_of_campaign(conn: Any, campaign_id: int) -> Any:
     from sqlalchemy import select
 
@@ -182,6 +223,13 @@ def _campaign_arg(text: str) -> int:
     number = parse_id(text.strip())
     if number is None:
         raise argparse.ArgumentTypeError(f"{quote(text)} is not a campaign id (a whole number)")
+    return number
+
+
+def _partner_arg(text: str) -> int:
+    number = parse_id(text.strip())
+    if number is None:
+        raise argparse.ArgumentTypeError(f"{quote(text)} is not a partner id (a whole number)")
     return number
 
 
@@ -412,6 +460,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--state", choices=["PENDING", "APPROVED", "REVERSED"])
     export.add_argument("--output", type=Path, help="file to write (default: standard output)")
     export.set_defaults(fn=cmd_export)
+
+    fc = sub.add_parser("forecast", help="what locks on which date, payout per partner (the lock forecast)")
+    fc.add_argument("--account", help="Account SID (needed when there are several and no --campaign)")
+    fc.add_argument("--campaign", type=_campaign_arg)
+    fc.add_argument("--partner", type=_partner_arg, help="a partner id")
+    fc.add_argument("--from", dest="date_from", type=_date_arg, help="locking dates from (YYYY-MM-DD)")
+    fc.add_argument("--to", dest="date_to", type=_date_arg, help="locking dates up to (YYYY-MM-DD, inclusive)")
+    fc.set_defaults(fn=cmd_forecast)
 
     backup = sub.add_parser("backup", help="copy the SQLite database to FILE while it is in use")
     backup.add_argument("file", metavar="FILE", help="the copy to write (0600)")

@@ -113,9 +113,10 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     )
 
     app.include_router(native.router, prefix="/api/v1")
-    from payoutdesk.api import clicks  # issue 13: clicks at volume
+    from payoutdesk.api import clicks, forecast  # issue 13: clicks at volume, the lock forecast
 
     app.include_router(clicks.router, prefix="/api/v1")
+    app.include_router(forecast.router, prefix="/api/v1")
     app.include_router(account.router, prefix="/api/v1")
     # single-action changes served without FastAPI's dispatch when their input is plainly valid
     app.state.fast_changes = True

@@ -50,10 +50,12 @@ class ClickBatchReport(Shape):
 BULK_PATH = "/api/v1/clicks/bulk"
 _READ = 1024 * 1024
 
-_CLICK_SCHEMA = {"type": "object", "properties": {
-    "campaign_id": {"type": "integer"}, "customer_id": {"type": "string"}, "partner_id": {"type": "integer"},
-    "clicked_at": {"type": "string", "format": "date-time"}},
-    "required": ["campaign_id", "customer_id", "partner_id", "clicked_at"], "additionalProperties": False}
+# each element is checked on its own: one that is not a click is refused in the answer's report (200), not
+# the whole batch; the schema therefore describes the elements without constraining them
+_CLICK_SCHEMA = {"description": "A click {campaign_id, customer_id, partner_id, clicked_at} (all four required; "
+                                "an element that is not one is refused in the answer's errors).",
+                 "example": {"campaign_id": 1, "customer_id": "c-55", "partner_id": 7,
+                             "clicked_at": "2026-11-10T09:00:00Z"}}
 BULK_BODY = {"required": True, "content": {
     "application/json": {"schema": {"type": "array", "items": _CLICK_SCHEMA, "maxItems": catalog.MAX_BULK_CLICKS}},
     "text/csv": {"schema": {"type": "string"},

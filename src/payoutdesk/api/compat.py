@@ -13,7 +13,7 @@ import functools
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from json.encoder import encode_basestring
 from typing import Any
@@ -50,7 +50,9 @@ from payoutdesk.kit import db
 from payoutdesk.kit.db import is_sqlite
 from payoutdesk.kit.ids import MAX_ID32, parse_id, ref32
 from payoutdesk.kit.money import exponent, format_amount
+from payoutdesk.kit.time import utcnow
 from payoutdesk.ledger import repository as ledger_repo
+from payoutdesk.ledger import schedule
 from payoutdesk.ledger import workflow as wf
 from payoutdesk.models import action_updates, actions, campaigns, event_types, partners
 from payoutdesk.submissions import service as sub_service
@@ -152,7 +154,7 @@ def _action_page(conn: Connection, account: AccountRef, f: ledger_repo.Filters, 
             select(a.id, a.campaign_id, a.event_type_id, a.partner_id, a.state, a.reason, a.currency, a.amount,
                    a.payout, u.c.delta_amount, u.c.delta_payout, a.intended_amount, a.intended_payout,
                    t(a.event_date), t(a.created_at), t(u.c.at), cast(a.locking_date, String), t(a.locked_at),
-                   a.order_id, a.customer_id, a.promo_code, u.c.note)
+                   a.order_id, a.customer_id, a.promo_code, u.c.note, a.contract_id)
             .select_from(ids.join(actions, a.id == ids.c.id).outerjoin(u, u.c.id == ids.c.uid))
             .order_by(a.id.desc())
         )
@@ -160,7 +162,7 @@ def _action_page(conn: Connection, account: AccountRef, f: ledger_repo.Filters, 
     act = (select(a.id, a.campaign_id, a.event_type_id, a.partner_id, a.state, a.reason, a.currency, a.amount,
                   a.payout, a.intended_amount, a.intended_payout, t(a.event_date).label("ev"),
                   t(a.created_at).label("cr"), cast(a.locking_date, String).label("lk"),
-                  t(a.locked_at).label("ld"), a.order_id, a.customer_id, a.promo_code)
+                  t(a.locked_at).label("ld"), a.order_id, a.customer_id, a.promo_code, a.contract_id)
            .where(a.id == page.c.id).limit(1).lateral("a"))  # LIMIT: not flattened into a hash join
     u_n = action_updates.alias("u_n")
     change = (select(u_n.c.delta_amount, u_n.c.delta_payout, t(u_n.c.at).label("at"), u_n.c.note)
@@ -169,7 +171,7 @@ def _action_page(conn: Connection, account: AccountRef, f: ledger_repo.Filters, 
     stmt = (
         select(c.id, c.campaign_id, c.event_type_id, c.partner_id, c.state, c.reason, c.currency, c.amount, c.payout,
                change.c.delta_amount, change.c.delta_payout, c.intended_amount, c.intended_payout, c.ev, c.cr,
-               change.c.at, c.lk, c.ld, c.order_id, c.customer_id, c.promo_code, change.c.note)
+               change.c.at, c.lk, c.ld, c.order_id, c.customer_id, c.promo_code, change.c.note, c.contract_id)
         .select_from(page.join(act, true()).outerjoin(change, true()))
         .order_by(page.c.id.desc())
     )
@@ -190,8 +192,17 @@ def _render(conn: Connection, sid: str, rows: Sequence[Any]) -> list[str]:
     out = []
     empty = '""'
     template = _ACTION_JSON
+    # R16's status detail (ledger/schedule.py): an APPROVED action's from its clearing date
+    pay = schedule.pay_periods(conn, {r[22] for r in rows if r[4] == "APPROVED"})
+    today = utcnow().date()
     for (aid, cid, etid, pid, state, reason, cur, amount, payout, d_amount, d_payout, i_amount, i_payout, event,
-         created, updated, locking, locked, oid, customer, promo, note) in rows:
+         created, updated, locking, locked, oid, customer, promo, note, contract) in rows:
+        detail = reason
+        if state == "APPROVED":
+            clearing = schedule.clearing_date(state, _locked_day(locked), pay.get(contract))
+            detail = schedule.status_detail(state, reason, None, clearing, today)
+        elif state == "PENDING" and not locking:
+            detail = schedule.OPEN
         m = money.get(cur)
         if m is None:
             m = money[cur] = _money_writer(cur)
@@ -199,12 +210,22 @@ def _render(conn: Connection, sid: str, rows: Sequence[Any]) -> list[str]:
         changed = d_amount is not None
         out.append(template % (
             aid, cid, camp.get(cid, empty), etid, ets.get(etid, empty), etid, pid, parts.get(pid, empty),
-            state, esc(reason) if reason else empty,
+            state, esc(detail) if detail else empty,
             m(amount), m(payout), m(d_amount) if changed else m(amount), m(d_payout) if changed else m(payout),
             m(i_amount), m(i_payout), cur, tm(event), made, tm(updated) if changed else made,
             f"{locking}T00:00:00Z" if locking else "", tm(locked), esc(oid), esc(customer) if customer else empty,
             esc(promo) if promo else empty, esc(note) if note else empty, uri, aid))
     return out
+
+
+def _locked_day(locked: str | None) -> datetime | None:
+    """The day of a ``locked_at`` read as text (``YYYY-MM-DD…`` on both backends), as midnight UTC."""
+    if not locked:
+        return None
+    try:
+        return datetime.fromisoformat(locked[:10]).replace(tzinfo=UTC)
+    except ValueError:
+        return None
 
 
 def _action_json(conn: Connection, account: AccountRef, row: Row[Any]) -> str:

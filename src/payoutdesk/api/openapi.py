@@ -32,6 +32,7 @@ from pydantic import BaseModel
 
 from payoutdesk.api import clicks as clicks_routes
 from payoutdesk.api import compat, compat_common, compat_reads, compat_submissions
+from payoutdesk.api import forecast as forecast_routes
 from payoutdesk.api import intake as intake_routes
 from payoutdesk.api import schemas as s
 from payoutdesk.kit.money import ISO_4217
@@ -261,8 +262,9 @@ OPERATIONS.update({
     ("get", f"{COMPAT}/ActionUpdates/{{Id}}"): Op(200, s.CompatActionUpdate, _ONE),
     ("get", f"{COMPAT}/APISubmissions"): Op(200, s.CompatAPISubmissionList, _ONE, query=COMPAT_API_SUBMISSIONS_QUERY),
 })
-OPERATIONS.update({  # issue 13: clicks at volume
+OPERATIONS.update({  # issue 13: clicks at volume, the lock forecast
     ("post", f"{V1}/clicks/bulk"): Op(200, clicks_routes.ClickBatchReport, (*_BODY, *_READ), body_required=True),
+    ("get", f"{V1}/locking/forecast"): Op(200, forecast_routes.LockForecast, _READ),
 })
 
 

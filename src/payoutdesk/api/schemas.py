@@ -242,8 +242,9 @@ class ActionSummary(Shape):
     promo_code: str | None
     event_date: Time
     state: State
-    status_detail: str | None = Field(description="The reason of the last change (the reversal reason "
-                                                  "of a reversed action).")
+    status_detail: str | None = Field(description="R16: PENDING null, or OPEN under open-ended locking; "
+                                                  "REVERSED the reversal reason; APPROVED PAYMENT_PENDING "
+                                                  "until clearing_date, then PAID.")
     currency: str
     amount: Money
     payout: Money
@@ -252,6 +253,9 @@ class ActionSummary(Shape):
     locking_date: Day | None
     lock_due: Day | None
     locked_at: Time | None
+    clearing_date: Day | None = Field(default=None, description="R16: when a locked APPROVED action is paid "
+                                      "(the last day of the month it locked in + the contract's pay_after); "
+                                      "null for any other action.")
     version: int
     items: list[ActionItem]
 

@@ -1,4 +1,4 @@
-"""Pure contract rules: locking dates (R2) and payouts (R8). No I/O."""
+"""Pure contract rules: locking dates (R2), clearing dates (R16) and payouts (R8). No I/O."""
 
 from __future__ import annotations
 
@@ -55,9 +55,16 @@ def open_ended_lock_date(event_day: date) -> date:
     return event_day + timedelta(days=OPEN_ENDED_LOCK_DAYS)
 
 
+def month_end(day: date) -> date:
+    """The last day of the month of ``day``."""
+    return date(day.year, day.month, _days_in_month(day.year, day.month))
+
+
 def payment_date(lock_day: date, pay_after: Period) -> date:
-    """When a locked action is paid: its locking date + the payment period."""
-    return add_months(lock_day, pay_after.months) + timedelta(days=pay_after.days)
+    """R16, the clearing date of an action that locked on ``lock_day`` (the UTC day of its ``locked_at``):
+    the last day of that month + N months (the day clamped to the month's end, as ``add_months`` does)
+    + D days. Locked 10 or 28 February with 0 months 20 days: 20 March."""
+    return add_months(month_end(lock_day), pay_after.months) + timedelta(days=pay_after.days)
 
 
 def item_rate(terms: Terms, category: str | None) -> int | None:

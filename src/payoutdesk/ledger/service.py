@@ -22,7 +22,7 @@ from payoutdesk.kit import db, logs
 from payoutdesk.kit.ids import MAX_ID, parse_id
 from payoutdesk.kit.money import exponent, format_amount, parse_amount
 from payoutdesk.kit.time import iso, utcnow
-from payoutdesk.ledger import export, locking
+from payoutdesk.ledger import export, locking, schedule
 from payoutdesk.ledger import repository as repo
 from payoutdesk.ledger import workflow as wf
 from payoutdesk.ledger.schemas import action_dict
@@ -204,7 +204,9 @@ def get_action(conn: Connection, account_id: int, action_id: int, *, with_update
         raise NotFound(f"No action with id {action_id}.")
     updates = repo.updates_of(conn, action_id) if with_updates else None
     labels = repo.submission_labels(conn, [u.submission_id for u in updates or ()])
-    return action_dict(row, repo.items_of(conn, action_id), updates, labels)
+    out = action_dict(row, repo.items_of(conn, action_id), updates, labels)
+    schedule.annotate(conn, [(out, row)])  # R16: clearing_date, status_detail
+    return out
 
 
 def _cursor_text(sort: str, row: Row[Any]) -> str:
@@ -267,8 +269,10 @@ def list_actions(
     more = len(rows) > limit
     rows = rows[:limit]
     items = repo.items_of_many(conn, [r.id for r in rows])
+    shown = [action_dict(r, items[r.id]) for r in rows]
+    schedule.annotate(conn, list(zip(shown, rows, strict=True)))  # R16: clearing_date, status_detail
     return {
-        "items": [action_dict(r, items[r.id]) for r in rows],
+        "items": shown,
         "next_cursor": _cursor_text(sort, rows[-1]) if more and rows else None,
     }
 
@@ -417,9 +421,12 @@ def change(
     outcome = applied.outcome
     if isinstance(outcome, wf.Change):
         after_items = [_AfterItem(i, a) for i, a in zip(items, outcome.after.items, strict=True)]
-        out = action_dict(cast(Row[Any], _AfterRow(row, outcome)), cast(list[Row[Any]], after_items))
+        shown_row: Any = _AfterRow(row, outcome)
+        out = action_dict(cast(Row[Any], shown_row), cast(list[Row[Any]], after_items))
     else:
+        shown_row = row
         out = action_dict(row, items)
+    schedule.annotate(conn, [(out, shown_row)])  # R16: clearing_date, status_detail
     if history is None:
         if db.is_sqlite(conn):
             history = repo.history_of_action(conn, action_id)
