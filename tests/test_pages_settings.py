@@ -149,6 +149,7 @@ def test_returns_processing_in_the_browser(browser: Any, site: Site, monkeypatch
     page.goto(site.at("/settings/users"))
     assert site.users["viewer"] in page.locator("table.data").inner_text()
     assert_accessible(page)
+    screenshot(page, "users")
     page.context.close()
 
     # a manager and a viewer: the settings without any edit control; a forged post is refused, nothing changes
