@@ -21,6 +21,7 @@ from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
+from payoutdesk.accounts.sessions import SignedIn
 from payoutdesk.catalog import repository as catalog_repo
 from payoutdesk.context import Actor
 from payoutdesk.errors import NotFound, PayoutdeskError, ValidationFailed, shorten
@@ -185,7 +186,7 @@ def _decorate(action: dict[str, Any], partner_names: Mapping[int, str], type_nam
 # --- the tabs ----------------------------------------------------------------------------------------
 
 
-def _list_page(request: Request, user: Any, tab: str) -> Response:
+def _list_page(request: Request, user: SignedIn, tab: str) -> Response:
     params = request.query_params
     error = ""
     sort = params.get("sort") or ledger_repo.DEFAULT_SORT
@@ -256,7 +257,7 @@ def reversed_tab(request: Request, user: Viewer) -> Response:
     return _list_page(request, user, "reversed")
 
 
-def _export(request: Request, user: Any, tab: str) -> StreamingResponse:
+def _export(request: Request, user: SignedIn, tab: str) -> StreamingResponse:
     filters, _ = filters_of(request.query_params, tab)
     engine = request.app.state.engine
     account_id = user.account.id
@@ -393,7 +394,7 @@ async def reverse(request: Request, action_id: str, user: Manager) -> Response:
 # --- several actions ---------------------------------------------------------------------------------
 
 
-def bulk_change(request: Request, user: Any, ids: list[int], command: wf.Command,
+def bulk_change(request: Request, user: SignedIn, ids: list[int], command: wf.Command,
                 note: str | None) -> tuple[int, int, list[str]]:
     """``command`` on each action, each in a transaction of its own: (changed, unchanged, refusals)."""
     changed = unchanged = 0
