@@ -194,6 +194,39 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_payments(args: argparse.Namespace) -> int:
+    """Payments owed per partner and clearing date (payments/service.py): a table, or CSV with --csv."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from payoutdesk.accounts.service import account_by_sid
+    from payoutdesk.kit import db
+    from payoutdesk.payments.service import PaymentFilters, report, report_csv
+
+    s = _settings()
+    with db.read(_engine(s)) as conn:
+        account = account_by_sid(conn, args.account) if args.account else _only_account(conn)
+        f = PaymentFilters(ref32(args.partner), args.date_from, args.date_to)
+        if args.csv:
+            for chunk in report_csv(conn, account.id, f):
+                sys.stdout.write(chunk)
+            return 0
+        out = report(conn, account.id, f)
+    table = Table(title=f"Payments owed by {account.name}")
+    for name in ("Clearing date", "Partner", "Actions", "Owed", "Paid", "Difference", "Due"):
+        table.add_column(name, justify="left" if name in ("Clearing date", "Partner", "Due") else "right")
+    for r in out["items"]:
+        table.add_row(r["clearing_date"], f"{r['partner_name']} ({r['partner_id']})", f"{r['actions']:,}",
+                      f"{r['owed']} {r['currency']}", f"{r['paid']} {r['currency']}",
+                      f"{r['difference']} {r['currency']}", "due" if r["due"] else "")
+    for t in out["totals"]:
+        table.add_row("[bold]total[/bold]", "", f"{t['actions']:,}", f"{t['owed']} {t['currency']}",
+                      f"{t['paid']} {t['currency']}", f"{t['difference']} {t['currency']}",
+                      f"{t['due']} {t['currency']} due")
+    Console(width=max(110, Console().width)).print(table)
+    return 0
+
+
 def _account_of_campaign(conn: Any, campaign_id: int) -> Any:
     from sqlalchemy import select
 
@@ -468,6 +501,14 @@ def build_parser() -> argparse.ArgumentParser:
     fc.add_argument("--from", dest="date_from", type=_date_arg, help="locking dates from (YYYY-MM-DD)")
     fc.add_argument("--to", dest="date_to", type=_date_arg, help="locking dates up to (YYYY-MM-DD, inclusive)")
     fc.set_defaults(fn=cmd_forecast)
+
+    pay = sub.add_parser("payments", help="payments owed per partner and clearing date, and what was paid")
+    pay.add_argument("--account", help="Account SID (needed when there are several)")
+    pay.add_argument("--partner", type=_partner_arg, help="a partner id")
+    pay.add_argument("--from", dest="date_from", type=_date_arg, help="clearing dates from (YYYY-MM-DD)")
+    pay.add_argument("--to", dest="date_to", type=_date_arg, help="clearing dates up to (YYYY-MM-DD, inclusive)")
+    pay.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    pay.set_defaults(fn=cmd_payments)
 
     backup = sub.add_parser("backup", help="copy the SQLite database to FILE while it is in use")
     backup.add_argument("file", metavar="FILE", help="the copy to write (0600)")

@@ -34,6 +34,7 @@ from payoutdesk.api import clicks as clicks_routes
 from payoutdesk.api import compat, compat_common, compat_reads, compat_submissions
 from payoutdesk.api import forecast as forecast_routes
 from payoutdesk.api import intake as intake_routes
+from payoutdesk.api import payments as payments_routes
 from payoutdesk.api import schemas as s
 from payoutdesk.kit.money import ISO_4217
 from payoutdesk.ledger.service import MAX_PAGE
@@ -265,6 +266,9 @@ OPERATIONS.update({
 OPERATIONS.update({  # issue 13: clicks at volume, the lock forecast
     ("post", f"{V1}/clicks/bulk"): Op(200, clicks_routes.ClickBatchReport, (*_BODY, *_READ), body_required=True),
     ("get", f"{V1}/locking/forecast"): Op(200, forecast_routes.LockForecast, _READ),
+    ("get", f"{V1}/payments"): Op(200, payments_routes.PaymentReport, _READ),
+    ("get", f"{V1}/payments.csv"): Op(200, None, _READ, content={"text/csv": {"schema": {"type": "string"}}}),
+    ("post", f"{V1}/payments"): Op(201, payments_routes.Payment, (*_BODY, *_ONE)),
 })
 
 

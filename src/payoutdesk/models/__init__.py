@@ -8,6 +8,7 @@ from payoutdesk.models.intake import (
     result_deliveries,
     salesforce_notifications,
 )
+from payoutdesk.models.payments import payments
 from payoutdesk.models.submissions import (
     job_runs,
     stored_file_chunks,
@@ -51,6 +52,7 @@ __all__ = [
     "job_runs",
     "metadata",
     "partners",
+    "payments",
     "remote_files",
     "result_deliveries",
     "salesforce_notifications",
