@@ -21,12 +21,15 @@ import pytest
 from sqlalchemy import Connection, Engine, String, func, insert, select, type_coerce
 
 from payoutdesk.catalog import service as catalog
+from payoutdesk.contracts.terms import payment_date
 from payoutdesk.kit import db
 from payoutdesk.kit.db import is_sqlite
 from payoutdesk.kit.money import exponent, format_amount
-from payoutdesk.ledger import export
+from payoutdesk.kit.time import utcnow
+from payoutdesk.ledger import export, schedule
 from payoutdesk.ledger import repository as repo
 from payoutdesk.ledger import service as ledger
+from payoutdesk.ledger.schedule import pay_periods
 from payoutdesk.models import actions
 from tests.helpers import World, make_world
 
@@ -68,7 +71,7 @@ def _stream(conn: Connection, account_id: int, f: repo.Filters, batch: int = 10_
     cols = [
         a.id, a.campaign_id, a.event_type_id, a.partner_id, a.order_id, a.customer_id, a.promo_code,
         _iso_time(conn, a.event_date), a.state, a.reason, a.currency, a.amount, a.payout, a.intended_amount,
-        a.intended_payout, _iso_day(conn, a.locking_date), _iso_time(conn, a.locked_at),
+        a.intended_payout, _iso_day(conn, a.locking_date), _iso_time(conn, a.locked_at), a.contract_id,
     ]
     last = 0
     while True:
@@ -86,14 +89,28 @@ def reference_export(conn: Connection, account_id: int, filters: repo.Filters) -
     writer.writerow(ledger.EXPORT_COLUMNS)
     formats: dict[str, Callable[[int], str]] = {}
 
+    today = utcnow().date()
+
+    def clearing(r: Sequence[Any]) -> date | None:
+        """R16 (contracts.terms.payment_date) of the UTC day of locked_at, APPROVED only."""
+        if r[8] != "APPROVED" or not r[16]:
+            return None
+        try:
+            return payment_date(date.fromisoformat(r[16][:10]), pay_periods(conn, [r[17]])[r[17]])
+        except (ValueError, OverflowError):
+            return None
+
     def line(r: Sequence[Any]) -> tuple[Any, ...]:
         c = r[10]
         fmt = formats.get(c)
         if fmt is None:
             fmt = formats[c] = _amount_format(c)
+        day = clearing(r)
+        detail = schedule.status_detail(r[8], r[9], date(1, 1, 1) if r[15] else None, day, today) or ""
         return (
             r[0], r[1], r[2], r[3], _neutralise(r[4]), _neutralise(r[5]), _neutralise(r[6]), r[7], r[8],
-            r[9] or "", c, fmt(r[11]), fmt(r[12]), fmt(r[13]), fmt(r[14]), r[15] or "", r[16] or "",
+            detail, c, fmt(r[11]), fmt(r[12]), fmt(r[13]), fmt(r[14]), r[15] or "", r[16] or "",
+            day.isoformat() if day else "",
         )
 
     for batch in _stream(conn, account_id, filters):
@@ -202,6 +219,10 @@ def test_export_is_byte_for_byte_the_reference(engine: Engine, data: tuple[World
         assert a == b, f"line {k}"
     assert new == old
     assert next(csv.reader(io.StringIO(new, newline=""))) == list(ledger.EXPORT_COLUMNS)
+    # R16's status details all occur, and clearing dates (the last column) of APPROVED actions
+    details = {row[9] for row in csv.reader(io.StringIO(new, newline=""))}
+    assert {"PAID", "PAYMENT_PENDING", "OPEN", ""} <= details
+    assert any(line.endswith(("-20", "-21")) for line in new.split("\r\n") if ",APPROVED," in line)
 
 
 @pytest.mark.parametrize("batch", [1, 7, 250, 10_000])

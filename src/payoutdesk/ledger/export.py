@@ -14,7 +14,12 @@ The rules, as SQL, per column:
 
 - ``order_id``, ``customer_id``, ``promo_code``: neutralised (a quote in front of a cell
   that starts with ``= + - @``, a tab or a carriage return; NULL is empty), then quoted;
-- ``reason`` (``status_detail``): quoted, NULL is empty;
+- ``status_detail`` (R16, as ``ledger.schedule.status_detail``): REVERSED the reversal reason (quoted,
+  NULL is empty); APPROVED ``PAID`` from the clearing date on, else ``PAYMENT_PENDING``; any other
+  state ``OPEN`` without a locking date, else empty;
+- ``clearing_date`` (the last column, R16, as ``contracts.terms.payment_date`` of the UTC day of
+  ``locked_at`` under the contract's ``pay_after``): APPROVED actions only, ``YYYY-MM-DD``; a time the
+  database cannot read as a date, or a date past 9999-12-31, is empty;
 - quoting as ``QUOTE_MINIMAL`` does it: in double quotes, inner quotes doubled, when the cell
   holds a comma, a double quote, ``\\r`` or ``\\n``;
 - ``state`` and ``currency`` are written as they are: a workflow state and an ISO 4217 code never
@@ -34,6 +39,7 @@ from sqlalchemy import Connection, Select, bindparam, literal_column, select
 
 from payoutdesk.kit.db import is_sqlite
 from payoutdesk.kit.money import _EXPONENT_EXCEPTIONS
+from payoutdesk.kit.time import utcnow
 from payoutdesk.ledger.repository import Filters, filtered
 from payoutdesk.models import actions
 
@@ -95,7 +101,29 @@ def _sqlite_time(col: str) -> str:
             f"ELSE strftime('%Y-%m-%dT%H:%M:%SZ', {col}) END")
 
 
-def _sqlite_line(exp: int, *, signed: bool) -> str:
+def _sqlite_clearing() -> str:
+    """R16's clearing date of the row (text ``YYYY-MM-DD``), NULL unless APPROVED: the last day of the month of
+    ``locked_at`` + ``pay_months`` (the day clamped to that month's end) + ``pay_days``, from the action's
+    contract (SQLite's date() answers NULL past the year 9999, as Python's date cannot go there)."""
+    lk = "actions.locked_at"
+    day = (f"min(CAST(strftime('%d', {lk}, 'start of month', '+1 month', '-1 day') AS INTEGER), "
+           f"CAST(strftime('%d', {lk}, 'start of month', '+' || (pc.pay_months + 1) || ' months', '-1 day') "
+           "AS INTEGER))")
+    clearing = (f"date(date({lk}, 'start of month', '+' || pc.pay_months || ' months'), "
+                f"'+' || ({day} - 1 + pc.pay_days) || ' days')")
+    return (f"CASE WHEN state = 'APPROVED' THEN (SELECT {clearing} FROM contracts AS pc "
+            "WHERE pc.id = actions.contract_id) END")
+
+
+def _sqlite_detail(today: str) -> str:
+    """R16's status detail as a cell (``ledger.schedule.status_detail``)."""
+    return (f"CASE state WHEN 'REVERSED' THEN {_sqlite_cell('reason', neutralise=False)} "
+            f"WHEN 'APPROVED' THEN CASE WHEN ({_sqlite_clearing()}) <= '{today}' THEN 'PAID' "
+            "ELSE 'PAYMENT_PENDING' END "
+            "ELSE CASE WHEN locking_date IS NULL THEN 'OPEN' ELSE '' END END")
+
+
+def _sqlite_line(exp: int, *, signed: bool, today: str) -> str:
     """printf of one whole line for a currency exponent (amounts never negative unless ``signed``)."""
     if exp == 0:
         amount_fmt = ",".join(["%d"] * 4)
@@ -107,31 +135,31 @@ def _sqlite_line(exp: int, *, signed: bool) -> str:
     else:
         amount_fmt = ",".join([f"%d.%0{exp}d"] * 4)
         amount_args = [a for m in _AMOUNTS for a in (f"{m} / {10**exp}", f"{m} % {10**exp}")]
-    fmt = f"%d,%d,%d,%d,%s,%s,%s,%s,%s,%s,%s,{amount_fmt},%s,%s"
+    fmt = f"%d,%d,%d,%d,%s,%s,%s,%s,%s,%s,%s,{amount_fmt},%s,%s,%s"
     args = [
         "id", "campaign_id", "event_type_id", "partner_id",
         _sqlite_cell("order_id", neutralise=True), _sqlite_cell("customer_id", neutralise=True),
         _sqlite_cell("promo_code", neutralise=True), _sqlite_time("event_date"), "state",
-        _sqlite_cell("reason", neutralise=False), "currency", *amount_args, "locking_date",
-        _sqlite_time("locked_at"),
+        _sqlite_detail(today), "currency", *amount_args, "locking_date",
+        _sqlite_time("locked_at"), _sqlite_clearing(),
     ]
     return f"printf('{fmt}' || char(13, 10), {', '.join(args)})"
 
 
-def _sqlite_exp_line(exp: int) -> str:
+def _sqlite_exp_line(exp: int, today: str) -> str:
     if exp == 0:
-        return _sqlite_line(0, signed=False)
-    return (f"CASE WHEN min({', '.join(_AMOUNTS)}) >= 0 THEN {_sqlite_line(exp, signed=False)} "
-            f"ELSE {_sqlite_line(exp, signed=True)} END")
+        return _sqlite_line(0, signed=False, today=today)
+    return (f"CASE WHEN min({', '.join(_AMOUNTS)}) >= 0 THEN {_sqlite_line(exp, signed=False, today=today)} "
+            f"ELSE {_sqlite_line(exp, signed=True, today=today)} END")
 
 
-def _sqlite_line_sql() -> str:
+def _sqlite_line_sql(today: str) -> str:
     groups = _exponent_groups()
-    whens = " ".join(f"WHEN currency IN ({_in_list(codes)}) THEN {_sqlite_exp_line(exp)}"
+    whens = " ".join(f"WHEN currency IN ({_in_list(codes)}) THEN {_sqlite_exp_line(exp, today)}"
                      for exp, codes in groups.items())
     everyone = _in_list([c for codes in groups.values() for c in codes])
     return (f"CASE WHEN currency IN ({everyone}) THEN CASE {whens} END "
-            f"ELSE {_sqlite_exp_line(2)} END")
+            f"ELSE {_sqlite_exp_line(2, today)} END")
 
 
 # --- PostgreSQL ------------------------------------------------------------------------------
@@ -162,15 +190,30 @@ def _pg_unit() -> str:
     return f"CASE WHEN currency IN ({everyone}) THEN CASE {whens} END ELSE {unit(2)} END"
 
 
-def _pg_line_sql() -> str:
-    """One line without its terminator (the lines of a batch are joined with \\r\\n)."""
+def _pg_clearing() -> str:
+    """R16's clearing date (a date; NULL unless APPROVED, or past 9999-12-31): the last day of the month of
+    ``locked_at`` (UTC) + ``pay_months`` (an interval of months clamps the day to the month's end) +
+    ``pay_days``, from the action's contract."""
+    month_end = "(date_trunc('month', timezone('UTC', actions.locked_at)) + interval '1 month' - interval '1 day')"
+    clearing = f"(({month_end} + make_interval(months => pc.pay_months))::date + pc.pay_days)"
+    return (f"CASE WHEN state = 'APPROVED' THEN (SELECT CASE WHEN {clearing} <= DATE '9999-12-31' THEN {clearing} "
+            "END FROM contracts AS pc WHERE pc.id = actions.contract_id) END")
+
+
+def _pg_line_sql(today: str) -> str:
+    """One line without its terminator (the lines of a batch are joined with \\r\\n); ``clearing`` is the
+    page's column of ``_pg_clearing``."""
     args = [
         "id", "campaign_id", "event_type_id", "partner_id",
         _pg_cell("order_id", neutralise=True), _pg_cell("customer_id", neutralise=True),
         _pg_cell("promo_code", neutralise=True), _pg_time("event_date"), "state",
-        _pg_cell("reason", neutralise=False), "currency", *(f"{m} * unit" for m in _AMOUNTS),
+        (f"CASE state WHEN 'REVERSED' THEN {_pg_cell('reason', neutralise=False)} "
+         f"WHEN 'APPROVED' THEN CASE WHEN clearing <= DATE '{today}' THEN 'PAID' ELSE 'PAYMENT_PENDING' END "
+         "ELSE CASE WHEN locking_date IS NULL THEN 'OPEN' ELSE '' END END"),
+        "currency", *(f"{m} * unit" for m in _AMOUNTS),
         # a date has no to_char of its own: as a timestamp, not the timestamptz it would become
         "coalesce(to_char(locking_date::timestamp, 'YYYY-MM-DD'), '')", _pg_time("locked_at"),
+        "coalesce(to_char(clearing::timestamp, 'YYYY-MM-DD'), '')",
     ]
     return f"concat_ws(',', {', '.join(args)})"
 
@@ -181,17 +224,19 @@ def _pg_line_sql() -> str:
 def _batch_statement(conn: Connection, account_id: int, f: Filters, batch: int) -> tuple[Select[Any], bool]:
     """The statement that returns one batch as (text, last id, rows); True when lines lack \\r\\n."""
     a = actions.c
+    today = utcnow().date().isoformat()  # R16: PAID from the clearing date on (our own text, inlined)
     if is_sqlite(conn):
-        page = filtered(select(a.id, literal_column(_sqlite_line_sql()).label("line")), account_id, f)
+        page = filtered(select(a.id, literal_column(_sqlite_line_sql(today)).label("line")), account_id, f)
         page_sq = page.where(a.id > bindparam("last")).order_by(a.id).limit(batch).subquery("page")
         # before SQLite 3.44 an aggregate has no ORDER BY: it takes the rows in the page's order
         ordered = " ORDER BY page.id" if sqlite3.sqlite_version_info >= (3, 44) else ""
         agg: Any = literal_column(f"group_concat(page.line, ''{ordered})")
         return select(agg, literal_column("max(page.id)"), literal_column("count(*)")).select_from(page_sq), False
     cols = [a[c] for c in _TEXT_COLS]
-    page = filtered(select(*cols, literal_column(_pg_unit()).label("unit")), account_id, f)
+    page = filtered(select(*cols, literal_column(_pg_unit()).label("unit"),
+                           literal_column(_pg_clearing()).label("clearing")), account_id, f)
     page_sq = page.where(a.id > bindparam("last")).order_by(a.id).limit(batch).subquery("page")
-    agg = literal_column(f"string_agg({_pg_line_sql()}, E'\\r\\n' ORDER BY page.id)")
+    agg = literal_column(f"string_agg({_pg_line_sql(today)}, E'\\r\\n' ORDER BY page.id)")
     return select(agg, literal_column("max(page.id)"), literal_column("count(*)")).select_from(page_sq), True
 
 

@@ -280,7 +280,7 @@ def list_actions(
 EXPORT_COLUMNS = (
     "action_id", "campaign_id", "event_type_id", "partner_id", "order_id", "customer_id", "promo_code",
     "event_date", "state", "status_detail", "currency", "amount", "payout", "intended_amount",
-    "intended_payout", "locking_date", "locked_at",
+    "intended_payout", "locking_date", "locked_at", "clearing_date",  # clearing_date (R16): added last
 )
 
 def _amount_format(currency: str) -> Callable[[int], str]:
