@@ -10,6 +10,8 @@ from sqlalchemy import update
 
 from payoutdesk.kit import db
 from payoutdesk.ledger import schedule
+from payoutdesk.ledger import service as ledger
+from payoutdesk.ledger import workflow as wf
 from payoutdesk.models import actions
 from tests.helpers import World, conversion
 
@@ -78,3 +80,15 @@ def test_paid_from_the_clearing_date_on() -> None:
     assert schedule.status_detail("APPROVED", None, None, clearing, date(2026, 12, 20)) == "PAID"
     assert schedule.status_detail("PENDING", None, date(2026, 12, 28), None, date(2026, 12, 20)) is None
     assert schedule.status_detail("REVERSED", "ITEM_RETURNED", None, None, date(2026, 12, 20)) == "ITEM_RETURNED"
+
+
+def test_a_pipelined_approve_with_a_cold_cache(world: World) -> None:
+    """ledger.change(commit=True) sends COMMIT with its last write on PostgreSQL; the payment period read
+    for the answer when the cache is cold still answers the right clearing date, and the change stays."""
+    aid = conversion(world, "P-cold")
+    schedule.forget()
+    out = db.transaction(world.engine, lambda conn: ledger.change(conn, world.actor, aid, wf.Approve(), commit=True))
+    assert (out["state"], out["clearing_date"], out["status_detail"]) == ("APPROVED", "2026-12-20", "PAYMENT_PENDING")
+    with db.read(world.engine) as conn:
+        again = ledger.get_action(conn, world.account_id, aid)
+    assert (again["state"], again["clearing_date"], again["version"]) == ("APPROVED", "2026-12-20", out["version"])

@@ -416,7 +416,7 @@ def _rule(name: str, schema: dict[str, Any], model: str | None) -> dict[str, Any
     if model is not None and name in _FIELD_RULES and (name != "name" or model in _NAMED):
         return copy.deepcopy(_FIELD_RULES[name])
     if "date_from" in name or "date_to" in name:
-        return copy.deepcopy(_DAY_OR_TIME) if not name.startswith("locking") else None
+        return copy.deepcopy(_DAY_OR_TIME) if not name.startswith(("locking", "clearing")) else None
     if schema.get("description", "").startswith("A decimal string") or name in ("amount", "fixed", "percent"):
         return copy.deepcopy(_MONEY_IN)
     return None

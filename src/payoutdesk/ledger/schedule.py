@@ -51,6 +51,12 @@ def pay_periods(conn: Connection, contract_ids: Iterable[int]) -> dict[int, Peri
     return found
 
 
+def forget() -> None:
+    """Empty the cache of payment periods (tests: a cold cache)."""
+    with _lock:
+        _pay_after.clear()
+
+
 def clearing_date(state: str, locked_at: datetime | None, pay_after: Period | None) -> date | None:
     """R16: when a locked APPROVED action is paid; None for any other action."""
     if state != "APPROVED" or locked_at is None or pay_after is None:
