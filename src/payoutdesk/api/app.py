@@ -13,14 +13,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from payoutdesk import __version__
 from payoutdesk.api import openapi
 from payoutdesk.api.access_log import AccessLog
-from payoutdesk.api.plumbing import ID_RULE, SignIns, human_validation, problem, request_rate_headers
+from payoutdesk.api.plumbing import ID_RULE, SignIns, as_page, human_validation, problem, request_rate_headers
 from payoutdesk.api.ratelimit import TokenBuckets
 from payoutdesk.config import Settings
 from payoutdesk.errors import PayoutdeskError, RateLimited, Unauthorized, quote
 from payoutdesk.intake.common import IntakeContext
 from payoutdesk.kit import db
 from payoutdesk.kit.crypto import SecretBox, load_secret_key
-from payoutdesk.web.app import page_error, wants_page
 
 log = logging.getLogger("payoutdesk.api")
 
@@ -50,10 +49,11 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             headers.setdefault("X-RateLimit-Limit", str(exc.limit))
             headers["X-RateLimit-Remaining"] = "0"
             headers.setdefault("X-RateLimit-Reset", str(exc.retry_after))
-        if isinstance(exc, Unauthorized) and not wants_page(request):
+        page = as_page(request, exc.status, exc.detail, headers)
+        if page is not None:
+            return page
+        if isinstance(exc, Unauthorized):
             headers["WWW-Authenticate"] = 'Basic realm="payoutdesk"'
-        if wants_page(request):
-            return page_error(request, exc.status, exc.detail, headers)
         return problem(exc.status, exc.code, exc.title, exc.detail, headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
@@ -64,8 +64,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             detail = f"No {name} {quote(in_path[0].get('input'))} here: {ID_RULE}."
             return problem(404, "not_found", "Not found", detail, request_rate_headers(request))
         status, code, detail = human_validation(exc)
-        if wants_page(request):
-            return page_error(request, status, detail)
+        page = as_page(request, status, detail)
+        if page is not None:
+            return page
         return problem(status, code, "Invalid request", detail, request_rate_headers(request))
 
     @app.exception_handler(StarletteHTTPException)
@@ -81,10 +82,11 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         elif exc.status_code == 405 and detail == "Method Not Allowed":
             detail = f"{request.method} is not allowed on {request.url.path}."
         headers = dict(exc.headers or {})
-        if wants_page(request):
-            if exc.status_code == 404 and str(exc.detail) == "Not Found":
-                detail = f"There is no page {request.url.path} here."
-            return page_error(request, exc.status_code, detail, headers)
+        unrouted = exc.status_code == 404 and str(exc.detail) == "Not Found"
+        page = as_page(request, exc.status_code, f"There is no page {request.url.path} here." if unrouted else detail,
+                       headers)
+        if page is not None:
+            return page
         allow = openapi.allowed_methods(request) if exc.status_code == 405 else None
         if allow:  # every method of the path, not only those of its first route
             headers["Allow"] = allow
@@ -93,8 +95,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     @app.exception_handler(Exception)
     def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        if wants_page(request):
-            return page_error(request, 500, "Something went wrong on our side; it is logged. Try again.")
+        page = as_page(request, 500, "Something went wrong on our side; it is logged. Try again.")
+        if page is not None:
+            return page
         return problem(500, "internal_error", "Internal error", "Something went wrong on our side; it is logged.")
 
     @app.get("/healthz", include_in_schema=False)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from payoutdesk.api.plumbing import problem
+from payoutdesk.api.plumbing import as_page, problem
 from payoutdesk.errors import BodyTooLarge, FileTooLarge, PayoutdeskError
 from payoutdesk.submissions.jsonrows import MAX_BODY_BYTES as ROWS_BODY_BYTES
 
@@ -86,11 +86,8 @@ def _header(scope: Scope, name: bytes) -> str | None:
 async def _send_problem(scope: Scope, receive: Receive, send: Send, limit: Limit, max_file_bytes: int) -> None:
     from starlette.requests import Request
 
-    from payoutdesk.web.app import page_error, wants_page
-
-    request = Request(scope)
-    if wants_page(request):  # a page's upload: the refusal as a page
-        page = page_error(request, 413, _message(limit, max_file_bytes), {"connection": "close"})
+    page = as_page(Request(scope), 413, _message(limit, max_file_bytes), {"connection": "close"})
+    if page is not None:  # a page's upload: the refusal as a page
         await page(scope, receive, send)
         return
     answer = problem(413, limit.error.code, limit.error.title, _message(limit, max_file_bytes), {"connection": "close"},

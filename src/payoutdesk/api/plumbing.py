@@ -42,6 +42,17 @@ def problem(status: int, code: str, title: str, detail: str, headers: dict[str, 
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 
+PageRefusal = Callable[[Request, int, str, "dict[str, str] | None"], "Response | None"]
+
+
+def as_page(request: Request, status: int, detail: str, headers: dict[str, str] | None = None) -> Response | None:
+    """An expected refusal as the pages show it, when the pages are installed and this request is a page's
+    (``web.app.install`` puts the renderer on ``app.state.page_refusal``); None: answer problem+json."""
+    app = request.scope.get("app")
+    render: PageRefusal | None = getattr(app.state, "page_refusal", None) if app is not None else None
+    return render(request, status, detail, headers) if render is not None else None
+
+
 def rate_headers(v: Verdict) -> dict[str, str]:
     if v.limit <= 0:
         return {}

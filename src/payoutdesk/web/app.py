@@ -49,6 +49,10 @@ def install(app: FastAPI) -> None:
             return problem(401, "unauthorized", "Unauthorized", "Sign in first: your session has ended.")
         return RedirectResponse(exc.location, status_code=303)
 
+    def refusal(request: Request, status: int, detail: str, headers: dict[str, str] | None) -> Response | None:
+        return page_error(request, status, detail, headers) if wants_page(request) else None
+
+    app.state.page_refusal = refusal  # the application's error handlers answer pages' errors as pages
     app.mount("/static", StaticFiles(directory=render.STATIC), name="static")
     for module in (login, actions, modify, settings, files, contracts, users):
         app.include_router(module.router)
