@@ -114,9 +114,12 @@ def test_pages_carry_security_headers_and_the_apis_do_not_change(engine: Engine,
     assert client.get("/static/app.css").status_code == 200
     api = client.get("/api/v1/actions", headers=world.auth)
     assert api.status_code == 200 and "content-security-policy" not in api.headers
-    # an unknown page is a page; an unknown API path stays problem+json
-    r = client.get("/no-such-page")
+    # an unknown address is a page for a browser (which asks for HTML), problem+json for the rest
+    r = client.get("/no-such-page", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
     assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
+    assert "There is no page /no-such-page here." in r.text
+    r = client.get("/no-such-page")
+    assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
     r = client.get("/api/v1/no-such-thing")
     assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
 

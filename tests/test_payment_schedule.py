@@ -92,3 +92,34 @@ def test_a_pipelined_approve_with_a_cold_cache(world: World) -> None:
     with db.read(world.engine) as conn:
         again = ledger.get_action(conn, world.account_id, aid)
     assert (again["state"], again["clearing_date"], again["version"]) == ("APPROVED", "2026-12-20", out["version"])
+
+
+@pytest.mark.parametrize(("months", "days"), [(1, 0), (2, 5), (11, 0)])
+def test_the_export_and_the_api_agree_on_clearing_dates_months_on(api: TestClient, world: World, months: int,
+                                                                   days: int) -> None:
+    """Payment periods with months: the export's SQL (both databases) and the API's Python give the rule's date."""
+    import csv
+    import io
+
+    from payoutdesk.contracts.terms import Period, payment_date
+    from payoutdesk.models import contracts
+
+    with db.write(world.engine) as conn:
+        conn.execute(update(contracts).where(contracts.c.campaign_id == world.campaign_id)
+                     .values(pay_months=months, pay_days=days))
+    schedule.forget()  # the per-process cache of payment periods (contracts never change outside tests)
+    locks = [datetime(2026, 1, 31, 23, 0, tzinfo=UTC), datetime(2026, 2, 14, tzinfo=UTC),
+             datetime(2027, 4, 2, tzinfo=UTC), datetime(2028, 2, 29, tzinfo=UTC), datetime(2026, 12, 31, tzinfo=UTC)]
+    expected = {}
+    for n, at in enumerate(locks):
+        aid = conversion(world, f"M-{months}-{n}")
+        locked_on(world, aid, at)
+        expected[aid] = payment_date(at.date(), Period(months, days)).isoformat()
+    assert expected[min(expected)] == {1: "2026-02-28", 2: "2026-04-05", 11: "2026-12-31"}[months]
+    r = api.get("/api/v1/actions/export", params={"campaign_id": world.campaign_id, "state": "APPROVED"},
+                headers=world.auth)
+    assert r.status_code == 200, r.text
+    exported = {int(row["action_id"]): row["clearing_date"] for row in csv.DictReader(io.StringIO(r.text))}
+    for aid, clearing in expected.items():
+        assert shown(api, world, aid)["clearing_date"] == clearing == exported[aid], (aid, months, days)
+    schedule.forget()

@@ -52,17 +52,18 @@ def test_add_months_clamps() -> None:
         (date(2028, 2, 3), 0, 0, date(2028, 2, 29)),  # leap year
         (date(2026, 1, 5), 1, 0, date(2026, 2, 28)),  # 31 January + 1 month: clamped to 28 February
         (date(2028, 1, 31), 1, 1, date(2028, 3, 1)),  # 29 February + 1 day
-        (date(2026, 2, 14), 1, 0, date(2026, 3, 28)),  # 28 February + 1 month: 28 March (the day is kept)
+        (date(2026, 2, 14), 1, 0, date(2026, 3, 31)),  # a month after the end of February: the end of March
         (date(2026, 12, 1), 0, 20, date(2027, 1, 20)),  # year end
         (date(2026, 12, 31), 0, 1, date(2027, 1, 1)),
-        (date(2026, 11, 30), 2, 0, date(2027, 1, 30)),  # 30 November + 2 months, across the year
+        (date(2026, 11, 30), 2, 0, date(2027, 1, 31)),  # two months after the end of November, across the year
+        (date(2027, 4, 2), 1, 0, date(2027, 5, 31)),  # the end of April (30th) + 1 month: 31 May
         (date(2026, 10, 15), 3, 5, date(2027, 2, 5)),  # 31 October + 3 months = 31 January, + 5 days
         (date(2026, 8, 15), 6, 0, date(2027, 2, 28)),  # 31 August + 6 months: clamped
     ],
 )
 def test_payment_date(locked: date, months: int, days: int, expected: date) -> None:
-    """R16: the last day of the month the action locked in + N months (clamped) + D days, whichever day of
-    the month it locked on (the old rule added the period to the locking day itself)."""
+    """R16: the last day of the month N months after the month the action locked in, + D days, whichever
+    day of the month it locked on (the old rule added the period to the locking day itself)."""
     assert payment_date(locked, Period(months, days)) == expected
 
 

@@ -83,10 +83,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             detail = f"{request.method} is not allowed on {request.url.path}."
         headers = dict(exc.headers or {})
         unrouted = exc.status_code == 404 and str(exc.detail) == "Not Found"
-        page = as_page(request, exc.status_code, f"There is no page {request.url.path} here." if unrouted else detail,
-                       headers)
-        if page is not None:
-            return page
+        # an address that names nothing: a page for a browser (which asks for HTML), problem+json for the rest
+        if not unrouted or "text/html" in request.headers.get("accept", ""):
+            page = as_page(request, exc.status_code,
+                           f"There is no page {request.url.path} here." if unrouted else detail, headers)
+            if page is not None:
+                return page
         allow = openapi.allowed_methods(request) if exc.status_code == 405 else None
         if allow:  # every method of the path, not only those of its first route
             headers["Allow"] = allow

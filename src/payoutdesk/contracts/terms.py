@@ -62,9 +62,10 @@ def month_end(day: date) -> date:
 
 def payment_date(lock_day: date, pay_after: Period) -> date:
     """R16, the clearing date of an action that locked on ``lock_day`` (the UTC day of its ``locked_at``):
-    the last day of that month + N months (the day clamped to the month's end, as ``add_months`` does)
-    + D days. Locked 10 or 28 February with 0 months 20 days: 20 March."""
-    return add_months(month_end(lock_day), pay_after.months) + timedelta(days=pay_after.days)
+    the end of the month it locked in, N months on (the last day of the month N months after that
+    month), + D days. Locked 10 or 28 February with 0 months 20 days: 20 March; with 1 month 0 days:
+    31 March (a month after the end of February is the end of March, not the 28th: docs/RULES.md)."""
+    return month_end(add_months(lock_day.replace(day=1), pay_after.months)) + timedelta(days=pay_after.days)
 
 
 def item_rate(terms: Terms, category: str | None) -> int | None:

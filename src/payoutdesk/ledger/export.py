@@ -102,15 +102,11 @@ def _sqlite_time(col: str) -> str:
 
 
 def _sqlite_clearing() -> str:
-    """R16's clearing date of the row (text ``YYYY-MM-DD``), NULL unless APPROVED: the last day of the month of
-    ``locked_at`` + ``pay_months`` (the day clamped to that month's end) + ``pay_days``, from the action's
-    contract (SQLite's date() answers NULL past the year 9999, as Python's date cannot go there)."""
-    lk = "actions.locked_at"
-    day = (f"min(CAST(strftime('%d', {lk}, 'start of month', '+1 month', '-1 day') AS INTEGER), "
-           f"CAST(strftime('%d', {lk}, 'start of month', '+' || (pc.pay_months + 1) || ' months', '-1 day') "
-           "AS INTEGER))")
-    clearing = (f"date(date({lk}, 'start of month', '+' || pc.pay_months || ' months'), "
-                f"'+' || ({day} - 1 + pc.pay_days) || ' days')")
+    """R16's clearing date of the row (text ``YYYY-MM-DD``), NULL unless APPROVED: the last day of the month
+    ``pay_months`` after the month of ``locked_at``, + ``pay_days``, from the action's contract (SQLite's
+    date() answers NULL past the year 9999, as Python's date cannot go there)."""
+    clearing = ("date(actions.locked_at, 'start of month', '+' || (pc.pay_months + 1) || ' months', '-1 day', "
+                "'+' || pc.pay_days || ' days')")
     return (f"CASE WHEN state = 'APPROVED' THEN (SELECT {clearing} FROM contracts AS pc "
             "WHERE pc.id = actions.contract_id) END")
 
@@ -191,11 +187,10 @@ def _pg_unit() -> str:
 
 
 def _pg_clearing() -> str:
-    """R16's clearing date (a date; NULL unless APPROVED, or past 9999-12-31): the last day of the month of
-    ``locked_at`` (UTC) + ``pay_months`` (an interval of months clamps the day to the month's end) +
-    ``pay_days``, from the action's contract."""
-    month_end = "(date_trunc('month', timezone('UTC', actions.locked_at)) + interval '1 month' - interval '1 day')"
-    clearing = f"(({month_end} + make_interval(months => pc.pay_months))::date + pc.pay_days)"
+    """R16's clearing date (a date; NULL unless APPROVED, or past 9999-12-31): the last day of the month
+    ``pay_months`` after the month of ``locked_at`` (UTC), + ``pay_days``, from the action's contract."""
+    clearing = ("((date_trunc('month', timezone('UTC', actions.locked_at)) + make_interval(months => pc.pay_months + 1)"
+                " - interval '1 day')::date + pc.pay_days)")
     return (f"CASE WHEN state = 'APPROVED' THEN (SELECT CASE WHEN {clearing} <= DATE '9999-12-31' THEN {clearing} "
             "END FROM contracts AS pc WHERE pc.id = actions.contract_id) END")
 
