@@ -291,6 +291,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     from payoutdesk.context import Actor
     from payoutdesk.kit import db
+    from payoutdesk.kit.chunks import read_in
     from payoutdesk.kit.progress import Progress
     from payoutdesk.ledger.workflow import Channel
     from payoutdesk.models import campaigns
@@ -315,7 +316,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     max_bytes = s.max_file_mb * MiB
     # streamed from disk into the file store, 1 MiB at a time, then queued in one short transaction
     with path.open("rb") as f:
-        stored = files.store_stream(engine, iter(lambda: f.read(files.CHUNK_BYTES), b""), max_bytes=max_bytes)
+        stored = files.store_stream(engine, read_in(f, files.CHUNK_BYTES), max_bytes=max_bytes)
     try:
         with db.write(engine) as conn:
             created = subs.create(conn, actor, args.campaign, stored, file_name=path.name, content_type=None,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import tempfile
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -23,12 +22,13 @@ from pydantic import Field
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
-from payoutdesk.api.plumbing import Account, IdemKey, engine_of, write
+from payoutdesk.api.plumbing import Account, IdemKey, engine_of, spool_body, write
 from payoutdesk.api.schemas import Shape
 from payoutdesk.catalog import service as catalog
 from payoutdesk.context import Actor
 from payoutdesk.errors import MalformedJson, MalformedMultipart, ValidationFailed, quote
 from payoutdesk.kit import db
+from payoutdesk.kit.chunks import read_in
 
 router = APIRouter()
 
@@ -63,18 +63,6 @@ BULK_BODY = {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "properties": {"file": {"type": "string",
                                                                                  "format": "binary"}},
                                        "required": ["file"]}}}}
-
-
-async def _spool(request: Request) -> BinaryIO:
-    spool = tempfile.SpooledTemporaryFile(max_size=_READ)  # noqa: SIM115 - the caller closes it
-    try:
-        async for part in request.stream():
-            spool.write(part)
-    except BaseException:
-        spool.close()
-        raise
-    spool.seek(0)
-    return spool  # type: ignore[return-value]
 
 
 def json_rows(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
@@ -126,7 +114,7 @@ def _check(engine: Any, account_id: int, rows: Iterator[tuple[int, Any]], from_t
 def _digest(stream: BinaryIO) -> str:
     h = hashlib.sha256()
     stream.seek(0)
-    for part in iter(lambda: stream.read(_READ), b""):
+    for part in read_in(stream, _READ):
         h.update(part)
     stream.seek(0)
     return h.hexdigest()
@@ -154,7 +142,7 @@ async def record_clicks(request: Request, account: Account, key: IdemKey = None)
         finally:
             await form.close()
     elif ctype.startswith(("text/csv", "application/json")):
-        body = await _spool(request)
+        body = await spool_body(request, _READ)
         try:
             digest = await run_in_threadpool(_digest, body)
             rows = csv_rows(body) if ctype.startswith("text/csv") else json_rows(body)

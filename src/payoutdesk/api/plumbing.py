@@ -10,10 +10,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import tempfile
 import threading
 import time
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO
 
 from fastapi import Depends, Header, Path, Query, Request
 from fastapi.dependencies.models import Dependant
@@ -358,3 +359,20 @@ async def write_soon(
         return write(request, account, key, body, handler, wait=False)
     except db.WouldWait:
         return await run_in_threadpool(write, request, account, key, body, handler)
+
+
+# --- a request's body ----------------------------------------------------------------------------
+
+
+async def spool_body(request: Request, in_memory: int = 1024 * 1024) -> BinaryIO:
+    """The request body in a temporary file (in memory up to ``in_memory`` bytes), read as it arrives;
+    api/limits.py bounds its size. The caller closes it."""
+    spool = tempfile.SpooledTemporaryFile(max_size=in_memory)  # noqa: SIM115 - the caller closes it
+    try:
+        async for part in request.stream():
+            spool.write(part)
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool  # type: ignore[return-value]

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import tempfile
-from collections.abc import Callable, Iterator
-from typing import Annotated, Any, BinaryIO
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
@@ -24,12 +23,14 @@ from payoutdesk.api.plumbing import (
     engine_of,
     read,
     request_rate_headers,
+    spool_body,
     whole_between,
     write,
 )
 from payoutdesk.context import Actor
 from payoutdesk.errors import MalformedMultipart, ValidationFailed, quote
 from payoutdesk.kit import db
+from payoutdesk.kit.chunks import read_in
 from payoutdesk.kit.ids import MAX_ID32, parse_id, ref32
 from payoutdesk.ledger.workflow import Channel
 from payoutdesk.submissions import files, jsonrows, service
@@ -61,24 +62,6 @@ def _campaign(value: Any) -> int:
         raise ValidationFailed(f"campaign_id must be a whole number, the id of one of your campaigns, "
                                f"not {quote(value)}.")
     return number
-
-
-def _chunks_of(stream: BinaryIO) -> Iterator[bytes]:
-    return iter(lambda: stream.read(files.CHUNK_BYTES), b"")
-
-
-async def _spool_body(request: Request) -> BinaryIO:
-    """The request body in a temporary file (in memory up to 1 MiB), read as it arrives; api/limits.py
-    has already bounded its size."""
-    spool = tempfile.SpooledTemporaryFile(max_size=files.CHUNK_BYTES)  # noqa: SIM115 - the caller closes it
-    try:
-        async for part in request.stream():
-            spool.write(part)
-    except BaseException:
-        spool.close()
-        raise
-    spool.seek(0)
-    return spool  # type: ignore[return-value]
 
 
 @router.post("/submissions", status_code=202, openapi_extra={"requestBody": {"content": {
@@ -117,7 +100,8 @@ async def _file_submission(request: Request, account: AccountRef, key: str | Non
         engine = engine_of(request)
         max_bytes = request.app.state.settings.max_file_mb * limits.MiB
         await run_in_threadpool(_check_campaign, engine, account, campaign_id)
-        stored = await run_in_threadpool(files.store_stream, engine, _chunks_of(upload.file), max_bytes=max_bytes)
+        stored = await run_in_threadpool(files.store_stream, engine, read_in(upload.file, files.CHUNK_BYTES),
+                                         max_bytes=max_bytes)
     finally:
         await form.close()  # the spooled upload's temporary file
 
@@ -132,7 +116,7 @@ async def _file_submission(request: Request, account: AccountRef, key: str | Non
 
 async def _rows_submission(request: Request, account: AccountRef, key: str | None) -> Response:
     engine = engine_of(request)
-    body = await _spool_body(request)
+    body = await spool_body(request, files.CHUNK_BYTES)
     batch = jsonrows.Batch()
     try:
         stored = await run_in_threadpool(files.store_stream, engine, jsonrows.read_batch(body, batch))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import BinaryIO
 
 
 def in_pieces(parts: Iterable[bytes], size: int) -> Iterator[bytes]:
@@ -20,3 +21,8 @@ def in_pieces(parts: Iterable[bytes], size: int) -> Iterator[bytes]:
             del pending[:size]
     if pending:
         yield bytes(pending)
+
+
+def read_in(stream: BinaryIO, size: int) -> Iterator[bytes]:
+    """``stream`` read to its end in pieces of (at most) ``size`` bytes."""
+    return iter(lambda: stream.read(size), b"")

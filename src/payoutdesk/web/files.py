@@ -13,6 +13,7 @@ of the same stored file (``service.apply_dry_run``: no byte is copied, the dupli
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from fastapi import APIRouter, Request
@@ -27,6 +28,7 @@ from payoutdesk.api.limits import MiB
 from payoutdesk.api.plumbing import engine_of
 from payoutdesk.errors import FileTooLarge, MalformedMultipart, NotFound, ValidationFailed, quote
 from payoutdesk.kit import db
+from payoutdesk.kit.chunks import read_in
 from payoutdesk.kit.ids import MAX_ID32, parse_id
 from payoutdesk.submissions import files as store
 from payoutdesk.submissions import formats, result_file, service
@@ -220,9 +222,9 @@ def _check_readable(upload: UploadFile, size: int) -> None:
         blob.close()
 
 
-def _chunks(stream: BinaryIO) -> Any:
+def _from_start(stream: BinaryIO) -> Iterator[bytes]:
     stream.seek(0)
-    return iter(lambda: stream.read(store.CHUNK_BYTES), b"")
+    return read_in(stream, store.CHUNK_BYTES)
 
 
 def _check_campaign(engine: Engine, user: SignedIn, campaign_id: int) -> None:
@@ -255,7 +257,7 @@ async def upload(request: Request, user: Manager) -> Response:
                                f"{request.app.state.settings.max_file_mb} MB (PAYOUTDESK_MAX_FILE_MB); split it "
                                "into smaller files.", limit_bytes=max_bytes)
         await run_in_threadpool(_check_readable, upload_file, size)
-        stored = await run_in_threadpool(store.store_stream, engine, _chunks(upload_file.file), max_bytes=max_bytes)
+        stored = await run_in_threadpool(store.store_stream, engine, _from_start(upload_file.file), max_bytes=max_bytes)
     finally:
         await form.close()
     try:
