@@ -363,15 +363,16 @@ async def approve(request: Request, action_id: str, user: Manager) -> Response:
     return render.redirect(back_of(form.get("back")), done_message(number, answer))
 
 
+def action_with_reasons(conn: Connection, account_id: int, action_id: int) -> dict[str, Any]:
+    """An action as the pages show it, and the reasons its event type offers (a reversal's, a modification's)."""
+    action = action_view(conn, account_id, action_id)
+    return {"action": action, "reasons": reasons_for(conn, account_id, action["event_type_id"])}
+
+
 @router.get(BASE + "/actions/{action_id}/reverse")
 def reverse_form(request: Request, action_id: str, user: Manager) -> Response:
     number = action_id_of(action_id)
-
-    def load(conn: Connection) -> dict[str, Any]:
-        action = action_view(conn, user.account.id, number)
-        return {"action": action, "reasons": reasons_for(conn, user.account.id, action["event_type_id"])}
-
-    data = read(request, load)
+    data = read(request, lambda conn: action_with_reasons(conn, user.account.id, number))
     back = back_of(request.query_params.get("back"))
     if request.query_params.get("part") == "form":
         return render.fragment("_action_reverse.html", csrf=user.csrf_token, back=back, in_dialog=True, **data)

@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import Connection, Row
+from sqlalchemy import Row
 from starlette.concurrency import run_in_threadpool
 
 from payoutdesk.errors import ValidationFailed
@@ -24,12 +24,11 @@ from payoutdesk.web import render
 from payoutdesk.web.actions import (
     BASE,
     action_id_of,
-    action_view,
+    action_with_reasons,
     back_of,
     done_message,
     note_of,
     reason_of,
-    reasons_for,
 )
 from payoutdesk.web.session import Manager, actor, check_token, posted, read, write
 
@@ -55,12 +54,7 @@ def modify_command(amount: Any, rejected: list[str], reason: str | None) -> Call
 @router.get(BASE + "/actions/{action_id}/modify")
 def modify_page(request: Request, action_id: str, user: Manager) -> Response:
     number = action_id_of(action_id)
-
-    def load(conn: Connection) -> dict[str, Any]:
-        action = action_view(conn, user.account.id, number)
-        return {"action": action, "reasons": reasons_for(conn, user.account.id, action["event_type_id"])}
-
-    data = read(request, load)
+    data = read(request, lambda conn: action_with_reasons(conn, user.account.id, number))
     return render.page(request, "modify.html", title="Modify Item Details", user=user, section="actions",
                        back=back_of(request.query_params.get("back")), **data)
 
