@@ -465,3 +465,107 @@ def test_api_submissions_list(api: TestClient, world: World, engine: Engine) -> 
 def test_credentials_are_needed(api: TestClient, world: World, path: str) -> None:
     r = api.get(f"{base(world)}/{path}")
     assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Basic")
+
+
+def test_api_submissions_list_of_every_kind_in_a_constant_number_of_queries(api: TestClient, world: World,
+                                                                            engine: Engine) -> None:
+    """One-row changes (applied, refused by the worker, a reversal, by order id), a batch with errors of
+    every kind, its undo and a queued change: the list shows each as GET /APISubmissions/{BatchId} does,
+    and reads a page in the same number of statements whatever its size."""
+    from sqlalchemy import event
+
+    w = world
+    a = record(w, "V-1", "100.00", "2026-11-20T10:00:00Z", "2026-11-21T00:00:00Z")
+    b = record(w, "V-2", "50.00", "2026-11-20T11:00:00Z", "2026-11-21T00:00:00Z")
+    c = record(w, "V-3", "30.00", "2026-11-20T12:00:00Z", "2026-11-21T00:00:00Z")
+    for body in (f"ActionId={a}&Amount=80.00&Note=less", f"ActionId={b}&Amount=999.00",
+                 f"Oid=V-3&ActionTrackerId={w.sale}&Amount=20.00"):
+        assert api.put(f"{base(w)}/Actions", content=body, headers={**w.auth, **FORM}).status_code == 200
+    r = api.delete(f"{base(w)}/Actions", params={"ActionId": str(c), "DispositionCode": "ORDER_ERROR"},
+                   headers=w.auth)
+    assert r.status_code == 200, r.text
+    r = api.put(f"{base(w)}/Actions", content=f"ActionId={c}&Amount=10.00", headers={**w.auth, **FORM})
+    assert r.status_code == 200, r.text  # a reversed action: refused by the worker
+    rows = [{"ActionId": str(a), "Amount": "75.00", "Reason": "ORDER_UPDATE"},
+            {"ActionId": str(b), "Amount": "nope", "Reason": "ORDER_UPDATE"},
+            {"ActionId": str(c), "Amount": "5.00", "Reason": "ORDER_UPDATE"},
+            {"ActionId": str(10**12), "Amount": "1.00", "Reason": "ORDER_UPDATE"}]
+    r = api.post("/api/v1/submissions", headers=w.auth, json={"campaign_id": w.campaign_id, "rows": rows})
+    assert r.status_code == 202, r.text
+    batch = r.json()["id"]
+    drain(engine)
+    assert api.post(f"/api/v1/submissions/{batch}/undo", headers=w.auth).status_code == 202
+    drain(engine)
+    assert api.put(f"{base(w)}/Actions", content=f"ActionId={b}&Amount=40.00",
+                   headers={**w.auth, **FORM}).status_code == 200  # left queued
+
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        listed = get(api, w, f"{base(w)}/APISubmissions?PageSize=20000")["APISubmission"]
+        whole_page = len(statements)
+        statements.clear()
+        get(api, w, f"{base(w)}/APISubmissions?PageSize=2&Page=2")
+        small_page = len(statements)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len(listed) == 8 and whole_page == small_page, (whole_page, small_page)
+    for item in listed:
+        assert item == get(api, w, item["Uri"])
+        assert check_record(item, TAP_TYPES["api_submissions"], "APISubmission") == 14
+    got = [(s["Type"], s["Status"], s["ActionId"], s["ActionTrackerId"], s["OrderId"], s["MediaPartnerId"],
+            s["Outcome"], s["ErrorReason"], [(e["Row"], e["ActionId"], e["OrderId"], e["Code"]) for e in s["Errors"]])
+           for s in listed]
+    p = w.partners[0]
+    assert got == [
+        ("Modification", "Queued", str(b), "", "", "", "", "", []),
+        ("Undo", "Complete", "", "", "", "", "", "", []),
+        ("Modification", "Complete", "", "", "", "", "", "INVALID_AMOUNT INVALID_STATE UNKNOWN_ACTION",
+         [(2, "", "", "invalid_amount"), (3, str(c), "V-3", "invalid_state"), (4, "", "", "unknown_action")]),
+        ("Modification", "Complete", str(c), w.sale, "V-3", p, "error", "INVALID_STATE",
+         [(1, str(c), "V-3", "invalid_state")]),
+        ("Reversal", "Complete", str(c), w.sale, "V-3", p, "applied", "", []),
+        ("Modification", "Complete", str(c), w.sale, "V-3", p, "applied", "", []),
+        ("Modification", "Complete", str(b), w.sale, "V-2", p, "applied", "", []),
+        ("Modification", "Complete", str(a), w.sale, "V-1", p, "applied", "", []),
+    ]
+    assert listed[0]["Payload"] == f"ActionId={b}&Amount=40.00&Reason=ORDER_UPDATE"
+    assert listed[2]["Payload"] == "" and listed[2]["ErrorType"] == "Validation"
+
+
+def test_action_updates_next_page_is_a_keyset_position(api: TestClient, engine: Engine) -> None:
+    """Following @nextpageuri (which carries PageKey) returns every entry once, in order, whatever the page
+    size and the filters, the two locks of the same time included; Page=N alone stays an offset."""
+    w, ids = history_world(engine)
+    for query in ("", f"CampaignId={w.campaign_id}", f"ActionId={ids['a']}", f"ActionId={ids['c']}",
+                  "StartDate=2026-11-03&EndDate=2026-11-29", "StartDate=2026-11-28T00:00:00Z",
+                  f"CampaignId={w.campaign_id}&StartDate=2026-11-02T09:00:00Z&EndDate=2026-12-01"):
+        whole = get(api, w, f"{base(w)}/ActionUpdates?{query}&PageSize=100")
+        assert whole["@nextpageuri"] == "" and whole["ActionUpdates"], query
+        for size in (1, 2, 3):
+            page = get(api, w, f"{base(w)}/ActionUpdates.json?{query}&PageSize={size}")
+            walked, pages = list(page["ActionUpdates"]), 1
+            while page["@nextpageuri"]:
+                assert "PageKey=" in page["@nextpageuri"] and page["@nextpageuri"].startswith(
+                    f"{base(w)}/ActionUpdates.json?")
+                page = get(api, w, page["@nextpageuri"])
+                assert page["@total"] == whole["@total"] and page["@page"] == str(pages + 1)
+                assert "PageKey" not in page["@uri"] + page["@previouspageuri"] + page["@lastpageuri"]
+                walked += page["ActionUpdates"]
+                pages += 1
+            assert walked == whole["ActionUpdates"], (query, size)
+            assert pages == int(whole["@total"]) // size + (int(whole["@total"]) % size > 0)
+            # Page=N asked alone: the same pages, by offset
+            if size == 2:
+                second = get(api, w, f"{base(w)}/ActionUpdates?{query}&PageSize=2&Page=2")["ActionUpdates"]
+                assert second == whole["ActionUpdates"][2:4]
+    first = whole["ActionUpdates"][0]["Id"]
+    for bad in ("x", f"{first}", f"{first}-", "-5", f"{10**12}-5"):
+        assert get(api, w, f"{base(w)}/ActionUpdates?PageKey={bad}", 422)["code"] == "validation_error"
+    other, _ = history_world(engine)
+    theirs = get(api, other, f"{base(other)}/ActionUpdates?PageSize=1")["ActionUpdates"][0]["Id"]
+    assert get(api, w, f"{base(w)}/ActionUpdates?PageKey={theirs}-3", 422)["code"] == "validation_error"

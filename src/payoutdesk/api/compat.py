@@ -35,6 +35,7 @@ from payoutdesk.api.compat_common import (
     digits,
     envelope,
     lower_bound,
+    page_key,
     page_of,
     query_id,
     query_of,
@@ -278,27 +279,13 @@ def _action_filters(conn: Connection, account: AccountRef, q: Mapping[str, str]
     return f, extra
 
 
-def _page_key(q: Mapping[str, str]) -> tuple[int, int] | None:
-    """``PageKey``, the keyset position that ``@nextpageuri`` carries: ``<last id shown>-<total>`` (the
-    total counted on the walk's first page, so that following pages need not count again)."""
-    raw = (q.get("pagekey") or "").strip()
-    if not raw:
-        return None
-    last, _, total = raw.partition("-")
-    last_id, count = parse_id(last), digits(total, 2**62)
-    if last_id is None or count is None:
-        raise ValidationFailed(f"PageKey {quote(raw)} is not one that @nextpageuri gives; follow @nextpageuri as "
-                               "it is, or ask for Page alone.")
-    return last_id, count
-
-
 @router.get(BASE + "/Actions")
 def list_actions(request: Request, account: Owner) -> Response:
     """impact.com's List Actions: newest first, paged with Page/PageSize; ``@nextpageuri`` carries a keyset
     position (``PageKey``), so that following it costs the same on the last page as on the first."""
     q = query_of(request)
     page, size = page_of(q, ACTIONS_PAGE)
-    key = _page_key(q)
+    key = page_key(q)
 
     def read(conn: Connection) -> bytes:
         f, extra = _action_filters(conn, account, q)

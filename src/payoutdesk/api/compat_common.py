@@ -172,6 +172,20 @@ def page_of(q: Mapping[str, str], sizes: tuple[int, int]) -> tuple[int, int]:
     return page, size
 
 
+def page_key(q: Mapping[str, str]) -> tuple[int, int] | None:
+    """``PageKey``, the keyset position that ``@nextpageuri`` carries: ``<last id shown>-<total>`` (the
+    total counted on the walk's first page, so that following pages need not count again)."""
+    raw = (q.get("pagekey") or "").strip()
+    if not raw:
+        return None
+    last, _, total = raw.partition("-")
+    last_id, count = parse_id(last), digits(total, 2**62)
+    if last_id is None or count is None:
+        raise ValidationFailed(f"PageKey {quote(raw)} is not one that @nextpageuri gives; follow @nextpageuri as "
+                               "it is, or ask for Page alone.")
+    return last_id, count
+
+
 def time_of(q: Mapping[str, str], name: str) -> tuple[datetime, bool] | None:
     """An ISO 8601 time, or a date (whole day): (value, was_a_date)."""
     raw = q.get(name.lower())
@@ -273,7 +287,8 @@ QUERY_PARAMETERS.update({
     ("GET", "/Campaigns/{Id}"): (),
     ("GET", "/MediaPartners"): ("Page", "PageSize"),
     ("GET", "/MediaPartners/{Id}"): (),
-    ("GET", "/ActionUpdates"): ("CampaignId", "ActionId", "State", "StartDate", "EndDate", "Page", "PageSize"),
+    ("GET", "/ActionUpdates"): ("CampaignId", "ActionId", "State", "StartDate", "EndDate", "Page", "PageSize",
+                                "PageKey"),
     ("GET", "/ActionUpdates/{Id}"): (),
     ("GET", "/APISubmissions"): ("SubmissionDateStart", "SubmissionDateEnd", "CompletedDateStart",
                                  "CompletedDateEnd", "CampaignId", "Page", "PageSize"),

@@ -26,6 +26,7 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any, cast
 
@@ -42,13 +43,14 @@ from payoutdesk.api.compat_common import (
     day_time,
     digits,
     envelope,
+    page_key,
     page_of,
     query_id,
     query_of,
     time_of,
     when,
 )
-from payoutdesk.api.compat_submissions import api_submission, submissions_list
+from payoutdesk.api.compat_submissions import api_submissions, submissions_list
 from payoutdesk.catalog import repository as catalog_repo
 from payoutdesk.catalog.service import get_owned
 from payoutdesk.errors import NotFound, ValidationFailed, quote
@@ -378,14 +380,27 @@ def list_action_updates(request: Request, account: Owner) -> Response:
     """impact.com's List Action Updates: one record per history entry of the account's actions (the
     tracking, each modification, reversal, restore, reset, approval and lock), oldest first by update
     time, then id. ``StartDate`` (inclusive) and ``EndDate`` (exclusive; a date alone is its midnight)
-    bound the update time."""
+    bound the update time. ``@nextpageuri`` carries a keyset position (``PageKey``: the last id shown and
+    the total), so that following it costs the same on the last page as on the first; ``Page=N`` asked
+    alone is an offset."""
     q = query_of(request)
     page, size = page_of(q, ACTION_UPDATES_PAGE)
+    key = page_key(q)
 
     def read(conn: Connection) -> dict[str, Any]:
         f = _history_filters(conn, account, q)
-        total, rows = ledger_repo.history_page(conn, account.id, f, (page - 1) * size, size)
-        return envelope(request, "ActionUpdates", _update_dicts(conn, account.sid, rows), page, size, total)
+        if key is not None:
+            at = ledger_repo.history_at(conn, account.id, key[0])
+            if at is None:
+                raise ValidationFailed(f"PageKey {quote(q['pagekey'])} is not one that @nextpageuri gives; follow "
+                                       "@nextpageuri as it is, or ask for Page alone.")
+            total = key[1]
+            rows = ledger_repo.history_page(conn, account.id, replace(f, after=(at, key[0])), 0, size)[1]
+        else:
+            total, rows = ledger_repo.history_page(conn, account.id, f, (page - 1) * size, size)
+        after = [("PageKey", f"{rows[-1].id}-{total}")] if rows else []
+        return envelope(request, "ActionUpdates", _update_dicts(conn, account.sid, rows), page, size, total,
+                        next_params=after)
 
     return _read(request, read)
 
@@ -413,4 +428,4 @@ def list_api_submissions(request: Request, account: Owner) -> Response:
     """The account's API submissions (A-…), newest first, each as ``GET /APISubmissions/{BatchId}``
     shows it, under impact.com's key ``APISubmission``."""
     return submissions_list(request, account, "A", "APISubmission", API_SUBMISSIONS_PAGE,
-                            lambda conn, rows: [api_submission(conn, account, r) for r in rows])
+                            lambda conn, rows: api_submissions(conn, account, rows))

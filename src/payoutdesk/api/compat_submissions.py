@@ -51,28 +51,30 @@ router = APIRouter(route_class=CompatRoute, tags=["impact.com-compatible"])
 # --- submissions -------------------------------------------------------------------------------
 
 
+def _error_dict(campaign_id: int, r: Any, a: Any) -> dict[str, Any]:
+    """One row with an error; ``a``: its action's ``event_type_id``, ``order_id``, ``partner_id`` (or None)."""
+    return {
+        "Line": r.row_no,
+        "Row": r.row_no,
+        "Column": r.column_name or "",
+        "Status": _ERROR_STATUS.get(r.error_type or "", r.error_type or ""),
+        "Type": r.error_type or "",
+        "Code": r.code or "",
+        "Reason": (r.code or "").upper(),
+        "Message": r.message or "",
+        "ActionId": str(r.action_id) if r.action_id is not None else "",
+        "CampaignId": campaign_id,
+        "ActionTrackerId": a.event_type_id if a is not None else "",
+        "OrderId": a.order_id if a is not None else "",
+        "MediaPartnerId": a.partner_id if a is not None else "",
+    }
+
+
 def _error_dicts(conn: Connection, sub: Row[Any], rows: Sequence[Row[Any]]) -> list[dict[str, Any]]:
     found = ledger_repo.order_keys(conn, int(sub.account_id), [int(r.action_id) for r in rows
                                                                if r.action_id is not None])
-    out = []
-    for r in rows:
-        a = found.get(int(r.action_id)) if r.action_id is not None else None
-        out.append({
-            "Line": r.row_no,
-            "Row": r.row_no,
-            "Column": r.column_name or "",
-            "Status": _ERROR_STATUS.get(r.error_type or "", r.error_type or ""),
-            "Type": r.error_type or "",
-            "Code": r.code or "",
-            "Reason": (r.code or "").upper(),
-            "Message": r.message or "",
-            "ActionId": str(r.action_id) if r.action_id is not None else "",
-            "CampaignId": sub.campaign_id,
-            "ActionTrackerId": a.event_type_id if a is not None else "",
-            "OrderId": a.order_id if a is not None else "",
-            "MediaPartnerId": a.partner_id if a is not None else "",
-        })
-    return out
+    return [_error_dict(sub.campaign_id, r, found.get(int(r.action_id)) if r.action_id is not None else None)
+            for r in rows]
 
 
 def _file_failure(sub: Row[Any]) -> dict[str, Any]:
@@ -109,25 +111,69 @@ def _common(sub: Row[Any], currency: str) -> dict[str, Any]:
     }
 
 
-def _payload(conn: Connection, sub: Row[Any]) -> list[dict[str, Any]] | None:
-    if sub.undo_of is not None or sub.content_type != "application/json" or sub.size > MAX_PAYLOAD_BYTES:
+class _Action:
+    """The keys of a result's action, as the bulk query of ``first_results_of`` carries them."""
+
+    __slots__ = ("event_type_id", "id", "order_id", "partner_id")
+
+    def __init__(self, r: Row[Any]) -> None:
+        self.id, self.event_type_id, self.order_id, self.partner_id = (
+            r.a_id, r.a_event_type_id, r.a_order_id, r.a_partner_id)
+
+
+def _action_of(r: Row[Any]) -> _Action | None:
+    return _Action(r) if r.a_id is not None else None
+
+
+def _payload(sub: Row[Any], files: dict[int, bytes]) -> list[dict[str, Any]] | None:
+    if not _may_show_payload(sub):
         return None
     try:
-        rows = json.loads(sub_repo.file_of(conn, int(sub.id)))
+        rows = json.loads(files.get(int(sub.id), b""))
     except ValueError:
         return None
     return rows if isinstance(rows, list) else None
 
 
+def _may_show_payload(sub: Row[Any]) -> bool:
+    return sub.undo_of is None and sub.content_type == "application/json" and sub.size <= MAX_PAYLOAD_BYTES
+
+
+def api_submissions(conn: Connection, account: AccountRef, subs: Sequence[Row[Any]]) -> list[dict[str, Any]]:
+    """API submissions (A-…) of the account as impact.com's APISubmission, each with its row (a one-row
+    submission) and its first errors: a constant number of queries whatever the number of submissions
+    (the account's campaigns, the small files, the first result of the one-row submissions, the first
+    ``MAX_INLINE_ERRORS`` errors of each, with their actions)."""
+    if not subs:
+        return []
+    currency = {int(r.id): str(r.currency) for r in catalog_repo.list_rows(conn, campaigns, account.id)}
+    ids = [int(s.id) for s in subs]
+    files = sub_repo.small_files_of(conn, [i for s, i in zip(subs, ids, strict=True) if _may_show_payload(s)],
+                                    MAX_PAYLOAD_BYTES)
+    payloads = {i: _payload(s, files) for s, i in zip(subs, ids, strict=True)}
+    ones: dict[int, dict[str, Any]] = {}
+    for i, rows in payloads.items():
+        if rows is not None and len(rows) == 1 and isinstance(rows[0], dict):
+            ones[i] = rows[0]
+    firsts = sub_repo.first_results_of(conn, account.id, list(ones), errors_only=False, limit=2)
+    errors_of = sub_repo.first_results_of(conn, account.id, ids, errors_only=True, limit=MAX_INLINE_ERRORS)
+    out = []
+    for sub, i in zip(subs, ids, strict=True):
+        cid = int(sub.campaign_id)
+        cur = currency[cid] if cid in currency else campaign_currency(conn, account, cid)
+        out.append(_api_submission(account, sub, cur, ones.get(i), firsts.get(i, []), errors_of.get(i, [])))
+    return out
+
+
 def api_submission(conn: Connection, account: AccountRef, sub: Row[Any]) -> dict[str, Any]:
-    out = _common(sub, campaign_currency(conn, account, sub.campaign_id))
-    rows = _payload(conn, sub)
-    one = rows[0] if rows is not None and len(rows) == 1 and isinstance(rows[0], dict) else None
-    results = sub_repo.results(conn, int(sub.id), errors_only=False, after_row=0, limit=2)
+    return api_submissions(conn, account, [sub])[0]
+
+
+def _api_submission(account: AccountRef, sub: Row[Any], currency: str, one: dict[str, Any] | None,
+                    results: Sequence[Row[Any]], error_rows: Sequence[Row[Any]]) -> dict[str, Any]:
+    out = _common(sub, currency)
     first = results[0] if len(results) == 1 and one is not None else None
-    action = None
-    if first is not None and first.action_id is not None:
-        action = ledger_repo.load(conn, sub.account_id, int(first.action_id), for_update=False)
+    action = _action_of(first) if first is not None and first.action_id is not None else None
     if sub.undo_of is not None:
         kind = "Undo"
     elif one is not None:
@@ -136,8 +182,7 @@ def api_submission(conn: Connection, account: AccountRef, sub: Row[Any]) -> dict
         kind = "Modification"
     payload = "" if one is None else urlencode(
         [(k, str(v)) for k, v in one.items() if k not in ("Type", "Method") and v not in (None, "")])
-    errors = _error_dicts(conn, sub, sub_repo.results(conn, int(sub.id), errors_only=True, after_row=0,
-                                                      limit=MAX_INLINE_ERRORS))
+    errors = [_error_dict(sub.campaign_id, r, _action_of(r)) for r in error_rows]
     if sub.status == "FAILED":
         errors.insert(0, _file_failure(sub))
     out.update({

@@ -1208,14 +1208,15 @@ class HistoryFilters:
 def _history_part(account_id: int, f: HistoryFilters, *, locks: bool, by_time: bool = False) -> Select[Any]:
     """The account's history rows (joined to their actions) matching ``f``: the LOCKED ones or the others.
     The two parts are asked apart so that each can use an index on ``at`` whose predicate is its own
-    (``ix_action_updates_at`` holds the rows that are not LOCKED; the literal, not a bound value, lets
-    SQLite see that the query implies the index's WHERE)."""
+    (``ix_action_updates_at`` holds the rows that are not LOCKED, ``ix_action_updates_locked_at`` the
+    LOCKED ones; the literal, not a bound value, lets SQLite see that the query implies the index's
+    WHERE)."""
     from sqlalchemy import literal_column  # imported here: this block is compat_reads' alone
 
     u, a = action_updates.c, actions.c
     locked: Any = literal_column("'LOCKED'")
     # ``by_time``: SQLite, which keeps no statistics here, would rather walk the account's (or campaign's)
-    # actions than a time window of ``ix_action_updates_at``; an expression on account_id takes the
+    # actions than a time window of the index by time; an expression on account_id takes the
     # actions' indexes out of its choice, so that the window drives and each action is read by its id
     account: Any = a.account_id + 0 if by_time else a.account_id
     conds: list[Any] = [account == account_id, u.kind == locked if locks else u.kind != locked]
@@ -1246,14 +1247,17 @@ def history_page(conn: Connection, account_id: int, f: HistoryFilters, offset: i
     """How many history rows of the account's actions match ``f``, and one page of them oldest first (by
     ``at``, then id: a client that bookmarks the newest ``at`` it saw resumes there), from row ``offset``
     on; each row ends with the column ``total_`` (the count). Another account's history never matches: the
-    account is the joined action's."""
+    account is the joined action's. With ``f.after`` (a keyset position) the page is the ``limit`` rows
+    after it, ``offset`` is not used and the count is not made (-1)."""
     from sqlalchemy import union_all
 
-    # the LOCKED rows have no index by time (``ix_action_updates_at`` leaves them out): their part is
-    # found through the account's actions
-    by_time = is_sqlite(conn) and f.action_id is None and (f.at_from is not None or f.at_to is not None)
+    # each part has its index by time (``ix_action_updates_at`` without the LOCKED rows,
+    # ``ix_action_updates_locked_at`` with them alone, migration 0011): a time window, or the keyset
+    # position of a next page, is two index ranges, merged in (at, id) order
+    by_time = is_sqlite(conn) and f.action_id is None and (
+        f.at_from is not None or f.at_to is not None or f.after is not None)
     both = union_all(_history_part(account_id, f, locks=False, by_time=by_time),
-                     _history_part(account_id, f, locks=True)).subquery()
+                     _history_part(account_id, f, locks=True, by_time=by_time)).subquery()
     # the count comes with the page (one pass over the matching rows); a page past the end asks it apart
     page = list(conn.execute(select(both, func.count().over().label("total_"))
                              .order_by(both.c.at, both.c.id).offset(offset).limit(limit)))
@@ -1274,3 +1278,16 @@ def disposition_codes_of_account(conn: Connection, account_id: int) -> list[Row[
         .where(event_types.c.account_id == account_id)
         .order_by(disposition_codes.c.event_type_id, disposition_codes.c.id)
     ))
+    after: tuple[datetime, int] | None = None  # a keyset position: the rows after (at, id), exclusive
+    if f.after is not None:
+        at, uid = f.after
+        conds += [u.at >= at, or_(u.at > at, u.id > uid)]
+    if f.after is not None:  # a keyset page: its total was counted on the first page
+        return -1, list(conn.execute(select(both).order_by(both.c.at, both.c.id).limit(limit)))
+def history_at(conn: Connection, account_id: int, update_id: int) -> datetime | None:
+    """The time of one history row of the account's actions (a keyset position of ``history_page``)."""
+    u, a = action_updates.c, actions.c
+    return conn.execute(select(u.at).select_from(action_updates.join(actions, a.id == u.action_id))
+                        .where(u.id == update_id, a.account_id == account_id)).scalar()
+
+

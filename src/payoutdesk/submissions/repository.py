@@ -9,7 +9,7 @@ from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, Select, and_, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
 from payoutdesk.errors import StaleVersion
@@ -602,3 +602,64 @@ def errors_with_orders(conn: Connection, submission_id: int, after_row: int, lim
             .where(r.submission_id == submission_id, r.outcome == "error", r.row_no > after_row)
             .order_by(r.row_no).limit(limit))
     return list(conn.execute(stmt))
+
+
+# --- the list of API submissions of the impact.com-compatible API (api/compat_submissions.py) ------
+
+
+def _among(conn: Connection, column: Any, ids: Sequence[int]) -> Any:
+    """``column IN ids`` with the ids as one bound value (a JSON text on SQLite, an array on PostgreSQL):
+    a page of 20,000 ids costs neither 20,000 parameters to bind nor a statement of that length."""
+    from sqlalchemy import BigInteger, any_, bindparam
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    if is_sqlite(conn):
+        each = func.json_each(json.dumps(list(ids))).table_valued("value")
+        return column.in_(select(each.c.value))
+    return column == any_(bindparam(None, list(ids), type_=ARRAY(BigInteger)))
+
+
+def small_files_of(conn: Connection, submission_ids: Sequence[int], max_bytes: int) -> dict[int, bytes]:
+    """The stored files of these submissions that hold at most ``max_bytes``, whole, by submission id, in
+    one query (``file_of`` for a page of submissions; a submission without such a file is missing)."""
+    if not submission_ids:
+        return {}
+    s, f, ch = submissions.c, stored_files.c, stored_file_chunks.c
+    stmt = (select(s.id, ch.data)
+            .select_from(submissions.join(stored_files, f.id == s.file_id)
+                         .join(stored_file_chunks, ch.file_id == f.id))
+            .where(_among(conn, s.id, submission_ids), f.size <= max_bytes)
+            .order_by(s.id, ch.seq))
+    parts: dict[int, list[bytes]] = {}
+    for sid, data in conn.execute(stmt):
+        parts.setdefault(int(sid), []).append(bytes(data))
+    return {k: b"".join(v) for k, v in parts.items()}
+
+
+def first_results_of(conn: Connection, account_id: int, submission_ids: Sequence[int], *, errors_only: bool,
+                     limit: int) -> dict[int, list[Row[Any]]]:
+    """The first ``limit`` results (errors only, if asked) of each of these submissions in row order, by
+    submission id, in one query (``results`` for a page of submissions); each row has the result's columns
+    and ``a_id``, ``a_event_type_id``, ``a_order_id``, ``a_partner_id`` of its action when it names one of
+    the account's (None otherwise)."""
+    if not submission_ids:
+        return {}
+    from payoutdesk.models import actions
+
+    r = submission_results.c
+    conds = [_among(conn, r.submission_id, submission_ids), r.row_no > 0]
+    if errors_only:
+        conds.append(r.outcome == "error")
+    ranked = select(submission_results, func.row_number().over(partition_by=r.submission_id, order_by=r.row_no)
+                    .label("rn")).where(*conds).subquery("ranked")
+    k, a = ranked.c, actions.c
+    stmt: Select[Any] = (select(k.submission_id, k.row_no, k.outcome, k.action_id, k.column_name, k.error_type, k.code,
+                   k.message, a.id.label("a_id"), a.event_type_id.label("a_event_type_id"),
+                   a.order_id.label("a_order_id"), a.partner_id.label("a_partner_id"))
+            .select_from(ranked.outerjoin(actions, and_(a.id == k.action_id, a.account_id == account_id)))
+            .where(k.rn <= limit)
+            .order_by(k.submission_id, k.row_no))
+    out: dict[int, list[Row[Any]]] = {}
+    for row in conn.execute(stmt):
+        out.setdefault(int(row.submission_id), []).append(row)
+    return out
