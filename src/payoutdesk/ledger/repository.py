@@ -1203,6 +1203,7 @@ class HistoryFilters:
     state: str | None = None
     at_from: datetime | None = None  # inclusive
     at_to: datetime | None = None  # exclusive
+    after: tuple[datetime, int] | None = None  # a keyset position: the rows after (at, id), exclusive
 
 
 def _history_part(account_id: int, f: HistoryFilters, *, locks: bool, by_time: bool = False) -> Select[Any]:
@@ -1232,6 +1233,9 @@ def _history_part(account_id: int, f: HistoryFilters, *, locks: bool, by_time: b
         conds.append(u.at >= f.at_from)
     if f.at_to is not None:
         conds.append(u.at < f.at_to)
+    if f.after is not None:
+        at, uid = f.after
+        conds += [u.at >= at, or_(u.at > at, u.id > uid)]
     return (
         select(u.id, u.action_id, u.at, u.kind, u.state, u.reason, u.note, u.delta_amount, u.delta_payout,
                u.channel, u.submission_id, a.campaign_id, a.event_type_id, a.partner_id, a.order_id,
@@ -1259,11 +1263,20 @@ def history_page(conn: Connection, account_id: int, f: HistoryFilters, offset: i
     both = union_all(_history_part(account_id, f, locks=False, by_time=by_time),
                      _history_part(account_id, f, locks=True, by_time=by_time)).subquery()
     # the count comes with the page (one pass over the matching rows); a page past the end asks it apart
+    if f.after is not None:  # a keyset page: its total was counted on the first page
+        return -1, list(conn.execute(select(both).order_by(both.c.at, both.c.id).limit(limit)))
     page = list(conn.execute(select(both, func.count().over().label("total_"))
                              .order_by(both.c.at, both.c.id).offset(offset).limit(limit)))
     if page:
         return int(page[0].total_), page
     return int(conn.execute(select(func.count()).select_from(both)).scalar_one()), []
+
+
+def history_at(conn: Connection, account_id: int, update_id: int) -> datetime | None:
+    """The time of one history row of the account's actions (a keyset position of ``history_page``)."""
+    u, a = action_updates.c, actions.c
+    return conn.execute(select(u.at).select_from(action_updates.join(actions, a.id == u.action_id))
+                        .where(u.id == update_id, a.account_id == account_id)).scalar()
 
 
 def disposition_codes_of_account(conn: Connection, account_id: int) -> list[Row[Any]]:
@@ -1278,16 +1291,3 @@ def disposition_codes_of_account(conn: Connection, account_id: int) -> list[Row[
         .where(event_types.c.account_id == account_id)
         .order_by(disposition_codes.c.event_type_id, disposition_codes.c.id)
     ))
-    after: tuple[datetime, int] | None = None  # a keyset position: the rows after (at, id), exclusive
-    if f.after is not None:
-        at, uid = f.after
-        conds += [u.at >= at, or_(u.at > at, u.id > uid)]
-    if f.after is not None:  # a keyset page: its total was counted on the first page
-        return -1, list(conn.execute(select(both).order_by(both.c.at, both.c.id).limit(limit)))
-def history_at(conn: Connection, account_id: int, update_id: int) -> datetime | None:
-    """The time of one history row of the account's actions (a keyset position of ``history_page``)."""
-    u, a = action_updates.c, actions.c
-    return conn.execute(select(u.at).select_from(action_updates.join(actions, a.id == u.action_id))
-                        .where(u.id == update_id, a.account_id == account_id)).scalar()
-
-

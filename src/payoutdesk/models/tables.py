@@ -254,15 +254,15 @@ action_updates = Table(
     # run writes millions) are left out of the index (migration 0008)
     Index("ix_action_updates_at", "at", "action_id", sqlite_where=text("kind <> 'LOCKED'"),
           postgresql_where=text("kind <> 'LOCKED'")),
+    # its companion, the LOCKED rows alone: the compatible ActionUpdates list (locks included) reads a time
+    # window, or the rows after a next page's position, as one range of each index (migration 0011)
+    Index("ix_action_updates_locked_at", "at", "action_id", sqlite_where=text("kind = 'LOCKED'"),
+          postgresql_where=text("kind = 'LOCKED'")),
 )
 
 idempotency_keys = Table(
     "idempotency_keys",
     metadata,
-    # its companion, the LOCKED rows alone: the compatible ActionUpdates list (locks included) reads a time
-    # window, or the rows after a next page's position, as one range of each index (migration 0011)
-    Index("ix_action_updates_locked_at", "at", "action_id", sqlite_where=text("kind = 'LOCKED'"),
-          postgresql_where=text("kind = 'LOCKED'")),
     Column("id", BigId, primary_key=True),
     Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
     Column("key", String(255), nullable=False),
