@@ -1,28 +1,40 @@
 """The sorts of the actions list (GET /api/v1/actions?sort=…) at scale: p50/p95 per sort and filter.
 
-    .venv/bin/python -m bench.sorts --actions 1000000 --backend sqlite|postgresql|both [--keep]
+    .venv/bin/python -m bench.sorts --backend sqlite|postgresql|both [--keep] [--actions 5000000]
+        [--samples 8] [--sorts locking_date,-amount] [--filters none,state,partner_id]
 
-Data as ``bench/datagen.py`` writes it (the same generator as ``make bench``). For each sort and
-filter: 10 first pages and 10 later pages (the cursor of a first page), ``ledger.service.list_actions``
-with ``limit=50`` in ``db.read`` as the route runs it; p50 and p95 in ms. The default sort
-(``-event_date``) is the tuned ``list_page``, measured by ``make bench``; it is here for comparison.
+The data of ``make bench`` (``bench/datagen.py``, seed 42, the same tag, so ``--keep`` reuses the
+5,000,000 actions that ``python -m bench --keep`` generated). For each sort and filter (the filters
+the Pending Payouts page offers: none, state, partner, event type, order id, action id, promo code,
+the reversal reason, event-date ranges; random values): ``--samples`` first pages and as many later
+pages (the first page's ``next_cursor``), ``ledger.service.list_actions`` with ``limit=50`` in
+``db.read`` as the route runs it; p50 and p95 in ms. The default sort (``-event_date``) is the
+tuned ``list_page``, measured by ``make bench``; it is here for comparison.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.backends import open_backend
-from bench.datagen import generate, read_meta
+from bench import datagen
+from bench.backends import machine, open_backend
+from bench.work import list_filters
 from payoutdesk.kit import db
+from payoutdesk.kit.db import migrate
 from payoutdesk.ledger import repository as repo
 from payoutdesk.ledger import service as ledger
+
+FILTERS = ("none", "state", "partner_id", "event_type_id", "order_id", "action_id", "promo_code", "reason",
+           "event_date(7d)", "event_date(120d)", "event_date(from)", "event_date(to)", "state+event_date(7d)",
+           "partner_id+event_date(7d)", "state=REVERSED+partner_id")
 
 
 def _ms(samples: list[float]) -> tuple[float, float]:
@@ -30,29 +42,36 @@ def _ms(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
-def run(backend_name: str, n: int, keep: bool) -> dict[str, Any]:
-    backend = open_backend(backend_name, Path("data/bench"), f"sorts-{n}", keep)
+def filters_of(meta: datagen.Meta) -> dict[str, Callable[[random.Random], repo.Filters]]:
+    specs = list_filters(meta)
+    specs["promo_code"] = lambda r: repo.Filters(promo_code=r.choice(("SPRING10", "WELCOME", "BF2026")))
+    specs["reason"] = lambda r: repo.Filters(state="REVERSED", reason="ITEM_RETURNED")  # the Reversed tab
+    return specs
+
+
+def run(backend_name: str, n: int, keep: bool, samples: int, sorts: list[str], names: list[str]) -> dict[str, Any]:
+    tag = f"bench-{n}-s42-g{datagen.GENERATOR_VERSION}"
+    backend = open_backend(backend_name, Path("data/bench"), tag, keep)
     try:
-        with db.read(backend.engine) as conn:
-            try:
-                meta = read_meta(conn)
-            except Exception:
-                meta = None
-        if meta is None:
-            meta = generate(backend, n, 42, print)
-        rnd = random.Random(7)
-        filters: dict[str, Any] = {
-            "none": repo.Filters,
-            "campaign": lambda: repo.Filters(campaign_id=rnd.choice(meta.campaigns)),
-            "partner": lambda: repo.Filters(partner_id=rnd.choice(meta.partners)),
-            "state REVERSED": lambda: repo.Filters(state="REVERSED"),
-        }
-        out: dict[str, Any] = {}
-        for sort in repo.SORTS:
-            for name, make in filters.items():
+        meta = None
+        try:
+            with db.read(backend.engine) as conn:
+                meta = datagen.read_meta(conn)
+        except Exception:
+            meta = None
+        if meta is None or meta.actions != n:
+            meta = datagen.generate(backend, n, 42, print)
+        else:
+            migrate(backend.url)
+            datagen.sync_indexes(backend, print)
+        specs = filters_of(meta)
+        out: dict[str, Any] = {"machine": machine([backend]), "load_average_start": os.getloadavg(), "cases": {}}
+        for sort in sorts:
+            for name in names:
+                rnd = random.Random(f"{sort}|{name}")
                 first, later = [], []
-                for _ in range(10):
-                    f = make()
+                for _ in range(samples):
+                    f = specs[name](rnd)
                     t0 = time.perf_counter()
                     with db.read(backend.engine) as conn:
                         page = ledger.list_actions(conn, meta.account_id, f, 50, None, sort)
@@ -63,10 +82,11 @@ def run(backend_name: str, n: int, keep: bool) -> dict[str, Any]:
                             ledger.list_actions(conn, meta.account_id, f, 50, page["next_cursor"], sort)
                         later.append((time.perf_counter() - t0) * 1000)
                 row = {"first": _ms(first), "later": _ms(later) if later else None}
-                out[f"{sort} | {name}"] = row
-                print(f"{backend_name:10} {sort:14} {name:15} first p50 {row['first'][0]:8.1f} p95 "
-                      f"{row['first'][1]:8.1f}   later p50 {row['later'][0] if later else 0:8.1f} p95 "
-                      f"{row['later'][1] if later else 0:8.1f} ms", flush=True)
+                out["cases"][f"{sort} | {name}"] = row
+                (fp50, fp95), (lp50, lp95) = _ms(first), _ms(later) if later else (0.0, 0.0)
+                print(f"{backend_name:10} {sort:14} {name:26} first p50 {fp50:8.1f} p95 {fp95:8.1f}   "
+                      f"later p50 {lp50:8.1f} p95 {lp95:8.1f} ms", flush=True)
+        out["load_average_end"] = os.getloadavg()
         return out
     finally:
         backend.close()
@@ -74,13 +94,19 @@ def run(backend_name: str, n: int, keep: bool) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--actions", type=int, default=1_000_000)
+    parser.add_argument("--actions", type=int, default=5_000_000)
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--sorts", default=",".join(s for s in repo.SORTS if s != repo.DEFAULT_SORT))
+    parser.add_argument("--filters", default=",".join(FILTERS))
+    parser.add_argument("--tag", default="", help="a word for the result file's name")
     args = parser.parse_args()
     names = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
-    results = {name: run(name, args.actions, args.keep) for name in names}
-    out = Path("bench/results") / f"sorts-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{args.actions}.json"
+    sorts, filters = args.sorts.split(","), args.filters.split(",")
+    results = {name: run(name, args.actions, args.keep, args.samples, sorts, filters) for name in names}
+    stamp = time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())
+    out = Path("bench/results") / f"sorts-{stamp}-{args.actions}{'-' + args.tag if args.tag else ''}.json"
     out.write_text(json.dumps(results, indent=1))
     print(f"written to {out}")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -133,6 +134,7 @@ def budgets(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
         monkeypatch.setattr(repo, "WINDOW_MAX_DAYS", 20)
         monkeypatch.setattr(repo, "MERGE_GAIN", 10**9)  # PostgreSQL: merge indexes for every combination
         monkeypatch.setattr(repo, "MERGE_MAX_SHARE", 2.0)
+        monkeypatch.setattr(repo, "LOCKING_DAYS_BATCH", 0)  # the locking-date sorts: one day at a time
     return str(request.param)
 
 
@@ -241,3 +243,94 @@ def test_an_equality_filter_with_a_locking_range_walks_the_window_not_the_days(
         assert hits["_per_day_page"] == 0 and hits["_id_window"] >= 3, hits
         repo.list_page(conn, acc, repo.Filters(**lk), 20, None)
         assert hits["_per_day_page"] == 1, hits
+
+
+_NEVER = date.max  # a missing locking date: after every date in ``locking_date``, before all in ``-locking_date``
+
+
+def _sorted_reference(conn: Any, acc: int, f: repo.Filters, sort: str) -> list[int]:
+    """Every matching action's id in ``sort`` order, sorted here (docs/API.md): the key, then the id."""
+    column, desc = repo.SORTS[sort]
+    rows = conn.execute(repo.filtered(select(actions), acc, f)).all()
+
+    def key(r: Any) -> Any:
+        if column is None:
+            return r.id
+        value = getattr(r, column)
+        return (_NEVER if value is None else value, r.id)
+    return [r.id for r in sorted(rows, key=key, reverse=desc)]
+
+
+def test_the_other_sorts_give_the_reference_order_whatever_the_plan(engine: Engine, data: Data, budgets: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sorted_page`` (an event-date range's id window, the locking days of that window, the locking-date
+    indexes led by a filter) pages through exactly the reference order, with random filters, limits and
+    pages, the budgets at their defaults and shrunk (one locking day at a time, no id window for long
+    ranges)."""
+    calls: Counter[str] = Counter()
+    for name in ("_locking_days_page", "_id_window"):
+        real = getattr(repo, name)
+
+        def wrapped(*a: Any, _real: Any = real, _name: str = name, **kw: Any) -> Any:
+            calls[_name] += 1
+            return _real(*a, **kw)
+        monkeypatch.setattr(repo, name, wrapped)
+    rnd = random.Random(21 if budgets == "defaults" else 22)
+    acc = data.w.account_id
+    sorts = [s for s in repo.SORTS if s != repo.DEFAULT_SORT]
+    nonempty = 0
+    with db.read(engine) as conn:
+        for n in range(70):
+            f = _random_filters(rnd, data)
+            if n % 2:  # an event-date range more often than the list's mix
+                d0 = _day(BASE + timedelta(days=rnd.randrange(-5, SPAN)))
+                f = replace(f, event_date_from=d0, event_date_to=d0 + timedelta(days=rnd.choice((1, 7, 30))),
+                            order_id=None, action_id=None)
+            sort = sorts[n % len(sorts)]
+            want = _sorted_reference(conn, acc, f, sort)
+            limit = rnd.choice((1, 4, 25))
+            got: list[int] = []
+            cursor: str | None = None
+            for _page in range(4):
+                page = ledger.list_actions(conn, acc, f, limit, cursor, sort)
+                got += [x["id"] for x in page["items"]]
+                cursor = page["next_cursor"]
+                if cursor is None:
+                    break
+            assert got == want[:len(got)] and len(got) == min(len(want), 4 * limit), (f, sort, limit)
+            nonempty += bool(want)
+            if rnd.random() < 0.3 and want:  # a cursor from the middle (a page after a bookmarked one)
+                mid = rnd.randrange(len(want))
+                row = conn.execute(select(actions).where(actions.c.id == want[mid])).one()
+                column, _ = repo.SORTS[sort]
+                after = (getattr(row, column) if column else None, row.id)
+                rows = repo.sorted_page(conn, acc, f, sort, limit, after)
+                assert [r.id for r in rows] == want[mid + 1:mid + 1 + limit], (f, sort, after)
+    assert nonempty > 40
+    assert calls["_locking_days_page"] >= 5 and calls["_id_window"] >= 20, calls
+
+
+def test_a_locking_date_sort_with_a_filter_walks_its_own_index(engine: Engine, data: Data) -> None:
+    """The locking-date sorts with a partner, event type or state filter have indexes led by that filter
+    (migration 0012): the plan names one of them, not the bare locking-date index checked on every row."""
+    acc = data.w.account_id
+    cases = [({"partner_id": data.partners[3]}, ("ix_actions_partner_locking",)),
+             ({"state": "REVERSED"}, ("ix_actions_state_locking",)),
+             ({"event_type_id": data.w.lead}, ("ix_actions_event_type_locking",))]
+    with db.read(engine) as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if not sqlite:
+            conn.exec_driver_sql("ANALYZE actions")
+        for kw, names in cases:
+            for sort in ("locking_date", "-locking_date"):
+                column, desc = repo.SORTS[sort]
+                stmt = repo.filtered(select(actions), acc, repo.Filters(**kw)).order_by(
+                    *repo.sort_order(column, desc)).limit(21)
+                sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+                if sqlite:
+                    plan = " ".join(str(r[3]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+                else:
+                    conn.exec_driver_sql("SET LOCAL enable_seqscan = off")  # a few thousand rows: any plan is cheap
+                    plan = " ".join(str(r[0]) for r in conn.exec_driver_sql("EXPLAIN " + sql))
+                assert any(n in plan for n in names) and "TEMP B-TREE" not in plan and "Sort" not in plan, (
+                    kw, sort, plan)

@@ -512,6 +512,152 @@ SORTS: dict[str, tuple[str | None, bool]] = {
 DEFAULT_SORT = "-event_date"
 
 
+def _sort_conditions(column: str | None, desc: bool, after: tuple[Any, int] | None) -> list[Any]:
+    """The keyset condition of ``sorted_page``: the rows after ``after`` = (key, id) in the sort's order."""
+    a = actions.c
+    ident = a.id
+    if after is None:
+        return []
+    if column is None:
+        return [ident < after[1] if desc else ident > after[1]]
+    col = a[column]
+    key, last = after
+    if column == "locking_date" and key is None:
+        # among the rows without a date (last in ascending order, first in descending)
+        return [and_(col.is_(None), ident > last) if not desc else or_(and_(col.is_(None), ident < last),
+                                                                      col.is_not(None))]
+    if desc:
+        return [or_(col < key, and_(col == key, ident < last))]
+    cond = or_(col > key, and_(col == key, ident > last))
+    if column == "locking_date":
+        cond = or_(cond, col.is_(None))
+    return [cond]
+
+
+def sort_order(column: str | None, desc: bool) -> list[Any]:
+    """The ORDER BY of ``sorted_page`` for a sort's column and direction."""
+    a = actions.c
+    ident = a.id.desc() if desc else a.id.asc()
+    if column is None:
+        return [ident]
+    first = a[column].desc() if desc else a[column].asc()
+    if column == "locking_date":  # as the index reads on PostgreSQL: no date after every date
+        first = first.nulls_first() if desc else first.nulls_last()
+    return [first, ident]
+
+
+def _window_bounds(lo: int | None, hi: int | None) -> list[Any]:
+    a = actions.c
+    return ([a.id >= lo] if lo is not None else []) + ([a.id <= hi] if hi is not None else [])
+
+
+# a locking-date sort with an event-date range: days of the range's window fetched at a time, at
+# least this many times the rows still wanted (the other filters may drop some of them)
+LOCKING_DAYS_BATCH = 4
+# the locking-date indexes led by an equality filter (migration 0012), the rarest kind first
+_LOCKING_DRIVERS = (("partner_id", "partner_id"), ("event_type_id", "event_type_id"), ("state", "state"))
+
+
+def _locking_days(conn: Connection, account_id: int, f: Filters, desc: bool, start: date | None,
+                  window: tuple[int | None, int | None], cap: int) -> list[tuple[date | None, int]]:
+    """The locking days from ``start`` on (inclusive, in the sort's direction; None: from the first),
+    each with the number of ids of the id ``window`` it holds (index entries only: two seeks a day
+    on (account, [partner | event type | state,] locking date, id)), the days without any left
+    out; the rows without a locking date as the day None (last in ascending order, first in
+    descending). A day's count stops at ``cap``: enough to know how many days a page needs."""
+    params: dict[str, Any] = {"acc": account_id, "cap": cap}
+    eq = ""
+    for fld, col in _LOCKING_DRIVERS:
+        if getattr(f, fld) is not None:
+            eq = f" AND actions.{col} = :{fld}"
+            params[fld] = getattr(f, fld)
+            break
+    lo, hi = window
+    ids = ""
+    if lo is not None:
+        ids += " AND actions.id >= :w_lo"
+        params["w_lo"] = lo
+    if hi is not None:
+        ids += " AND actions.id <= :w_hi"
+        params["w_hi"] = hi
+    agg, step = ("max", "<") if desc else ("min", ">")
+    first = f"{agg}(actions.locking_date) FROM actions WHERE actions.account_id = :acc{eq}"
+    if start is not None:
+        first += f" AND actions.locking_date {step}= :lk_start"
+        params["lk_start"] = start
+    sql = (f"WITH RECURSIVE days(d) AS (SELECT (SELECT {first}) UNION ALL SELECT (SELECT {agg}(actions.locking_date)"
+           f" FROM actions WHERE actions.account_id = :acc{eq} AND actions.locking_date {step} days.d) FROM days"
+           " WHERE days.d IS NOT NULL) SELECT days.d, (SELECT count(*) FROM (SELECT 1 FROM actions WHERE"
+           f" actions.account_id = :acc{eq} AND actions.locking_date = days.d{ids} LIMIT :cap) AS n) FROM days"
+           " WHERE days.d IS NOT NULL")
+    got = [(d if isinstance(d, date) else date.fromisoformat(d), int(n)) for d, n in _run(conn, sql, params)]
+    days: list[tuple[date | None, int]] = [(d, n) for d, n in got if n]
+    nulls = int(_run(conn, f"SELECT count(*) FROM (SELECT 1 FROM actions WHERE actions.account_id = :acc{eq}"
+                           f" AND actions.locking_date IS NULL{ids} LIMIT :cap) AS n",
+                     {k: v for k, v in params.items() if k != "lk_start"}).scalar_one())
+    if nulls:
+        days = [(None, nulls), *days] if desc else [*days, (None, nulls)]
+    return days
+
+
+def _locking_days_page(conn: Connection, account_id: int, f: Filters, desc: bool, limit: int,
+                       after: tuple[Any, int] | None, window: tuple[int | None, int | None]) -> list[Row[Any]]:
+    """A locking-date page of an event-date range: the locking days that hold ids of the range's
+    window (``_locking_days``), read a few days at a time (each batch one statement that walks the
+    locking-date index over those days only, its id window and every filter rechecked), until the
+    page is full. The plain statement walks the index from the first locking date and reads a
+    table row for every entry until it has found the page: seconds, for a short range."""
+    start: date | None = None
+    if after is not None:
+        start = after[0]
+        if start is None and not desc:  # past every date: only the rows without one are left
+            return _plain_sorted(conn, account_id, f, "locking_date", desc, limit, after, window)
+    days = _locking_days(conn, account_id, f, desc, start, window, max(LOCKING_DAYS_BATCH * limit, 1))
+    if after is not None and after[0] is None and desc:  # among the rows without a date, then every date
+        days = [d for d in days if d[0] is not None]
+        rows = _plain_sorted(conn, account_id, f, "locking_date", desc, limit, after, window, nulls_only=True)
+        after = None
+        limit -= len(rows)
+        if limit <= 0:
+            return rows
+    else:
+        rows = []
+    k = 0
+    while k < len(days) and limit > 0:
+        batch: list[date | None] = []
+        n = 0
+        while k < len(days) and (n < LOCKING_DAYS_BATCH * limit or not batch):
+            batch.append(days[k][0])
+            n += days[k][1]
+            k += 1
+        more = _plain_sorted(conn, account_id, f, "locking_date", desc, limit, after, window, days=batch)
+        rows += more
+        limit -= len(more)
+    return rows
+
+
+def _plain_sorted(conn: Connection, account_id: int, f: Filters, column: str | None, desc: bool, limit: int,
+                  after: tuple[Any, int] | None, window: tuple[int | None, int | None] = (None, None),
+                  days: list[date | None] | None = None, nulls_only: bool = False) -> list[Row[Any]]:
+    """The plain keyset statement of ``sorted_page`` (the reference the plans must match), within the id
+    ``window`` and, for the locking-date sort, only on the locking ``days`` (None: without a date)."""
+    a = actions.c
+    conds = _sort_conditions(column, desc, after) + _window_bounds(*window)
+    if nulls_only:
+        conds.append(a.locking_date.is_(None))
+    if days is not None:
+        dated = [d for d in days if d is not None]
+        # each day a seek of its window's ids on the index, not a walk of the days' every entry
+        on_days = [a.locking_date.in_(dated)] if dated else []
+        if None in days:
+            on_days.append(a.locking_date.is_(None))
+        conds.append(or_(*on_days))
+    stmt = filtered(select(actions), account_id, f)
+    if conds:
+        stmt = stmt.where(*conds)
+    return list(conn.execute(stmt.order_by(*sort_order(column, desc)).limit(limit)))
+
+
 def sorted_page(conn: Connection, account_id: int, f: Filters, sort: str, limit: int,
                 after: tuple[Any, int] | None) -> list[Row[Any]]:
     """One page in ``sort`` order (any sort but the default, which is ``list_page``), keyset-paged
@@ -521,37 +667,30 @@ def sorted_page(conn: Connection, account_id: int, f: Filters, sort: str, limit:
     A missing locking date (open-ended locking: never locks by date) sorts after every date in
     ``locking_date`` and before every date in ``-locking_date``, on both databases.
 
-    Plain statements, planned by the database: ``locking_date`` walks ix_actions_locking_date;
-    ``amount`` and ``payout`` have no index (an index on a column the engine changes would end the
-    HOT updates of migration 0004), so each of their pages sorts the filtered actions
-    (docs/API.md, docs/PERFORMANCE.md).
+    The rows are always the plain keyset statement's (``_plain_sorted``); how they are found:
+
+    - an event-date range (open or not) first becomes its exact id window (``_id_window``, as in
+      ``list_page``), added to the statement: the event-date sorts start at its end, the amount and
+      payout sorts read only its rows;
+    - the locking-date sorts walk (account, locking date, id), or the same led by a partner, event type
+      or state filter (migration 0012; the planner picks it); with an event-date range the locking
+      days that hold ids of its window are found first, and only those days are walked
+      (``_locking_days_page``);
+    - ``amount`` and ``payout`` have no index (an index on a column the engine changes would end the
+      HOT updates of migration 0004): each page sorts every action the filters keep
+      (docs/API.md, docs/PERFORMANCE.md).
     """
     column, desc = SORTS[sort]
-    a = actions.c
-    stmt = filtered(select(actions), account_id, f)
-    ident = a.id
-    if column is None:
-        if after is not None:
-            stmt = stmt.where(ident < after[1] if desc else ident > after[1])
-        return list(conn.execute(stmt.order_by(ident.desc() if desc else ident.asc()).limit(limit)))
-    col = a[column]
-    if after is not None:
-        key, last = after
-        if column == "locking_date" and key is None:
-            # among the rows without a date (last in ascending order, first in descending)
-            cond = and_(col.is_(None), ident > last) if not desc else or_(and_(col.is_(None), ident < last),
-                                                                           col.is_not(None))
-        elif desc:
-            cond = or_(col < key, and_(col == key, ident < last))
-        else:
-            cond = or_(col > key, and_(col == key, ident > last))
+    window: tuple[int | None, int | None] = (None, None)
+    if (f.event_date_from is not None or f.event_date_to is not None) and f.action_id is None and f.order_id is None:
+        found = _id_window(conn, account_id, f, "ev")
+        if found is not None:
+            if found[0] is not None and found[1] is not None and found[1] < found[0]:
+                return []  # no action on any day of the range
+            window = found
             if column == "locking_date":
-                cond = or_(cond, col.is_(None))
-        stmt = stmt.where(cond)
-    first = col.desc() if desc else col.asc()
-    if column == "locking_date":  # as the index reads on PostgreSQL: no date after every date
-        first = first.nulls_first() if desc else first.nulls_last()
-    return list(conn.execute(stmt.order_by(first, ident.desc() if desc else ident.asc()).limit(limit)))
+                return _locking_days_page(conn, account_id, f, desc, limit, after, window)
+    return _plain_sorted(conn, account_id, f, column, desc, limit, after, window)
 
 
 def submission_labels(conn: Connection, ids: Sequence[int | None]) -> dict[int, str]:

@@ -190,6 +190,11 @@ actions = Table(
     Index("ix_actions_order", "account_id", "order_id", "id"),
     # the event date by UTC day is indexed as an expression, per backend (see EVENT_DAY below)
     Index("ix_actions_locking_date", "account_id", "locking_date", "id"),
+    # the locking-date sorts of the list with a partner, event type or state filter (migration 0012):
+    # neither column is one a change of an action's amount or payout writes (HOT updates, 0004)
+    Index("ix_actions_partner_locking", "account_id", "partner_id", "locking_date", "id"),
+    Index("ix_actions_event_type_locking", "account_id", "event_type_id", "locking_date", "id"),
+    Index("ix_actions_state_locking", "account_id", "state", "locking_date", "id"),
     Index(
         "ix_actions_lock_due_open",
         "lock_due",
