@@ -66,7 +66,10 @@ def _fill(engine: Engine, n: int, seed: int) -> Data:
                 "event_type_id": rnd.choice((acc.sale, acc.lead)),
                 "partner_id": rnd.choices(partners, (70, 20, 8, 2))[0] if ours else acc.partners[0],
                 "contract_id": acc.contract_id, "order_id": f"O-{k % (n // 3)}", "customer_id": None,
-                "promo_code": None, "event_date": at, "state": rnd.choices(STATES, (80, 8, 12))[0], "reason": None,
+                "promo_code": rnd.choices((None, "SPRING", "VIP", "RARE"), (85, 10, 4, 1))[0], "event_date": at,
+                "state": (state := rnd.choices(STATES, (80, 8, 12))[0]),
+                "reason": rnd.choices(("ITEM_RETURNED", "CONS_FRAUD", "TEST_ACTION"), (80, 15, 5))[0]
+                if state == "REVERSED" else None,
                 "currency": "USD", "amount": 100, "payout": 10, "intended_amount": 100, "intended_payout": 10,
                 "locking_date": lock, "lock_due": lock or day, "locked_at": None, "version": 1,
                 "update_count": 1, "restore": None, "created_at": at,
@@ -98,6 +101,10 @@ def _random_filters(rnd: random.Random, d: Data) -> repo.Filters:
         kw["order_id"] = f"O-{rnd.randrange(1000)}"
     if rnd.random() < 0.03:
         kw["action_id"] = rnd.randrange(1, d.max_id + 2)
+    if rnd.random() < 0.1:  # partial indexes (migration 0013): rare, common and unknown values
+        kw["promo_code"] = rnd.choice(("SPRING", "VIP", "RARE", "NONE-SUCH"))
+    if rnd.random() < 0.1:
+        kw["reason"] = rnd.choice(("ITEM_RETURNED", "CONS_FRAUD", "TEST_ACTION", "OTHER"))
     start = BASE + timedelta(days=rnd.randrange(-10, SPAN + 10))
     kind = rnd.choice(("none", "none", "short", "short", "long", "from", "to", "empty"))
     length = {"short": rnd.randrange(1, 12), "long": rnd.randrange(94, 200), "empty": 0}.get(kind, 0)
@@ -285,7 +292,7 @@ def test_the_other_sorts_give_the_reference_order_whatever_the_plan(engine: Engi
             if n % 2:  # an event-date range more often than the list's mix
                 d0 = _day(BASE + timedelta(days=rnd.randrange(-5, SPAN)))
                 f = replace(f, event_date_from=d0, event_date_to=d0 + timedelta(days=rnd.choice((1, 7, 30))),
-                            order_id=None, action_id=None)
+                            order_id=None, action_id=None, promo_code=None, reason=None)
             sort = sorts[n % len(sorts)]
             want = _sorted_reference(conn, acc, f, sort)
             limit = rnd.choice((1, 4, 25))

@@ -102,8 +102,9 @@ _EQ_FIELDS = (  # Filters field, column, the index on (account, column, id) if t
     ("event_type_id", "event_type_id", None),
     ("order_id", "order_id", None),
     ("action_id", "id", None),
-    ("promo_code", "promo_code", None),  # not indexed: checked on the rows of the walk
-    ("reason", "reason", None),
+    # partial indexes (migration 0013): most actions have neither a promo code nor a reversal reason
+    ("promo_code", "promo_code", "ix_actions_promo"),
+    ("reason", "reason", "ix_actions_reason"),
 )
 # the UTC day of the event exactly as its indexes are written (models.tables)
 _EVENT_DAY_SQL = {

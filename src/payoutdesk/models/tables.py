@@ -195,6 +195,12 @@ actions = Table(
     Index("ix_actions_partner_locking", "account_id", "partner_id", "locking_date", "id"),
     Index("ix_actions_event_type_locking", "account_id", "event_type_id", "locking_date", "id"),
     Index("ix_actions_state_locking", "account_id", "state", "locking_date", "id"),
+    # the list's promo code and reversal reason filters (migration 0013); partial: most actions have
+    # neither, and a reversal, which sets the reason, changes the state and its index anyway
+    Index("ix_actions_promo", "account_id", "promo_code", "id", sqlite_where=text("promo_code IS NOT NULL"),
+          postgresql_where=text("promo_code IS NOT NULL")),
+    Index("ix_actions_reason", "account_id", "reason", "id", sqlite_where=text("reason IS NOT NULL"),
+          postgresql_where=text("reason IS NOT NULL")),
     Index(
         "ix_actions_lock_due_open",
         "lock_due",
