@@ -118,6 +118,12 @@ def bench_page(backend: Backend, meta: Meta, rounds: int, samples: int, log: Log
     specs = list_filters(meta)
     cases: list[tuple[str, str, Callable[[random.Random], repo.Filters]]] = [
         (name, "-event_date", make) for name, make in specs.items()]
+    # the page's own filters that the API list bench leaves out: a promo code, the Reversed tab's reason
+    reasons = ("ITEM_RETURNED", "CONS_FRAUD", "TEST_ACTION", "ORDER_ERROR")
+    cases.append(("promo_code", "-event_date", lambda r: repo.Filters(state="PENDING",
+                                                                      promo_code=f"PROMO-{r.randrange(40)}")))
+    cases.append(("state=REVERSED+reason", "-event_date",
+                  lambda r: repo.Filters(state="REVERSED", reason=r.choice(reasons))))
     for sort in SORTS[1:]:
         for name in ("none", "partner_id", "state", "event_date(7d)"):
             cases.append((f"{name}, sort={sort}", sort, specs[name]))
