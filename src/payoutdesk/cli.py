@@ -127,6 +127,34 @@ def cmd_lock(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reprocess(args: argparse.Namespace) -> int:
+    """R13 re-processing in the foreground (ledger/reprocess.py), in chunks, with a progress bar; the counts."""
+    from payoutdesk.accounts.service import account_by_sid
+    from payoutdesk.kit import db
+    from payoutdesk.kit.progress import Progress
+    from payoutdesk.ledger import reprocess
+
+    s = _settings()
+    engine = _engine(s)
+    c = reprocess.criteria(ref32(args.campaign), args.date_from, args.date_to, args.order_ids)
+    with db.read(engine) as conn:
+        account = account_by_sid(conn, args.account)
+    bar: Progress | None = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = Progress(total, "re-processing", enabled=total > reprocess.JOB_CHUNK)
+        bar.advance(done - bar.done)
+
+    counts = reprocess.run_in_chunks(engine, account.id, c, progress=progress)
+    if bar is not None:
+        bar.close()
+    for name, n in counts.as_dict().items():
+        print(f"{name:<18} {n:>10,}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from payoutdesk.accounts.service import account_by_sid
     from payoutdesk.kit import db
@@ -487,6 +515,15 @@ def build_parser() -> argparse.ArgumentParser:
     lock = sub.add_parser("lock", help="lock every action whose locking date has come")
     lock.add_argument("--as-of", type=_date_arg, help="lock as if today were this date (YYYY-MM-DD)")
     lock.set_defaults(fn=cmd_lock)
+
+    rp = sub.add_parser("reprocess", help="run attribution again over unlocked PENDING actions (R13)")
+    rp.add_argument("--account", required=True, help="Account SID")
+    rp.add_argument("--campaign", type=_campaign_arg)
+    rp.add_argument("--from", dest="date_from", type=_date_arg, help="event dates from (YYYY-MM-DD)")
+    rp.add_argument("--to", dest="date_to", type=_date_arg, help="event dates up to (YYYY-MM-DD, inclusive)")
+    rp.add_argument("--order-id", dest="order_ids", action="append", metavar="ORDER_ID",
+                    help="an order id (again for more)")
+    rp.set_defaults(fn=cmd_reprocess)
 
     export = sub.add_parser("export", help="export actions as CSV")
     export.add_argument("--account", help="Account SID (needed when there are several and no --campaign)")

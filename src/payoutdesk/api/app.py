@@ -118,11 +118,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     )
 
     app.include_router(native.router, prefix="/api/v1")
-    from payoutdesk.api import clicks, forecast, payments  # issue 13: clicks, the lock forecast, payments
+    from payoutdesk.api import clicks, forecast, payments, reprocess  # issue 13: clicks, the lock forecast, payments
 
     app.include_router(clicks.router, prefix="/api/v1")
     app.include_router(forecast.router, prefix="/api/v1")
     app.include_router(payments.router, prefix="/api/v1")
+    app.include_router(reprocess.router, prefix="/api/v1")  # R13 re-processing
     app.include_router(account.router, prefix="/api/v1")
     # single-action changes served without FastAPI's dispatch when their input is plainly valid
     app.state.fast_changes = True

@@ -35,6 +35,7 @@ from payoutdesk.api import compat, compat_common, compat_reads, compat_submissio
 from payoutdesk.api import forecast as forecast_routes
 from payoutdesk.api import intake as intake_routes
 from payoutdesk.api import payments as payments_routes
+from payoutdesk.api import reprocess as reprocess_routes
 from payoutdesk.api import schemas as s
 from payoutdesk.kit.money import ISO_4217
 from payoutdesk.ledger.service import MAX_PAGE
@@ -78,6 +79,7 @@ class Op:
     body: dict[str, Any] | None = None  # a request body the route reads by hand
     body_required: bool = False  # the route refuses a request without a body
     auth: bool = True
+    also: tuple[tuple[int, type[BaseModel]], ...] = ()  # another success answer (POST /reprocess: 202)
 
 
 # --- parameters the compatible routes read by hand -----------------------------------------------
@@ -269,6 +271,8 @@ OPERATIONS.update({  # issue 13: clicks at volume, the lock forecast
     ("get", f"{V1}/payments"): Op(200, payments_routes.PaymentReport, _READ),
     ("get", f"{V1}/payments.csv"): Op(200, None, _READ, content={"text/csv": {"schema": {"type": "string"}}}),
     ("post", f"{V1}/payments"): Op(201, payments_routes.Payment, (*_BODY, *_ONE)),
+    ("post", f"{V1}/reprocess"): Op(200, reprocess_routes.ReprocessCounts, (*_BODY, *_ONE, 409), body_required=True,
+                                    also=((202, s.Submission),)),
 })
 
 
@@ -338,6 +342,9 @@ def _complete(operation: dict[str, Any], op: Op, components: dict[str, Any]) -> 
     if headers:
         success["headers"] = headers
     responses[str(op.status)] = success
+    for status, model in op.also:
+        responses[str(status)] = {**copy.deepcopy(success), "description": "Accepted" if status == 202 else "OK",
+                                  "content": {"application/json": {"schema": _add_model(components, model)}}}
     for status in sorted(set(op.errors)):
         responses[str(status)] = _error_ref(status, op.auth)
     operation["responses"] = responses

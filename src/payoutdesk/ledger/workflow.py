@@ -157,7 +157,12 @@ class Lock:
     pass
 
 
-Command = Approve | Reverse | Modify | Reset | Lock
+@dataclass(frozen=True)
+class Recalculate:
+    """R13: the payout of a PENDING action recomputed under the terms in force now (amounts kept)."""
+
+
+Command = Approve | Reverse | Modify | Reset | Lock | Recalculate
 
 
 @dataclass(frozen=True)
@@ -321,7 +326,24 @@ def decide(action: Action, command: Command, terms: Terms, now: datetime) -> Out
         return _modify(action, command, terms, today)
     if isinstance(command, Reset):
         return _reset(action, today)
+    if isinstance(command, Recalculate):
+        return recalculate(action, terms, today)
     return lock(action, now)
+
+
+def recalculate(action: Action, terms: Terms, today: date) -> Outcome:
+    """R13 (re-processing) with R8: a PENDING action's payouts recomputed from its current amounts under
+    ``terms``; Unchanged when they come out the same, or when the action is not PENDING (a reversed or
+    approved action is not recalculated). Refused (R1) when the action is final."""
+    if action.state is not State.PENDING:
+        return Unchanged(action)
+    items = _recompute(action.items, terms, reversed_=False)
+    if items == action.items:
+        return Unchanged(action)
+    _check_can_change(action, today)
+    after = Action(action.id, action.state, items, action.locked_at, action.reason, action.update_count + 1,
+                   action.restore, action.lock_due)
+    return Change(action, after, Kind.MODIFIED, None)
 
 
 def _approve(action: Action, terms: Terms, now: datetime) -> Outcome:

@@ -606,6 +606,12 @@ def process(engine: Engine, submission_id: int, worker: str, *, chunk: int | Non
         chunk = CHUNK or (CHUNK_SQLITE if sqlite else CHUNK_POSTGRESQL)
     sizes = _BatchSizes(min(batch or BATCH, chunk), seconds / 2 if one_batch else BATCH_SECONDS)
     with _Heartbeat(engine, submission_id, worker, lease) as beat:
+        with db.read(engine) as conn:
+            claimed = repo.get(conn, submission_id)
+        if claimed is not None and claimed.kind == "R":  # a re-processing job (R13), in chunks under this lease
+            from payoutdesk.ledger import reprocess
+
+            return reprocess.run_submission(engine, submission_id, worker, lease, progress, stop, beat.lost)
         return _process(engine, submission_id, worker, chunk, sizes, seconds, lease, progress, stop, beat,
                         one_batch)
 

@@ -30,9 +30,9 @@ __all__ = ["FileTooLarge", "StoredFile"]
 
 
 def parse_id(value: str | int) -> int:
-    """'F-17', 'A-17' or '17' -> 17."""
+    """'F-17', 'A-17', 'R-17' (re-processing, R13) or '17' -> 17."""
     text = str(value).strip().upper()
-    if len(text) > 2 and text[0] in "FA" and text[1] == "-":
+    if len(text) > 2 and text[0] in "FAR" and text[1] == "-":
         text = text[2:]
     number = parse_whole_id(text)  # ASCII digits, 1 … 2^63-1 (a superscript digit passes str.isdigit)
     if number is None:
@@ -49,7 +49,7 @@ def submission_dict(row: Row[Any], currency: str, conn: Connection | None = None
     if row.undo_of is not None:
         original = repo.get(conn, int(row.undo_of)) if conn is not None else None
         undo_of = label(original) if original is not None else f"F-{row.undo_of}"
-    return {
+    out: dict[str, Any] = {
         "id": label(row),
         "campaign_id": row.campaign_id,
         "status": row.status,
@@ -77,6 +77,11 @@ def submission_dict(row: Row[Any], currency: str, conn: Connection | None = None
         "file_deleted_at": iso(row.file_deleted_at),  # the original file's retention ran (docs/SUBMISSIONS.md)
         "actor": row.actor,
     }
+    if row.kind == "R" and conn is not None:  # a re-processing job (R13): its counts so far
+        from payoutdesk.ledger.reprocess import job_counts
+
+        out["reprocess"] = job_counts(conn, int(row.id))
+    return out
 
 
 def _currency(conn: Connection, campaign_id: int) -> str:
