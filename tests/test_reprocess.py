@@ -271,3 +271,18 @@ def test_a_job_killed_with_sigkill_resumes_without_doubling(fresh_engine: Engine
             .where(actions.c.account_id == w.account_id)
             .group_by(actions.c.id, actions.c.payout, actions.c.update_count)).all()
     assert {tuple(r) for r in per_action} == {(2000, 2, 2)}  # one MODIFIED entry each, never two
+
+
+def test_a_job_without_its_stored_criteria_fails_and_changes_nothing(world: World) -> None:
+    from payoutdesk.models import submissions as submissions_table
+
+    kept = conversion(world, "LOST-1", "100.00")
+    contract(world, world.partners[0], date(2026, 11, 25), "20")
+    with db.write(world.engine) as conn:
+        sid = submissions.parse_id(reprocess.queue(conn, world.account_id, reprocess.criteria(world.campaign_id))["id"])
+        conn.execute(update(submissions_table).where(submissions_table.c.id == sid).values(file_id=None))
+    drain(world.engine)
+    with db.read(world.engine) as conn:
+        job = submissions.get(conn, world.account_id, f"R-{sid}")
+    assert (job["status"], job["total_records"]) == ("FAILED", 0) and "criteria" in job["failure"]
+    assert action(world, kept)["payout"] == "10.00"

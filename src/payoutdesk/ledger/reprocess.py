@@ -327,9 +327,15 @@ def run_submission(engine: Engine, submission_id: int, worker: str, lease: timed
         assert sub is not None
         stored = files.stored(conn, int(sub.file_id)) if sub.file_id is not None else None
         raw = b"".join(files.chunks_in(conn, stored)) if stored is not None else b""
-        c = Criteria.from_json(json.loads(raw or b"{}"))
-        ids = chosen_ids(conn, int(sub.account_id), c)
+        c = Criteria.from_json(json.loads(raw)) if raw else None
+        ids = chosen_ids(conn, int(sub.account_id), c) if c is not None else []
     label = f"{sub.kind}-{submission_id}"
+    if c is None:  # never "every action": without its criteria the job does nothing
+        failure = "The job's criteria are no longer stored; start the re-processing again."
+        with db.write(engine) as conn:
+            sub_repo.set_status(conn, submission_id, status="FAILED", failure=failure, finished_at=utcnow(),
+                                total_records=0, lease_until=None)
+            return _reload(conn, submission_id)
     total = len(ids)
     done = int(sub.processed_records)
     with db.write(engine) as conn:
