@@ -155,6 +155,8 @@ def test_api_answers_counts_or_a_job_that_the_worker_completes(world: World, tmp
                                  "skipped_reversed": 0, "not_attributable": 1491}
     moved = action(world, ids[0])
     assert (moved["state"], moved["status_detail"]) == ("REVERSED", "SYSTEM_REATTRIBUTED")
+    assert moved["updates"][-1]["submission_id"] == job["id"]  # the history names the job
+    assert client.post(f"/api/v1/submissions/{job['id']}/undo", headers=auth).status_code == 409
     assert action(world, ids[10])["payout"] == "20.00"
 
     # run twice: the job chooses the ten new actions too, and changes nothing more

@@ -157,8 +157,10 @@ def _check_owned(conn: Connection, account_id: int, c: Criteria) -> None:
 # --- one action ----------------------------------------------------------------------------------
 
 
-def reprocess_one(conn: Connection, actor: Actor, action_id: int, now: datetime, counts: Counts) -> str:
-    """R13 for one action in the caller's transaction: its outcome (one of ``OUTCOMES``), counted in ``counts``."""
+def reprocess_one(conn: Connection, actor: Actor, action_id: int, now: datetime, counts: Counts,
+                  submission_id: int | None = None) -> str:
+    """R13 for one action in the caller's transaction: its outcome (one of ``OUTCOMES``), counted in ``counts``;
+    a job's history entries name its submission."""
     row = repo.load(conn, actor.account_id, action_id, for_update=True)
     if row is None:  # chosen in this account a moment ago; actions are never deleted
         raise ValidationFailed(f"Action {action_id} disappeared during re-processing.")
@@ -177,11 +179,12 @@ def reprocess_one(conn: Connection, actor: Actor, action_id: int, now: datetime,
     else:
         counts.not_attributable += 1
     if decision is not None and decision.partner_id != row.partner_id:
-        new_id = _move(conn, actor, row, decision.partner_id, decision.note, now)
+        new_id = _move(conn, actor, row, decision.partner_id, decision.note, now, submission_id)
         counts.moved.append((action_id, new_id))
         return _count(counts, "reattributed")
     applied = service.apply(conn, actor, action_id, wf.Recalculate(),
-                            note="recalculated by re-processing under the terms in force now (R13)", now=now)
+                            note="recalculated by re-processing under the terms in force now (R13)",
+                            submission_id=submission_id, now=now)
     return _count(counts, "unchanged" if applied.unchanged else "recalculated")
 
 
@@ -190,7 +193,8 @@ def _count(counts: Counts, outcome: str) -> str:
     return outcome
 
 
-def _move(conn: Connection, actor: Actor, row: Row[Any], partner_id: int, decided: str, now: datetime) -> int:
+def _move(conn: Connection, actor: Actor, row: Row[Any], partner_id: int, decided: str, now: datetime,
+          submission_id: int | None) -> int:
     """Credit the order to ``partner_id``: a new PENDING action with the old one's items as they stand now,
     under the new partner's contract in force on the event date; the old one reversed; both histories linked."""
     event_at = row.event_date
@@ -211,9 +215,11 @@ def _move(conn: Connection, actor: Actor, row: Row[Any], partner_id: int, decide
         "customer_id": row.customer_id, "promo_code": row.promo_code, "event_date": event_at,
         "currency": row.currency, "locking_date": lock_date, "lock_due": due, "created_at": now,
     }, action, {"at": now, "channel": actor.channel.value, "actor": actor.name, "reason": None,
+                "submission_id": submission_id,
                 "note": f"re-attributed from action {row.id} (partner {row.partner_id}); {decided}"})
     service.apply(conn, actor, int(row.id), wf.Reverse(REATTRIBUTED),
-                  note=f"re-attributed to action {new_id} (partner {partner_id})", now=now)
+                  note=f"re-attributed to action {new_id} (partner {partner_id})", submission_id=submission_id,
+                  now=now)
     return new_id
 
 
@@ -356,7 +362,7 @@ def run_submission(engine: Engine, submission_id: int, worker: str, lease: timed
             changed = 0
             for n, aid in enumerate(part, start + 1):
                 counts = Counts()
-                outcome = reprocess_one(conn, actor, aid, now, counts)
+                outcome = reprocess_one(conn, actor, aid, now, counts, submission_id)
                 moved = f"moved to action {counts.moved[0][1]}" if counts.moved else None
                 message = "; ".join(m for m in ("not_attributable" if counts.not_attributable else None, moved) if m)
                 changed += outcome in ("reattributed", "recalculated")

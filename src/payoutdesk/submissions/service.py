@@ -254,6 +254,8 @@ def original_file(conn: Connection, account_id: int, submission_id: str | int) -
 def undo(conn: Connection, actor: Actor, submission_id: str | int) -> dict[str, Any]:
     """Queue the undo of a whole submission: each action it changed goes back as it was before it."""
     row = owned(conn, actor.account_id, submission_id)
+    if row.kind == "R":
+        raise Conflict(f"{label(row)} is a re-processing run (R13); it cannot be undone.")
     if row.dry_run:
         raise Conflict(f"{label(row)} is a dry run; it changed nothing to undo.")
     if row.undo_of is not None:
