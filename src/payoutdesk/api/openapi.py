@@ -105,6 +105,10 @@ def _pages(sizes: tuple[int, int]) -> tuple[dict[str, Any], ...]:
     )
 
 
+# the keyset position of @nextpageuri (Actions, ActionUpdates): <last id shown>-<total>
+_PAGE_KEY = _q("PageKey", {"anyOf": [{"type": "string", "pattern": r"^[1-9][0-9]{0,17}-[0-9]{1,18}$"}, _BLANK]},
+               "The keyset position that @nextpageuri carries (give it back as it is, with its Page).")
+
 COMPAT_ACTIONS_QUERY = (
     _q("CampaignId", _INT_ID, "The campaign; another account's or an unknown one answers 404."),
     _q("State", {"anyOf": [{"type": "string", "enum": ["PENDING", "APPROVED", "REVERSED"]}, _BLANK]},
@@ -121,8 +125,7 @@ COMPAT_ACTIONS_QUERY = (
     _q("Oid", {"type": "string"}, "The order id."),
     _q("OrderId", {"type": "string"}, "The order id (the same as Oid)."),
     *_pages(compat.ACTIONS_PAGE),
-    _q("PageKey", {"anyOf": [{"type": "string", "pattern": r"^[1-9][0-9]{0,17}-[0-9]{1,18}$"}, _BLANK]},
-       "The keyset position that @nextpageuri carries (give it back as it is, with its Page)."),
+    _PAGE_KEY,
 )
 COMPAT_FILES_QUERY = (
     _q("CampaignId", _INT_ID, "The campaign; another account's or an unknown one answers 404."),
@@ -253,6 +256,7 @@ COMPAT_ACTION_UPDATES_QUERY = (
     _q("StartDate", _WHEN, "Updated from (inclusive; a date alone is its midnight)."),
     _q("EndDate", _WHEN, "Updated before (exclusive; a date alone is its midnight)."),
     *_pages(compat_reads.ACTION_UPDATES_PAGE),
+    _PAGE_KEY,
 )
 COMPAT_API_SUBMISSIONS_QUERY = (*COMPAT_FILES_QUERY[:5], *_pages(compat_reads.API_SUBMISSIONS_PAGE))
 OPERATIONS.update({
