@@ -11,6 +11,7 @@ role. ``assert_accessible(page)`` runs axe-core and fails on any serious or crit
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -101,6 +102,21 @@ def sign_in(browser: Any, site: Site, role: str = "manager", **context: Any) -> 
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url("**/pending-payouts/actions**")
     return page
+
+
+def page_client(world: World, tmp_path: Path, role: str, **env: str) -> tuple[Any, str]:
+    """A TestClient signed in to the pages as a new user of ``world`` with ``role``, and its form token (for
+    the checks that need no browser)."""
+    from payoutdesk.accounts.sessions import open_session
+    from tests.helpers import client_for
+
+    email = f"{role}-{secrets.token_hex(4)}-{world.account_id}@pages.test"
+    with db.write(world.engine) as conn:
+        add_user(conn, world.sid, email, role, PASSWORD)
+        opened = open_session(conn, email, PASSWORD)
+    client = client_for(world.engine, tmp_path, **env)
+    client.cookies.set("pd_session", opened.token)
+    return client, opened.user.csrf_token
 
 
 def assert_accessible(page: Any) -> None:

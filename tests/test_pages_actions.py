@@ -14,32 +14,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from payoutdesk.accounts.service import add_user
-from payoutdesk.accounts.sessions import open_session
 from payoutdesk.kit import db
 from payoutdesk.ledger import service as ledger
-from tests.browser import PASSWORD, Site, assert_accessible, screenshot, sign_in
-from tests.helpers import World, bulk_actions, client_for, conversion
+from tests.browser import Site, assert_accessible, page_client, screenshot, sign_in
+from tests.helpers import World, bulk_actions, conversion
 
 ITEMS = [{"sku": "SHIRT", "name": "Shirt", "category": "apparel", "quantity": 1, "amount": "60.00"},
          {"sku": "SOCKS", "name": "Socks", "category": "apparel", "quantity": 2, "amount": "40.00"}]
 XSS_ORDER = "<script>window.pwned=1</script>"
 ROW_ID = re.compile(r'<tr id="row-([0-9]+)"')
 XSS_NOTE = "<img src=x onerror=\"window.pwned=2\">"
-
-
-def _client(engine: Engine, world: World, tmp_path: Path, role: str) -> tuple[TestClient, str]:
-    """A client signed in as a new user of ``role``, and its form token."""
-    email = f"{role}-{world.account_id}@actions.test"
-    with db.write(engine) as conn:
-        add_user(conn, world.sid, email, role, PASSWORD)
-        opened = open_session(conn, email, PASSWORD)
-    client = client_for(engine, tmp_path)
-    client.cookies.set("pd_session", opened.token)
-    return client, opened.user.csrf_token
 
 
 def _action(world: World, action_id: int) -> dict[str, Any]:
@@ -54,7 +40,7 @@ def _flash(response: Any) -> str:
 
 def test_modify_preview_computes_the_payout_under_the_contract(engine: Engine, world: World,
                                                                tmp_path: Path) -> None:
-    client, token = _client(engine, world, tmp_path, "manager")
+    client, token = page_client(world, tmp_path, "manager")
     action_id = conversion(world, "M-1", items=ITEMS)  # 100.00 at 10 %: payout 10.00
     url = f"/pending-payouts/actions/{action_id}/modify/preview"
     json_headers = {"X-CSRF-Token": token, "Accept": "application/json"}
@@ -75,7 +61,7 @@ def test_modify_preview_computes_the_payout_under_the_contract(engine: Engine, w
     assert r.status_code == 422 and "Modify Sales Amount" in r.json()["detail"]
     r = client.post(url, json={"amount": "50.00"}, headers={"Accept": "application/json"})  # no token
     assert r.status_code == 403
-    viewer, viewer_token = _client(engine, world, tmp_path, "viewer")
+    viewer, viewer_token = page_client(world, tmp_path, "viewer")
     r = viewer.post(url, json={"amount": "50.00"}, headers={"X-CSRF-Token": viewer_token,
                                                               "Accept": "application/json"})
     assert r.status_code == 403
@@ -102,7 +88,7 @@ def test_modify_preview_computes_the_payout_under_the_contract(engine: Engine, w
 
 
 def test_bulk_counts_and_refusals(engine: Engine, world: World, tmp_path: Path) -> None:
-    client, token = _client(engine, world, tmp_path, "manager")
+    client, token = page_client(world, tmp_path, "manager")
     pending = [conversion(world, f"K-{n}") for n in range(3)]
     final = conversion(world, "K-old", event_date="2026-09-15T10:00:00Z")  # its locking date has come
     r = client.post("/pending-payouts/bulk", data={
@@ -133,7 +119,7 @@ def test_bulk_counts_and_refusals(engine: Engine, world: World, tmp_path: Path) 
 def test_viewer_forged_posts_escaping_and_csv(engine: Engine, world: World, tmp_path: Path) -> None:
     evil = conversion(world, XSS_ORDER, "20.00")
     other = conversion(world, "PLAIN-1", "30.00", partner=world.partners[1])
-    viewer, viewer_token = _client(engine, world, tmp_path, "viewer")
+    viewer, viewer_token = page_client(world, tmp_path, "viewer")
     page = viewer.get("/pending-payouts/actions")
     assert page.status_code == 200
     assert "&lt;script&gt;window.pwned=1&lt;/script&gt;" in page.text and XSS_ORDER not in page.text
@@ -149,7 +135,7 @@ def test_viewer_forged_posts_escaping_and_csv(engine: Engine, world: World, tmp_
     assert viewer.get(f"/pending-payouts/actions/{other}/modify").status_code == 403
     assert _action(world, other)["state"] == "PENDING" and len(_action(world, other)["updates"]) == 1
 
-    manager, token = _client(engine, world, tmp_path, "manager")
+    manager, token = page_client(world, tmp_path, "manager")
     r = manager.post(f"/pending-payouts/actions/{other}/approve", data={"back": "/pending-payouts/actions"})
     assert r.status_code == 403 and _action(world, other)["state"] == "PENDING"  # no token
     r = manager.post(f"/pending-payouts/actions/{evil}/reverse", data={
@@ -181,7 +167,7 @@ def test_viewer_forged_posts_escaping_and_csv(engine: Engine, world: World, tmp_
 
 
 def test_sorting_and_keyset_pages(engine: Engine, world: World, tmp_path: Path) -> None:
-    client, _ = _client(engine, world, tmp_path, "viewer")
+    client, _ = page_client(world, tmp_path, "viewer")
     ids = bulk_actions(world, 55)
     priced = [conversion(world, f"S-{n}", amount, partner=world.partners[1])
               for n, amount in enumerate(("30.00", "10.00", "20.00"))]

@@ -16,14 +16,12 @@ from fastapi.testclient import TestClient
 from playwright.sync_api import expect
 from sqlalchemy import Engine
 
-from payoutdesk.accounts.service import add_user
-from payoutdesk.accounts.sessions import open_session
 from payoutdesk.kit import db
 from payoutdesk.kit.time import utcnow
 from payoutdesk.submissions import repository as repo
 from payoutdesk.submissions import service as submissions
-from tests.browser import assert_accessible, screenshot, sign_in, wait_until
-from tests.helpers import World, client_for, conversion, drain, make_world
+from tests.browser import assert_accessible, page_client, screenshot, sign_in, wait_until
+from tests.helpers import World, conversion, drain, make_world
 
 BASE = "/settings/file-submissions"
 
@@ -179,13 +177,8 @@ def test_upload_dry_run_apply_undo_in_the_browser(browser: Any, site: Any, tmp_p
 def _signed_in(engine: Engine, tmp_path: Path, role: str = "manager", **env: str) -> tuple[TestClient, World, str]:
     """A client signed in to the pages as ``role`` of a new tenant; the form token."""
     w = make_world(engine)
-    email = f"{role}-files-{w.account_id}@brand.test"
-    with db.write(engine) as conn:
-        add_user(conn, w.sid, email, role, "a long enough password")
-        opened = open_session(conn, email, "a long enough password")
-    client = client_for(engine, tmp_path, **env)
-    client.cookies.set("pd_session", opened.token)
-    return client, w, opened.user.csrf_token
+    client, token = page_client(w, tmp_path, role, **env)
+    return client, w, token
 
 
 def _upload(client: TestClient, token: str, campaign_id: int, data: bytes, *, name: str = "r.csv",

@@ -16,14 +16,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
 from payoutdesk.accounts.service import add_user, verify_password
-from payoutdesk.accounts.sessions import open_session
 from payoutdesk.catalog import service as catalog
 from payoutdesk.intake import remote
 from payoutdesk.kit import db
 from payoutdesk.kit.crypto import SecretBox
 from payoutdesk.models import campaigns, event_types, users
-from tests.browser import PASSWORD, Site, assert_accessible, screenshot, sign_in
-from tests.helpers import World, client_for, free_port, make_world
+from tests.browser import PASSWORD, Site, assert_accessible, page_client, screenshot, sign_in
+from tests.helpers import free_port, make_world
 
 CSRF = re.compile(r'name="csrf-token" content="([^"]+)"')
 
@@ -171,24 +170,13 @@ def test_returns_processing_in_the_browser(browser: Any, site: Site, monkeypatch
 # --- fast checks ------------------------------------------------------------------------------------
 
 
-def _client(engine: Engine, tmp_path: Path, world: World, role: str) -> tuple[TestClient, str]:
-    """A TestClient signed in as a new user of ``world`` with ``role``; and its form token."""
-    email = f"{role}-{world.account_id}@settings.test"
-    with db.write(engine) as conn:
-        add_user(conn, world.sid, email, role, PASSWORD)
-        opened = open_session(conn, email, PASSWORD)
-    client = client_for(engine, tmp_path)
-    client.cookies.set("pd_session", opened.token)
-    return client, opened.user.csrf_token
-
-
 def _post(client: TestClient, path: str, data: dict[str, str]) -> Any:
     return client.post(path, data=data, follow_redirects=False)
 
 
 def test_every_option_saves_and_refusals_keep_the_form(engine: Engine, tmp_path: Path) -> None:
     w = make_world(engine)
-    client, csrf = _client(engine, tmp_path, w, "admin")
+    client, csrf = page_client(w, tmp_path, "admin")
     path = f"/settings/event-types/{w.sale}/returns-processing"
     base = {"csrf_token": csrf}
 
@@ -275,11 +263,11 @@ def test_every_option_saves_and_refusals_keep_the_form(engine: Engine, tmp_path:
 def test_only_admins_change_settings(engine: Engine, tmp_path: Path) -> None:
     w = make_world(engine)
     path = f"/settings/event-types/{w.sale}/returns-processing"
-    admin, _ = _client(engine, tmp_path, w, "admin")
+    admin, _ = page_client(w, tmp_path, "admin")
     assert _post(admin, path, {"mode": "manual"}).status_code == 403  # without the form token
     assert _post(admin, path, {"csrf_token": "forged", "mode": "email"}).status_code == 403
     for role in ("manager", "viewer"):
-        client, csrf = _client(engine, tmp_path, w, role)
+        client, csrf = page_client(w, tmp_path, role)
         page = client.get(f"/settings/event-types/{w.sale}")
         assert page.status_code == 200 and "Returns Processing" in page.text
         assert "/returns-processing" not in page.text and "Run now" not in page.text
@@ -304,7 +292,7 @@ def test_contracts_and_users(engine: Engine, tmp_path: Path) -> None:
             "lock_after": {"months": 1, "days": 0}, "pay_after": {"months": 0, "days": 1},
             "referral_window_days": 7})
     assert later
-    client, csrf = _client(engine, tmp_path, w, "admin")
+    client, csrf = page_client(w, tmp_path, "admin")
     page = client.get(f"/contracts?partner={w.partners[0]}").text
     assert page.count("<tr>") == 3  # the head and Alpha's two contracts
     assert "2026-05-31" in page and "12.5 %" in page and "Category shoes: <strong>5 %" in page
@@ -320,7 +308,7 @@ def test_contracts_and_users(engine: Engine, tmp_path: Path) -> None:
     assert r.status_code == 409 and "exists already" in r.text and 'value="new@brand.example"' in r.text
     with db.read(engine) as conn:
         new = conn.execute(select(users).where(users.c.email == "new@brand.example")).one()
-        me = conn.execute(select(users).where(users.c.email == f"admin-{w.account_id}@settings.test")).one()
+        me = conn.execute(select(users).where(users.c.account_id == w.account_id, users.c.role == "admin")).one()
     assert new.role == "manager"
     assert _post(client, f"/settings/users/{new.id}/role", {"csrf_token": csrf, "role": "viewer"}).status_code == 303
     assert _post(client, f"/settings/users/{me.id}/role", {"csrf_token": csrf, "role": "viewer"}).status_code == 409
