@@ -16,17 +16,17 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 import ijson
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import Field
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
-from payoutdesk.api.plumbing import Account, IdemKey, engine_of, spool_body, write
+from payoutdesk.api.plumbing import Account, IdemKey, engine_of, spool_body, upload_form, write
 from payoutdesk.api.schemas import Shape
 from payoutdesk.catalog import service as catalog
 from payoutdesk.context import Actor
-from payoutdesk.errors import MalformedJson, MalformedMultipart, ValidationFailed, quote
+from payoutdesk.errors import MalformedJson, ValidationFailed, quote
 from payoutdesk.kit import db
 from payoutdesk.kit.chunks import read_in
 
@@ -128,10 +128,7 @@ async def record_clicks(request: Request, account: Account, key: IdemKey = None)
     ctype = request.headers.get("content-type", "").lower()
     engine = engine_of(request)
     if ctype.startswith("multipart/form-data"):
-        try:
-            form = await request.form(max_files=1, max_fields=5, max_part_size=64 * 1024)
-        except HTTPException as exc:
-            raise MalformedMultipart(f"The multipart body cannot be read: {exc.detail}") from None
+        form = await upload_form(request, 5)
         try:
             upload = form.get("file")
             if upload is None or isinstance(upload, str):

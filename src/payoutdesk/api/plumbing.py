@@ -24,12 +24,14 @@ from fastapi.routing import APIRoute
 from pydantic import BeforeValidator
 from sqlalchemy import Connection, Engine
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
 
 from payoutdesk.accounts.service import AccountRef, authenticate_token, hash_token
 from payoutdesk.api import idempotency
 from payoutdesk.api.ratelimit import TokenBuckets, Verdict
 from payoutdesk.context import Actor
-from payoutdesk.errors import RateLimited, Unauthorized, ValidationFailed, shorten
+from payoutdesk.errors import MalformedMultipart, RateLimited, Unauthorized, ValidationFailed, shorten
 from payoutdesk.kit import db
 from payoutdesk.kit.ids import MAX_ID, parse_id
 from payoutdesk.ledger import workflow as wf
@@ -376,3 +378,12 @@ async def spool_body(request: Request, in_memory: int = 1024 * 1024) -> BinaryIO
         raise
     spool.seek(0)
     return spool  # type: ignore[return-value]
+
+
+async def upload_form(request: Request, max_fields: int = 20) -> FormData:
+    """A multipart form holding one file (spooled to disk by the parser) and at most ``max_fields`` small
+    fields; ``MalformedMultipart`` (400) for a body the parser refuses. The caller closes it."""
+    try:
+        return await request.form(max_files=1, max_fields=max_fields, max_part_size=64 * 1024)
+    except HTTPException as exc:  # the multipart parser's refusals (a missing boundary, a broken part ...)
+        raise MalformedMultipart(f"The multipart body cannot be read: {exc.detail}") from None

@@ -11,7 +11,6 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import AfterValidator
 from sqlalchemy import Connection, Engine
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 
 from payoutdesk.accounts.service import AccountRef
 from payoutdesk.api import limits
@@ -24,11 +23,12 @@ from payoutdesk.api.plumbing import (
     read,
     request_rate_headers,
     spool_body,
+    upload_form,
     whole_between,
     write,
 )
 from payoutdesk.context import Actor
-from payoutdesk.errors import MalformedMultipart, ValidationFailed, quote
+from payoutdesk.errors import ValidationFailed, quote
 from payoutdesk.kit import db
 from payoutdesk.kit.chunks import read_in
 from payoutdesk.kit.ids import MAX_ID32, parse_id, ref32
@@ -86,10 +86,7 @@ async def create_submission(request: Request, account: Account, key: IdemKey = N
 
 
 async def _file_submission(request: Request, account: AccountRef, key: str | None) -> Response:
-    try:
-        form = await request.form(max_files=1, max_fields=20, max_part_size=64 * 1024)
-    except HTTPException as exc:  # the multipart parser's refusals (a missing boundary, a broken part ...)
-        raise MalformedMultipart(f"The multipart body cannot be read: {exc.detail}") from None
+    form = await upload_form(request, 20)
     try:
         upload = form.get("file")
         if upload is None or isinstance(upload, str):

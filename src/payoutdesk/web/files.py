@@ -21,12 +21,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import Connection, Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
 
 from payoutdesk.accounts.sessions import SignedIn
 from payoutdesk.api.limits import MiB
-from payoutdesk.api.plumbing import engine_of
-from payoutdesk.errors import FileTooLarge, MalformedMultipart, NotFound, ValidationFailed, quote
+from payoutdesk.api.plumbing import engine_of, upload_form
+from payoutdesk.errors import FileTooLarge, NotFound, ValidationFailed, quote
 from payoutdesk.kit import db
 from payoutdesk.kit.chunks import read_in
 from payoutdesk.kit.ids import MAX_ID32, parse_id
@@ -235,10 +234,7 @@ def _check_campaign(engine: Engine, user: SignedIn, campaign_id: int) -> None:
 @router.post(BASE)
 async def upload(request: Request, user: Manager) -> Response:
     """Queue an uploaded returns file (a dry run unless unchecked) and show its page."""
-    try:
-        form = await request.form(max_files=1, max_fields=20, max_part_size=64 * 1024)
-    except HTTPException as exc:
-        raise MalformedMultipart(f"The upload cannot be read: {exc.detail}") from None
+    form = await upload_form(request, 20)
     try:
         token = form.get("csrf_token")
         check_token(request, user, token if isinstance(token, str) else "")
