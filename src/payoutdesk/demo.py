@@ -123,11 +123,14 @@ def build_demo(engine: Engine, settings: Settings, actions: int = 5000, progress
         i_rows: list[dict[str, Any]] = []
         u_rows: list[dict[str, Any]] = []
         with db.write(engine) as conn:
-            for action_id in ledger_repo.reserve_action_ids(conn, min(chunk, actions - offset)):
+            for k, action_id in enumerate(ledger_repo.reserve_action_ids(conn, min(chunk, actions - offset))):
                 all_ids.append(action_id)
                 et, camp, locking = event_types[rnd.choices((0, 1, 2), (6, 1, 3))[0]]
                 pid = rnd.choice(partner_ids)
-                event_at = now - timedelta(days=rnd.random() * span_days)
+                # recorded as they happen, over the last 420 days (ids follow the event dates, as tracked
+                # conversions arrive), some reported up to two days late
+                age = span_days * (1 - (offset + k + rnd.random()) / actions) + rnd.random() * 2 * (rnd.random() < 0.3)
+                event_at = now - timedelta(days=max(age, 0.0))
                 event_at = event_at.replace(microsecond=0)
                 t = terms(camp["id"], pid, et, event_at.date())
                 if locking == "open_ended":
