@@ -459,3 +459,41 @@ async def bulk(request: Request, user: Manager) -> Response:
     note = note_of(form)
     changed, unchanged, refused = await run_in_threadpool(bulk_change, request, user, ids, command, note)
     return render.redirect(back, bulk_message(str(operation), changed, unchanged, refused))
+
+
+# --- re-processing the filtered list (R13, ledger.reprocess) ------------------------------------------
+
+
+def reprocess_message(counts: Mapping[str, int]) -> str:
+    """A sync run's counts in words."""
+    chosen = counts.get("chosen", 0)
+    text = (f"Re-processed {chosen} action{'' if chosen == 1 else 's'}: {counts['reattributed']} moved to another "
+            f"partner, {counts['recalculated']} recalculated, {counts['unchanged']} unchanged, "
+            f"{counts['skipped_locked']} skipped (locked or approved), {counts['skipped_reversed']} skipped "
+            f"(reversed)")
+    if counts.get("not_attributable"):
+        text += f"; no click qualified for {counts['not_attributable']}"
+    return text + "."
+
+
+@router.post(BASE + "/reprocess")
+async def reprocess_filtered(request: Request, user: Manager) -> Response:
+    """Re-process the filtered list: its order id and event-date range are the criteria (partner, event type
+    and the other filters do not narrow a run)."""
+    from payoutdesk.ledger import reprocess
+
+    form = await posted(request, user)
+    values = {name: str(form.get(name) or "").strip()[:200] for name in ("order_id", "event_date_from",
+                                                                       "event_date_to")}
+    if not any(values.values()):
+        raise ValidationFailed("Re-processing needs an Order ID or an event date range: filter the list by one "
+                               "first, then choose Re-process.")
+    criteria = reprocess.criteria(None, values["event_date_from"] or None, values["event_date_to"] or None,
+                                  [values["order_id"]] if values["order_id"] else None)
+    status, answer = await run_in_threadpool(write, request, user, lambda conn, actor: reprocess.start(
+        conn, actor.account_id, criteria))
+    if status == 202:
+        return render.redirect(f"/settings/file-submissions/{answer['id']}",
+                               f"More than {reprocess.SYNC_LIMIT:,} actions: re-processing runs as a job; its "
+                               f"counts move here as it runs.")
+    return render.redirect(back_of(form.get("back")), reprocess_message(answer))

@@ -7,7 +7,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from payoutdesk.web import actions, contracts, files, login, modify, render, settings, users
+from payoutdesk.web import actions, contracts, files, forecast, login, modify, payments, render, settings, users
 from payoutdesk.web.security import SecurityHeaders, is_page_path
 from payoutdesk.web.session import LoginNeeded
 
@@ -54,6 +54,6 @@ def install(app: FastAPI) -> None:
 
     app.state.page_refusal = refusal  # the application's error handlers answer pages' errors as pages
     app.mount("/static", StaticFiles(directory=render.STATIC), name="static")
-    for module in (login, actions, modify, settings, files, contracts, users):
+    for module in (login, actions, modify, settings, files, contracts, users, forecast, payments):
         app.include_router(module.router)
     app.add_middleware(SecurityHeaders)
