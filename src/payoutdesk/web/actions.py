@@ -29,6 +29,7 @@ from payoutdesk.kit import db
 from payoutdesk.kit.ids import MAX_ID, parse_id, ref32
 from payoutdesk.kit.time import utcnow
 from payoutdesk.ledger import repository as ledger_repo
+from payoutdesk.ledger import reprocess
 from payoutdesk.ledger import service as ledger
 from payoutdesk.ledger import workflow as wf
 from payoutdesk.models import event_types, partners
@@ -480,8 +481,6 @@ def reprocess_message(counts: Mapping[str, int]) -> str:
 async def reprocess_filtered(request: Request, user: Manager) -> Response:
     """Re-process the filtered list: its order id and event-date range are the criteria (partner, event type
     and the other filters do not narrow a run)."""
-    from payoutdesk.ledger import reprocess
-
     form = await posted(request, user)
     values = {name: str(form.get(name) or "").strip()[:200] for name in ("order_id", "event_date_from",
                                                                        "event_date_to")}
