@@ -136,6 +136,7 @@ def test_finance_pages_in_the_browser(browser: Any, site: Site) -> None:
     with db.read(w.engine) as conn:
         after = ledger.get_action(conn, w.account_id, rp)
     assert (after["payout"], after["updates"][-1]["kind"]) == ("20.00", "MODIFIED")
+    assert after["updates"][-1]["actor"] == f"system for user:{site.users['manager']}"  # who asked
     page.context.close()
 
 

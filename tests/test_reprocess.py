@@ -156,6 +156,8 @@ def test_api_answers_counts_or_a_job_that_the_worker_completes(world: World, tmp
     moved = action(world, ids[0])
     assert (moved["state"], moved["status_detail"]) == ("REVERSED", "SYSTEM_REATTRIBUTED")
     assert moved["updates"][-1]["submission_id"] == job["id"]  # the history names the job
+    # ... and who asked for it, as the job does
+    assert moved["updates"][-1]["actor"] == done["actor"] == f"system for api:{world.sid}"
     assert client.post(f"/api/v1/submissions/{job['id']}/undo", headers=auth).status_code == 409
     assert action(world, ids[10])["payout"] == "20.00"
 

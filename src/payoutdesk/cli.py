@@ -147,7 +147,9 @@ def cmd_reprocess(args: argparse.Namespace) -> int:
             bar = Progress(total, "re-processing", enabled=total > reprocess.JOB_CHUNK)
         bar.advance(done - bar.done)
 
-    counts = reprocess.run_in_chunks(engine, account.id, c, progress=progress)
+    import getpass
+
+    counts = reprocess.run_in_chunks(engine, account.id, c, progress=progress, asked_by=f"cli:{getpass.getuser()}")
     if bar is not None:
         bar.close()
     for name, n in counts.as_dict().items():

@@ -80,6 +80,6 @@ def reprocess_route(request: Request, body: ReprocessIn, account: Account, key: 
     data: Any = body.model_dump(mode="json")
 
     def handler(conn: Connection, actor: Actor) -> tuple[int, Any]:
-        return reprocess.start(conn, actor.account_id, c)
+        return reprocess.start(conn, actor.account_id, c, asked_by=actor.name)
 
     return plumbing.write(request, account, key, data, handler)

@@ -226,16 +226,19 @@ def _move(conn: Connection, actor: Actor, row: Row[Any], partner_id: int, decide
 # --- a run ---------------------------------------------------------------------------------------
 
 
-def system_actor(account_id: int) -> Actor:
-    return Actor(account_id, "system", wf.Channel.SYSTEM, system=True)
+def system_actor(account_id: int, asked_by: str | None = None) -> Actor:
+    """The re-processing's actor: the system (its reason ``SYSTEM_REATTRIBUTED`` is the system's alone), on
+    behalf of whoever asked (``user:…``, ``api:…``, ``cli:…``), so that the history says who it was."""
+    name = f"system for {asked_by}" if asked_by else "system"
+    return Actor(account_id, name[:320], wf.Channel.SYSTEM, system=True)
 
 
 def run(conn: Connection, account_id: int, c: Criteria, now: datetime | None = None,
-        progress: Callable[[int, int], None] | None = None) -> Counts:
+        progress: Callable[[int, int], None] | None = None, asked_by: str | None = None) -> Counts:
     """Re-process every chosen action in the caller's transaction (the sync path and the CLI's)."""
     now = now or utcnow()
     _check_owned(conn, account_id, c)
-    actor = system_actor(account_id)
+    actor = system_actor(account_id, asked_by)
     counts = Counts()
     ids = chosen_ids(conn, account_id, c)
     for n, aid in enumerate(ids, 1):
@@ -246,13 +249,13 @@ def run(conn: Connection, account_id: int, c: Criteria, now: datetime | None = N
 
 
 def run_in_chunks(engine: Engine, account_id: int, c: Criteria, chunk: int | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> Counts:
+                  progress: Callable[[int, int], None] | None = None, asked_by: str | None = None) -> Counts:
     """Re-process in the foreground (the CLI), ``chunk`` actions a transaction, over the actions chosen when
     it starts (those it creates are not visited). Stopped midway, a second run finishes the work."""
     with db.read(engine) as conn:
         _check_owned(conn, account_id, c)
         ids = chosen_ids(conn, account_id, c)
-    actor = system_actor(account_id)
+    actor = system_actor(account_id, asked_by)
     counts = Counts()
     chunk = chunk or JOB_CHUNK
     for start_at in range(0, len(ids), chunk):
@@ -273,19 +276,19 @@ def run_in_chunks(engine: Engine, account_id: int, c: Criteria, chunk: int | Non
     return counts
 
 
-def start(conn: Connection, account_id: int, c: Criteria, now: datetime | None = None
+def start(conn: Connection, account_id: int, c: Criteria, now: datetime | None = None, asked_by: str | None = None
           ) -> tuple[int, dict[str, Any]]:
     """``POST /reprocess``: up to ``SYNC_LIMIT`` chosen actions now (200 with the counts), more as a job
-    (202 with the queued submission)."""
+    (202 with the queued submission). ``asked_by``: the actor who asked (history and job say so)."""
     _check_owned(conn, account_id, c)
     few = chosen_ids(conn, account_id, c, limit=SYNC_LIMIT + 1)
     if len(few) <= SYNC_LIMIT:
-        counts = run(conn, account_id, c, now)
+        counts = run(conn, account_id, c, now, asked_by=asked_by)
         return 200, {**counts.as_dict(), "chosen": len(few)}
-    return 202, queue(conn, account_id, c)
+    return 202, queue(conn, account_id, c, asked_by)
 
 
-def queue(conn: Connection, account_id: int, c: Criteria) -> dict[str, Any]:
+def queue(conn: Connection, account_id: int, c: Criteria, asked_by: str | None = None) -> dict[str, Any]:
     """A re-processing job: a submission of kind ``R`` on the ``system`` channel, its criteria stored as
     its file, bounded by the highest action id now."""
     from payoutdesk.submissions import service as submissions
@@ -297,7 +300,7 @@ def queue(conn: Connection, account_id: int, c: Criteria) -> dict[str, Any]:
         first = chosen_ids(conn, account_id, bounded, limit=1)
         campaign_id = int(conn.execute(select(actions.c.campaign_id).where(actions.c.id == first[0])).scalar_one())
     body = json.dumps(bounded.to_json(), separators=(",", ":")).encode()
-    return submissions.create(conn, system_actor(account_id), campaign_id, body, file_name="reprocess.json",
+    return submissions.create(conn, system_actor(account_id, asked_by), campaign_id, body, file_name="reprocess.json",
                               content_type="application/json", kind=JOB_KIND)
 
 
@@ -348,7 +351,8 @@ def run_submission(engine: Engine, submission_id: int, worker: str, lease: timed
         sub_repo.advance(conn, submission_id, worker, done, {"total_records": total, "format": "reprocess"})
     if progress:
         progress(done, total)
-    actor = system_actor(int(sub.account_id))
+    # the job's own actor (the submission's: "system for <who asked>")
+    actor = Actor(int(sub.account_id), str(sub.actor or "system"), wf.Channel.SYSTEM, system=True)
     while done < total:
         if stop is not None and stop.is_set():
             with db.write(engine) as conn:

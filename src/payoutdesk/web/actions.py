@@ -490,7 +490,7 @@ async def reprocess_filtered(request: Request, user: Manager) -> Response:
     criteria = reprocess.criteria(None, values["event_date_from"] or None, values["event_date_to"] or None,
                                   [values["order_id"]] if values["order_id"] else None)
     status, answer = await run_in_threadpool(write, request, user, lambda conn, actor: reprocess.start(
-        conn, actor.account_id, criteria))
+        conn, actor.account_id, criteria, asked_by=actor.name))
     if status == 202:
         return render.redirect(f"/settings/file-submissions/{answer['id']}",
                                f"More than {reprocess.SYNC_LIMIT:,} actions: re-processing runs as a job; its "
