@@ -33,7 +33,7 @@ from payoutdesk.ledger import reprocess
 from payoutdesk.ledger import service as ledger
 from payoutdesk.ledger import workflow as wf
 from payoutdesk.models import event_types, partners
-from payoutdesk.web import render
+from payoutdesk.web import fields, render
 from payoutdesk.web.session import Manager, Viewer, posted, read, write
 
 router = APIRouter(include_in_schema=False)
@@ -57,32 +57,9 @@ FILTER_FIELDS = ("state", "partner_id", "event_type_id", "order_id", "action_id"
 # --- reading the filters ---------------------------------------------------------------------------
 
 
-def _text(params: Mapping[str, str], name: str, what: str, limit: int = 200) -> str | None:
-    value = (params.get(name) or "").strip()
-    if not value:
-        return None
-    if "\x00" in value:
-        raise ValidationFailed(f"{what} contains a NUL character, which no {what.lower()} has.")
-    if len(value) > limit:
-        raise ValidationFailed(f"{what} is longer than {limit} characters.")
-    return value
-
-
-def _id(params: Mapping[str, str], name: str, what: str) -> int | None:
-    value = _text(params, name, what, 40)
-    if value is None:
-        return None
-    number = parse_id(value)
-    if number is None:
-        raise ValidationFailed(f"{what} must be a whole number like 1234, not {shorten(value, 40)}.")
-    return number
-
-
-def _date(params: Mapping[str, str], name: str, what: str) -> str | None:
-    value = _text(params, name, what, 40)
-    if value is not None and len(value) != 10:
-        raise ValidationFailed(f"{what} must be a date like 2026-01-15.")
-    return value
+def _day_text(params: Mapping[str, str], name: str, what: str) -> str | None:
+    day = fields.day(params, name, what)
+    return day.isoformat() if day is not None else None
 
 
 def filters_of(params: Mapping[str, str], tab: str) -> tuple[ledger_repo.Filters, dict[str, str]]:
@@ -91,7 +68,7 @@ def filters_of(params: Mapping[str, str], tab: str) -> tuple[ledger_repo.Filters
     if tab == "reversed":
         state: str | None = "REVERSED"
         form["state"] = ""
-        reason = _text(params, "reason", "Reversal Reason", 64)
+        reason = fields.text(params, "reason", "Reversal Reason", 64)
     else:
         chosen = form["state"] or "PENDING"
         if chosen not in ACTION_STATES:
@@ -102,15 +79,15 @@ def filters_of(params: Mapping[str, str], tab: str) -> tuple[ledger_repo.Filters
         form["reason"] = ""
     filters = ledger_repo.Filters(
         state=state,
-        partner_id=ref32(_id(params, "partner_id", "Partner")),
-        event_type_id=ref32(_id(params, "event_type_id", "Event Type")),
-        order_id=_text(params, "order_id", "Order ID"),
-        action_id=_id(params, "action_id", "Action ID"),
-        promo_code=_text(params, "promo_code", "Promo code"),
+        partner_id=ref32(fields.ident(params, "partner_id", "Partner")),
+        event_type_id=ref32(fields.ident(params, "event_type_id", "Event Type")),
+        order_id=fields.text(params, "order_id", "Order ID"),
+        action_id=fields.ident(params, "action_id", "Action ID"),
+        promo_code=fields.text(params, "promo_code", "Promo code"),
         reason=reason,
-        event_date_from=ledger.day_bound(_date(params, "event_date_from", "Event date from"), "Event date from",
+        event_date_from=ledger.day_bound(_day_text(params, "event_date_from", "Event date from"), "Event date from",
                                           end=False),
-        event_date_to=ledger.day_bound(_date(params, "event_date_to", "Event date to"), "Event date to", end=True),
+        event_date_to=ledger.day_bound(_day_text(params, "event_date_to", "Event date to"), "Event date to", end=True),
     )
     return filters, form
 

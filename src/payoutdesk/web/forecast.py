@@ -16,12 +16,12 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import Connection
 
 from payoutdesk.catalog import repository as catalog_repo
-from payoutdesk.errors import PayoutdeskError, ValidationFailed, shorten
-from payoutdesk.kit.ids import parse_id, ref32
+from payoutdesk.errors import PayoutdeskError
+from payoutdesk.kit.ids import ref32
 from payoutdesk.kit.money import format_amount
 from payoutdesk.ledger import forecast as lf
 from payoutdesk.models import campaigns, partners
-from payoutdesk.web import render
+from payoutdesk.web import fields, render
 from payoutdesk.web.session import Viewer, read
 
 router = APIRouter(include_in_schema=False)
@@ -48,28 +48,10 @@ class Bar:
 def filters_of(params: Mapping[str, str]) -> tuple[lf.ForecastFilters, dict[str, str]]:
     """The forecast's filters from the query, and the form's values."""
     form = {name: (params.get(name) or "").strip()[:40] for name in FIELDS}
-
-    def ident(name: str, what: str) -> int | None:
-        if not form[name]:
-            return None
-        number = parse_id(form[name])
-        if number is None:
-            raise ValidationFailed(f"{what} must be one of the list, not {shorten(form[name], 40)}.")
-        return ref32(number)
-
-    def day(name: str, what: str) -> date | None:
-        if not form[name]:
-            return None
-        try:
-            if len(form[name]) == 10:
-                return date.fromisoformat(form[name])
-        except ValueError:
-            pass
-        raise ValidationFailed(f"{what} must be a date like 2026-12-31.")
-
-    return lf.ForecastFilters(ident("campaign_id", "Campaign"), ident("partner_id", "Partner"),
-                              day("locking_date_from", "Locking date from"),
-                              day("locking_date_to", "Locking date to")), form
+    return lf.ForecastFilters(ref32(fields.ident(form, "campaign_id", "Campaign")),
+                              ref32(fields.ident(form, "partner_id", "Partner")),
+                              fields.day(form, "locking_date_from", "Locking date from"),
+                              fields.day(form, "locking_date_to", "Locking date to")), form
 
 
 def charts(rows: list[lf.ForecastRow]) -> list[dict[str, Any]]:

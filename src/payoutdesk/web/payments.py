@@ -6,7 +6,6 @@ message beside the posted values."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -16,11 +15,11 @@ from starlette.concurrency import run_in_threadpool
 
 from payoutdesk.accounts.sessions import SignedIn
 from payoutdesk.catalog import repository as catalog_repo
-from payoutdesk.errors import PayoutdeskError, ValidationFailed, shorten
+from payoutdesk.errors import PayoutdeskError, ValidationFailed
 from payoutdesk.kit.ids import parse_id, ref32
 from payoutdesk.models import partners
 from payoutdesk.payments import service
-from payoutdesk.web import render
+from payoutdesk.web import fields, render
 from payoutdesk.web.session import Manager, Viewer, posted, read, write
 
 router = APIRouter(include_in_schema=False)
@@ -33,24 +32,9 @@ ENTRY = ("partner_id", "clearing_date", "amount", "currency", "reference")
 def filters_of(params: Mapping[str, str]) -> tuple[service.PaymentFilters, dict[str, str]]:
     """The report's filters from the query, and the form's values."""
     form = {name: (params.get(name) or "").strip()[:40] for name in FIELDS}
-    partner_id = None
-    if form["partner_id"]:
-        partner_id = parse_id(form["partner_id"])
-        if partner_id is None:
-            raise ValidationFailed(f"Partner must be one of the list, not {shorten(form['partner_id'], 40)}.")
-
-    def day(name: str, what: str) -> date | None:
-        if not form[name]:
-            return None
-        try:
-            if len(form[name]) == 10:
-                return date.fromisoformat(form[name])
-        except ValueError:
-            pass
-        raise ValidationFailed(f"{what} must be a date like 2026-12-20.")
-
-    return service.PaymentFilters(ref32(partner_id), day("clearing_date_from", "Clearing date from"),
-                                  day("clearing_date_to", "Clearing date to")), form
+    return service.PaymentFilters(ref32(fields.ident(form, "partner_id", "Partner")),
+                                  fields.day(form, "clearing_date_from", "Clearing date from"),
+                                  fields.day(form, "clearing_date_to", "Clearing date to")), form
 
 
 def _page(request: Request, user: SignedIn, entry: Mapping[str, str] | None = None, entry_error: str = "",
