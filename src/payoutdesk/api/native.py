@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import inspect
-import itertools
 import json
 import re
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -24,7 +23,6 @@ from payoutdesk.catalog import service as catalog
 from payoutdesk.context import Actor
 from payoutdesk.errors import ValidationFailed
 from payoutdesk.intake import runs as intake_runs
-from payoutdesk.kit import db
 from payoutdesk.kit.ids import MAX_ID, MAX_ID32, ref32
 from payoutdesk.kit.money import parse_amount
 from payoutdesk.ledger import repository as ledger_repo
@@ -381,23 +379,9 @@ def list_actions(request: Request, account: Account, filters: Filters, limit: Li
 
 @router.get("/actions/export", tags=["actions"], response_class=StreamingResponse)
 def export_actions(request: Request, account: Account, filters: Filters) -> StreamingResponse:
-    engine = plumbing.engine_of(request)
-
-    def body() -> Generator[str, None, None]:
-        with db.read(engine) as conn:
-            yield from ledger.export_rows(conn, account.id, filters)
-
-    # the header and the first batch before the answer starts: a filter the database refuses is then an
-    # error answer, never a 200 whose stream breaks (DESIGN §6)
-    chunks = body()
-    try:
-        first = [next(chunks), next(chunks, "")]
-    except BaseException:
-        chunks.close()
-        raise
     headers = plumbing.request_rate_headers(request)
     headers["Content-Disposition"] = 'attachment; filename="actions.csv"'
-    return StreamingResponse(itertools.chain(first, chunks), media_type="text/csv; charset=utf-8", headers=headers)
+    return plumbing.export_stream(request, account.id, filters, headers)
 
 
 @router.get("/actions/{action_id}", tags=["actions"])

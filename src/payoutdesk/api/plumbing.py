@@ -10,16 +10,17 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import itertools
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Annotated, Any, BinaryIO
 
 from fastapi import Depends, Header, Path, Query, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from pydantic import BeforeValidator
 from sqlalchemy import Connection, Engine
@@ -387,3 +388,25 @@ async def upload_form(request: Request, max_fields: int = 20) -> FormData:
         return await request.form(max_files=1, max_fields=max_fields, max_part_size=64 * 1024)
     except HTTPException as exc:  # the multipart parser's refusals (a missing boundary, a broken part ...)
         raise MalformedMultipart(f"The multipart body cannot be read: {exc.detail}") from None
+
+
+def export_stream(request: Request, account_id: int, filters: Any, headers: dict[str, str]) -> StreamingResponse:
+    """The actions export (``ledger.export_rows``) as a CSV answer, streamed in its own read transaction.
+
+    The header and the first batch are read before the answer starts: a filter the database refuses is
+    then an error answer, never a 200 whose stream breaks (DESIGN §6)."""
+    from payoutdesk.ledger import service as ledger
+
+    engine = engine_of(request)
+
+    def body() -> Generator[str, None, None]:
+        with db.read(engine) as conn:
+            yield from ledger.export_rows(conn, account_id, filters)
+
+    chunks = body()
+    try:
+        first = [next(chunks), next(chunks, "")]
+    except BaseException:
+        chunks.close()
+        raise
+    return StreamingResponse(itertools.chain(first, chunks), media_type="text/csv; charset=utf-8", headers=headers)

@@ -40,6 +40,11 @@ def list_rows(conn: Connection, table: Table, account_id: int, **filters: Any) -
     return list(conn.execute(stmt.order_by(table.c.id)))
 
 
+def by_name(conn: Connection, table: Table, account_id: int) -> list[Row[Any]]:
+    """The account's rows of ``table`` (campaigns, partners ...) in name order, as a drop-down lists them."""
+    return sorted(list_rows(conn, table, account_id), key=lambda r: (r.name.lower(), r.id))
+
+
 def campaign_by_token(conn: Connection, token: str) -> Row[Any] | None:
     return conn.execute(select(campaigns).where(campaigns.c.returns_token == token)).first()
 

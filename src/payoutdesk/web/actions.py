@@ -11,8 +11,7 @@ message.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Generator, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -22,10 +21,10 @@ from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from payoutdesk.accounts.sessions import SignedIn
+from payoutdesk.api.plumbing import export_stream
 from payoutdesk.catalog import repository as catalog_repo
 from payoutdesk.context import Actor
 from payoutdesk.errors import NotFound, PayoutdeskError, ValidationFailed, shorten
-from payoutdesk.kit import db
 from payoutdesk.kit.ids import MAX_ID, parse_id, ref32
 from payoutdesk.kit.time import utcnow
 from payoutdesk.ledger import repository as ledger_repo
@@ -237,23 +236,9 @@ def reversed_tab(request: Request, user: Viewer) -> Response:
 
 def _export(request: Request, user: SignedIn, tab: str) -> StreamingResponse:
     filters, _ = filters_of(request.query_params, tab)
-    engine = request.app.state.engine
-    account_id = user.account.id
-
-    def body() -> Generator[str, None, None]:
-        with db.read(engine) as conn:
-            yield from ledger.export_rows(conn, account_id, filters)
-
-    chunks = body()
-    try:  # the header and the first batch before the answer starts: a refusal is then an error page
-        first = [next(chunks), next(chunks, "")]
-    except BaseException:
-        chunks.close()
-        raise
     name = "reversed-actions.csv" if tab == "reversed" else "pending-actions.csv"
-    return StreamingResponse(itertools.chain(first, chunks), media_type="text/csv; charset=utf-8",
-                             headers={"Content-Disposition": f'attachment; filename="{name}"',
-                                      "Cache-Control": "no-store"})
+    return export_stream(request, user.account.id, filters,
+                         {"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
 
 
 @router.get(BASE + "/actions/export.csv")

@@ -67,7 +67,7 @@ def contracts_page(request: Request, user: Viewer, partner: str = "") -> Respons
     partner_id = parse_id(partner) if partner else None
 
     def load(conn: Connection) -> tuple[list[Any], list[dict[str, Any]]]:
-        options = sorted(catalog_repo.list_rows(conn, partners, user.account.id), key=lambda r: (r.name.lower(), r.id))
+        options = catalog_repo.by_name(conn, partners, user.account.id)
         chosen = partner_id if partner_id is not None and any(r.id == partner_id for r in options) else None
         if partner and chosen is None:
             return options, []

@@ -102,8 +102,8 @@ def forecast_page(request: Request, user: Viewer) -> Response:
         form = {name: (request.query_params.get(name) or "").strip()[:40] for name in FIELDS}
 
     def load(conn: Connection) -> dict[str, Any]:
-        camps = sorted(catalog_repo.list_rows(conn, campaigns, account_id), key=lambda r: (r.name.lower(), r.id))
-        people = sorted(catalog_repo.list_rows(conn, partners, account_id), key=lambda r: (r.name.lower(), r.id))
+        camps = catalog_repo.by_name(conn, campaigns, account_id)
+        people = catalog_repo.by_name(conn, partners, account_id)
         if filters is None:
             return {"campaigns": camps, "partners": people, "rows": [], "forecast": None}
         return {"campaigns": camps, "partners": people, "rows": lf.forecast_rows(conn, account_id, filters),

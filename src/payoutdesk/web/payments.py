@@ -50,7 +50,7 @@ def _page(request: Request, user: SignedIn, entry: Mapping[str, str] | None = No
         form = {name: (params.get(name) or "").strip()[:40] for name in FIELDS}
 
     def load(conn: Connection) -> dict[str, Any]:
-        people = sorted(catalog_repo.list_rows(conn, partners, account_id), key=lambda r: (r.name.lower(), r.id))
+        people = catalog_repo.by_name(conn, partners, account_id)
         result = service.report(conn, account_id, filters) if filters is not None else {"items": [], "totals": []}
         return {"partners": people, "report": result}
 
